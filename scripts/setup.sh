@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the build, the tests and the benchmarks need on a fresh machine:
+# Debian packages (socat for serial pty pairs) and a Python venv in .venv with pytest and
+# secsgem==0.3.0 (the independent peer of the interop tests and the benchmark baselines).
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, secsgem' 2>/dev/null; then
+  echo "setup: creating .venv with pytest and secsgem==0.3.0"
+  python3 -m venv .venv || {
+    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv .venv
+  }
+  .venv/bin/pip install -q --disable-pip-version-check -r python/requirements.txt
+fi

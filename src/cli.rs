@@ -1,0 +1,287 @@
+//! The `secsgate` command line.
+//!
+//! - `secsgate sml encode [TEXT]`: SML (or JSON with `--json`) to hex, of the item or, with
+//!   `--frame`, of the whole HSMS frame.
+//! - `secsgate sml decode [HEX]`: hex of an item (or, with `--frame`, of an HSMS frame) to
+//!   SML, or to JSON with `--json`.
+//!
+//! Bad input exits with code 2 and one line on stderr saying where and why.
+
+use std::io::Read;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::hsms::frame::{self, SType};
+use crate::secs2::{DecodeLimits, Item, Message, json, sml};
+
+/// Exit code for input the command could not use.
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "secsgate", version, about = "SECS/GEM gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Convert between SML, the JSON form and SECS-II bytes.
+    #[command(subcommand)]
+    Sml(SmlCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SmlCommand {
+    /// Encode SML (or JSON) to lower-case hex.
+    Encode(EncodeArgs),
+    /// Decode hex to SML (or JSON).
+    Decode(DecodeArgs),
+}
+
+#[derive(Args, Debug)]
+struct EncodeArgs {
+    /// SML text: an item (`<U4 1>`) or a message (`S1F3 W <L [1] <U4 1>> .`). Read from stdin
+    /// when absent.
+    text: Option<String>,
+    /// Read the JSON form instead of SML: a message `{"header":…,"body":…}` or a bare body.
+    #[arg(long)]
+    json: bool,
+    /// Print the whole HSMS frame (length, header, body) instead of the item alone.
+    #[arg(long)]
+    frame: bool,
+    /// Device ID written in the frame header.
+    #[arg(long, default_value_t = 0)]
+    device_id: u16,
+    /// System bytes written in the frame header.
+    #[arg(long, default_value_t = 1)]
+    system_bytes: u32,
+}
+
+#[derive(Args, Debug)]
+struct DecodeArgs {
+    /// Hex bytes (spaces and a 0x prefix allowed). Read from stdin when absent.
+    hex: Option<String>,
+    /// Print the JSON form instead of SML.
+    #[arg(long)]
+    json: bool,
+    /// The hex is a whole HSMS frame (length, header, body), not an item.
+    #[arg(long)]
+    frame: bool,
+    /// Print on one line.
+    #[arg(long)]
+    compact: bool,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sml(SmlCommand::Encode(args)) => encode(args),
+        Command::Sml(SmlCommand::Decode(args)) => decode(args),
+    };
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            0
+        }
+        Err(message) => {
+            eprintln!("secsgate: {message}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+fn argument_or_stdin(arg: Option<String>) -> Result<String, String> {
+    match arg {
+        Some(text) => Ok(text),
+        None => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            Ok(text)
+        }
+    }
+}
+
+/// A message, or a bare item, from the encode command's input.
+enum Parsed {
+    Message(Message),
+    Item(Option<Item>),
+}
+
+fn encode(args: EncodeArgs) -> Result<String, String> {
+    let text = argument_or_stdin(args.text)?;
+    let parsed = if args.json {
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?;
+        if value.get("header").is_some() {
+            Parsed::Message(json::message_from_json(&value).map_err(|e| format!("JSON {e}"))?)
+        } else {
+            Parsed::Item(json::body_from_json(&value).map_err(|e| format!("JSON {e}"))?)
+        }
+    } else {
+        match sml::parse_message_or_item(&text).map_err(|e| format!("SML {e}"))? {
+            sml::Either::Message(m) => Parsed::Message(m),
+            sml::Either::Item(i) => Parsed::Item(Some(i)),
+        }
+    };
+    let mut buf = Vec::new();
+    match (parsed, args.frame) {
+        (Parsed::Message(mut message), true) => {
+            message.device_id = args.device_id;
+            message.system_bytes = args.system_bytes;
+            frame::encode_message(&message, &mut buf).map_err(|e| e.to_string())?;
+        }
+        (Parsed::Item(_), true) => {
+            return Err("--frame needs a whole message (starting with SxFy), not an item".into());
+        }
+        (Parsed::Message(Message { body, .. }), false) | (Parsed::Item(body), false) => {
+            if let Some(item) = body {
+                item.encode_into(&mut buf).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(to_hex(&buf))
+}
+
+fn decode(args: DecodeArgs) -> Result<String, String> {
+    let text = argument_or_stdin(args.hex)?;
+    let bytes = from_hex(&text)?;
+    let limits = DecodeLimits::default();
+    if args.frame {
+        let (header, body) = frame::split_frame(&bytes).map_err(|e| format!("bad frame: {e}"))?;
+        if header.stype != SType::Data {
+            if args.json {
+                return Err(format!(
+                    "{} is a control message and has no JSON form",
+                    describe_control(&header)
+                ));
+            }
+            return Ok(describe_control(&header));
+        }
+        let body = Item::decode_body(body, &limits).map_err(|e| {
+            format!(
+                "{e} (counting from the first body byte, frame byte {})",
+                14 + e.offset
+            )
+        })?;
+        let message = header.into_message(body);
+        return Ok(if args.json {
+            render_json(&json::message_to_json(&message), args.compact)
+        } else if args.compact {
+            format!(
+                "{message} // device {} system 0x{:08x}",
+                message.device_id, message.system_bytes
+            )
+        } else {
+            format!(
+                "// device {} system 0x{:08x}\n{message:#}",
+                message.device_id, message.system_bytes
+            )
+        });
+    }
+    let body = Item::decode_body(&bytes, &limits).map_err(|e| e.to_string())?;
+    Ok(match (body, args.json) {
+        (body, true) => render_json(&json::body_to_json(body.as_ref()), args.compact),
+        (None, false) => String::new(),
+        (Some(item), false) if args.compact => item.to_string(),
+        (Some(item), false) => format!("{item:#}"),
+    })
+}
+
+fn render_json(value: &serde_json::Value, compact: bool) -> String {
+    if compact {
+        value.to_string()
+    } else {
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    }
+}
+
+/// A one-line description of a control frame, e.g. `Select.rsp session 0xffff status 0 system 123`.
+pub fn describe_control(header: &frame::Header) -> String {
+    let name = match header.stype {
+        SType::Data => "Data",
+        SType::SelectReq => "Select.req",
+        SType::SelectRsp => "Select.rsp",
+        SType::DeselectReq => "Deselect.req",
+        SType::DeselectRsp => "Deselect.rsp",
+        SType::LinktestReq => "Linktest.req",
+        SType::LinktestRsp => "Linktest.rsp",
+        SType::RejectReq => "Reject.req",
+        SType::SeparateReq => "Separate.req",
+        SType::Other(_) => "unknown SType",
+    };
+    format!(
+        "{name} (SType {}) session 0x{:04x} byte2 {} byte3 {} PType {} system {}",
+        header.stype.code(),
+        header.session_id,
+        header.byte2,
+        header.byte3,
+        header.ptype,
+        header.system_bytes
+    )
+}
+
+/// Lower-case hex with no separators.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// Reads hex digits, ignoring white space, `:`/`-` separators and `0x` prefixes.
+pub fn from_hex(text: &str) -> Result<Vec<u8>, String> {
+    let mut digits = Vec::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'0' && matches!(bytes.get(i + 1), Some(b'x' | b'X')) {
+            i += 2;
+            continue;
+        }
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' | b':' | b'-' | b',' => {}
+            _ => match char::from(c).to_digit(16) {
+                Some(d) => digits.push((d as u8, i)),
+                None => {
+                    return Err(format!(
+                        "hex input: character {:?} at position {} is not a hex digit",
+                        text[i..].chars().next().unwrap_or('?'),
+                        i + 1
+                    ));
+                }
+            },
+        }
+        i += 1;
+    }
+    if !digits.len().is_multiple_of(2) {
+        return Err(format!(
+            "hex input has an odd number of digits ({})",
+            digits.len()
+        ));
+    }
+    Ok(digits
+        .chunks_exact(2)
+        .map(|p| (p[0].0 << 4) | p[1].0)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(from_hex("0x01 0A:ff").unwrap(), vec![1, 10, 255]);
+        assert_eq!(to_hex(&[1, 10, 255]), "010aff");
+        assert!(from_hex("abc").unwrap_err().contains("odd"));
+        assert!(from_hex("zz").unwrap_err().contains("position 1"));
+    }
+}

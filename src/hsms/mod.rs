@@ -1,0 +1,5 @@
+//! HSMS (SEMI E37): SECS messages over TCP.
+//!
+//! - [`frame`]: the 4-byte length, the 10-byte header, and the body.
+
+pub mod frame;
