@@ -117,14 +117,22 @@ pub fn encode_header(buf: &mut Vec<u8>, format: Format, length: usize) -> Result
     Ok(())
 }
 
-macro_rules! put_numbers {
-    ($buf:expr, $values:expr) => {{
-        let values = $values;
-        $buf.reserve(std::mem::size_of_val(&values[..]));
-        for v in values.iter() {
-            $buf.extend_from_slice(&v.to_be_bytes());
-        }
-    }};
+/// Writes numbers big-endian: one resize, then fixed-size stores the compiler can vectorise.
+fn put_numbers<const N: usize, T: Copy>(
+    buf: &mut Vec<u8>,
+    values: &[T],
+    to: impl Fn(T) -> [u8; N],
+) {
+    if let [one] = values {
+        buf.extend_from_slice(&to(*one));
+        return;
+    }
+    let start = buf.len();
+    buf.resize(start + values.len() * N, 0);
+    let (chunks, _) = buf[start..].as_chunks_mut::<N>();
+    for (dst, &v) in chunks.iter_mut().zip(values) {
+        *dst = to(v);
+    }
 }
 
 impl Item {
@@ -174,14 +182,14 @@ impl Item {
                 buf.extend_from_slice(bytes);
             }
             Item::I1(v) => buf.extend(v.iter().map(|&x| x as u8)),
-            Item::I2(v) => put_numbers!(buf, v),
-            Item::I4(v) => put_numbers!(buf, v),
-            Item::I8(v) => put_numbers!(buf, v),
-            Item::U2(v) => put_numbers!(buf, v),
-            Item::U4(v) => put_numbers!(buf, v),
-            Item::U8(v) => put_numbers!(buf, v),
-            Item::F4(v) => put_numbers!(buf, v),
-            Item::F8(v) => put_numbers!(buf, v),
+            Item::I2(v) => put_numbers(buf, v, i16::to_be_bytes),
+            Item::I4(v) => put_numbers(buf, v, i32::to_be_bytes),
+            Item::I8(v) => put_numbers(buf, v, i64::to_be_bytes),
+            Item::U2(v) => put_numbers(buf, v, u16::to_be_bytes),
+            Item::U4(v) => put_numbers(buf, v, u32::to_be_bytes),
+            Item::U8(v) => put_numbers(buf, v, u64::to_be_bytes),
+            Item::F4(v) => put_numbers(buf, v, f32::to_be_bytes),
+            Item::F8(v) => put_numbers(buf, v, f64::to_be_bytes),
         }
         Ok(())
     }
@@ -229,7 +237,7 @@ struct Decoder<'a> {
     items: usize,
 }
 
-fn numbers<const N: usize, T>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+fn numbers<const N: usize, T>(data: &[u8], from: impl Fn([u8; N]) -> T) -> Vec<T> {
     let (chunks, _) = data.as_chunks::<N>();
     chunks.iter().map(|c| from(*c)).collect()
 }
