@@ -12,4 +12,5 @@
 
 pub mod cli;
 pub mod hsms;
+pub mod link;
 pub mod secs2;

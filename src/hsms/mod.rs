@@ -2,4 +2,6 @@
 //!
 //! - [`frame`]: the 4-byte length, the 10-byte header, and the body.
 
+pub mod driver;
 pub mod frame;
+pub mod protocol;

@@ -5,7 +5,11 @@
 //! - `secsgate sml decode [HEX]`: hex of an item (or, with `--frame`, of an HSMS frame) to
 //!   SML, or to JSON with `--json`.
 //!
-//! Bad input exits with code 2 and one line on stderr saying where and why.
+//! - `secsgate send --connect HOST:PORT [--passive] 'S1F1 W' ...`: select, send each message
+//!   (or each one read from stdin), print each reply, separate.
+//!
+//! Bad input exits with code 2 and one line on stderr saying where and why; a failed
+//! exchange (connection, timeout, reject, S9Fx) exits with code 1.
 
 use std::io::Read;
 
@@ -29,6 +33,34 @@ enum Command {
     /// Convert between SML, the JSON form and SECS-II bytes.
     #[command(subcommand)]
     Sml(SmlCommand),
+    /// Connect over HSMS, send messages and print the replies.
+    Send(SendArgs),
+}
+
+#[derive(Args, Debug)]
+struct SendArgs {
+    /// HOST:PORT to connect to (or, with --passive, to listen on; port 0 picks a free one).
+    #[arg(long, value_name = "HOST:PORT")]
+    connect: String,
+    /// Listen and wait for the peer to connect, instead of connecting.
+    #[arg(long)]
+    passive: bool,
+    /// Device ID (HSMS session ID) of the data messages sent.
+    #[arg(long, default_value_t = 0)]
+    device_id: u16,
+    /// Seconds to wait for each reply (T3).
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Seconds to wait for the connection to be selected.
+    #[arg(long, default_value_t = 30.0)]
+    wait: f64,
+    /// Print replies in the JSON form, one line each.
+    #[arg(long)]
+    json: bool,
+    /// Messages in SML, e.g. 'S1F3 W <L [1] <U4 1>> .', in the JSON form (starting with `{`),
+    /// or the word `linktest`. Read from stdin (one after another, each ending at its '.' or
+    /// its line) when absent.
+    messages: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,6 +111,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Sml(SmlCommand::Encode(args)) => encode(args),
         Command::Sml(SmlCommand::Decode(args)) => decode(args),
+        Command::Send(args) => return send::run(args),
     };
     match result {
         Ok(out) => {
@@ -90,6 +123,18 @@ pub fn main() -> i32 {
             EXIT_BAD_INPUT
         }
     }
+}
+
+mod send;
+
+/// Logs to stderr through `tracing`; `RUST_LOG` overrides the default level.
+pub fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn argument_or_stdin(arg: Option<String>) -> Result<String, String> {

@@ -1,0 +1,158 @@
+"""HSMS interop: `secsgate send` against a secsgem==0.3.0 GemEquipmentHandler, both when the
+equipment listens (secsgate active) and when it connects (secsgate --passive); plus the exit
+codes of failed exchanges."""
+
+import json
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+PEER = pathlib.Path(__file__).resolve().parents[1] / "peers" / "secsgem_equipment.py"
+MESSAGES = ["S1F13 W <L>", "S1F1 W", "S1F3 W <L [2] <U4 10> <U4 11>>", "S2F13 W <L [1] <U4 20>>", "linktest"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc):
+    """Stops a process we started, by its PID: terminate, then kill."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def start_equipment(mode, port):
+    proc = subprocess.Popen(
+        [sys.executable, str(PEER), "--mode", mode, "--port", str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", f"secsgem equipment did not start: {line!r}"
+    return proc
+
+
+@pytest.fixture
+def passive_equipment():
+    port = free_port()
+    proc = start_equipment("passive", port)
+    yield port
+    stop(proc)
+
+
+def check_replies(stdout):
+    """The JSON replies to MESSAGES, one per line, then the linktest answer."""
+    lines = stdout.strip().splitlines()
+    assert lines[-1] == "Linktest.rsp"
+    replies = [json.loads(line) for line in lines[:-1]]
+    assert [(r["header"]["stream"], r["header"]["function"]) for r in replies] == [(1, 14), (1, 2), (1, 4), (2, 14)]
+    commack, mdln = replies[0]["body"]
+    assert commack == {"format": "B", "value": 0}
+    assert mdln == [{"format": "A", "value": "secsgem"}, {"format": "A", "value": "0.3.0"}]
+    assert replies[1]["body"] == mdln
+    assert replies[2]["body"] == [{"format": "U4", "value": 23}, {"format": "A", "value": "LOT-1"}]
+    assert replies[3]["body"] == [{"format": "U4", "value": 300}]
+
+
+def test_send_to_passive_secsgem_equipment(secsgate, passive_equipment):
+    out = secsgate("send", "--connect", f"127.0.0.1:{passive_equipment}", "--json", *MESSAGES)
+    assert out.returncode == 0, out.stderr
+    check_replies(out.stdout)
+
+
+def test_send_sml_output_and_stdin(secsgate, passive_equipment):
+    stdin = "S1F13 W\n<L>\n.\nS1F3 W <L [1]\n  <U4 10>\n>\nS1F1 W\n"
+    out = secsgate("send", "--connect", f"127.0.0.1:{passive_equipment}", stdin=stdin)
+    assert out.returncode == 0, out.stderr
+    assert "S1F4\n<L [1]\n  <U4 23>\n>\n." in out.stdout
+    assert out.stdout.count("S1F2\n") == 1
+
+
+def test_secsgem_equipment_connects_to_send_passive(secsgate_bin):
+    send = subprocess.Popen(
+        [secsgate_bin, "send", "--passive", "--connect", "127.0.0.1:0", "--json", *MESSAGES],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    equipment = None
+    try:
+        first = send.stderr.readline()
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", first)
+        assert match, first
+        equipment = start_equipment("active", int(match.group(1)))
+        stdout, stderr = send.communicate(timeout=60)
+        assert send.returncode == 0, stderr
+        check_replies(stdout)
+    finally:
+        stop(send)
+        if equipment is not None:
+            stop(equipment)
+
+
+def test_stream_nine_answer_exits_1(secsgate, passive_equipment):
+    # secsgem's equipment has no handler for S2F17 and answers S9F5 with the message header.
+    started = time.monotonic()
+    out = secsgate("send", "--connect", f"127.0.0.1:{passive_equipment}", "S1F13 W <L>", "S2F17 W", "S1F1 W")
+    assert out.returncode == 1
+    assert time.monotonic() - started < 5  # failed at once, not after T3
+    assert "S2F17" in out.stderr and "S9F5: unrecognized function" in out.stderr, out.stderr
+    assert "S1F2" not in out.stdout  # stops at the first failure
+
+
+def test_connection_refused_exits_1(secsgate):
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    out = secsgate("send", "--connect", f"127.0.0.1:{port}", "--wait", "1", "S1F1 W")
+    assert out.returncode == 1
+    assert time.monotonic() - started < 10
+    assert f"cannot connect to 127.0.0.1:{port}" in out.stderr, out.stderr
+
+
+def test_reply_timeout_exits_1(secsgate, secsgate_bin):
+    # A silent peer: `send --passive` with no messages selects, then only listens on stdin.
+    peer = subprocess.Popen(
+        [secsgate_bin, "send", "--passive", "--connect", "127.0.0.1:0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = re.search(r":(\d+)", peer.stderr.readline()).group(1)
+        started = time.monotonic()
+        out = secsgate("send", "--connect", f"127.0.0.1:{port}", "--timeout", "1", "S1F1 W")
+        assert out.returncode == 1
+        assert 0.9 < time.monotonic() - started < 10
+        assert "T3 reply timeout: no reply to S1F1" in out.stderr, out.stderr
+        peer.stdin.close()  # end of its input: it separates and exits
+        assert peer.wait(timeout=10) == 0
+    finally:
+        stop(peer)
+
+
+def test_bad_message_exits_2_before_connecting(secsgate):
+    out = secsgate("send", "--connect", "127.0.0.1:1", "S1F3 W <L [2] <U4 1>>")
+    assert out.returncode == 2
+    assert "line 1, column" in out.stderr
+
+
+def test_json_messages_in(secsgate, passive_equipment):
+    message = '{"header": {"stream": 1, "function": 3, "reply": true}, "body": [{"format": "U4", "value": 10}]}'
+    out = secsgate("send", "--connect", f"127.0.0.1:{passive_equipment}", "--json", "S1F13 W <L>", message)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[1])["body"] == [{"format": "U4", "value": 23}]

@@ -1,0 +1,539 @@
+//! The tokio shell around [`Protocol`]: owns the socket, the clock and the reconnect loop, and
+//! serves a [`Link`].
+//!
+//! - Active: connect; on failure or after a session ends wait T5, doubling on each failure up
+//!   to `reconnect_max`, never a busy loop.
+//! - Passive: listen; one session at a time; a second connection's Select.req is answered
+//!   with status 3 (connect exhaust) and it is closed.
+//! - Alternating: try to connect; if that fails, listen for one backoff period; repeat.
+//!
+//! Every loss of the connection is one state change to [`LinkState::Disconnected`], logged
+//! with its reason.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::frame::{self, HEADER_LEN, Header, SType};
+use super::protocol::{self, CloseReason, Event, Protocol, Role, State, TransactionFailure};
+use crate::link::{
+    self, Command, Incoming, Link, LinkError, LinkState, LinkTask, Received, stream_nine_meaning,
+};
+use crate::secs2::{Item, Message};
+
+/// How the connection is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Connect to this address (usually the host side).
+    Active(String),
+    /// Listen on this address (usually the equipment side); port 0 picks a free port.
+    Passive(String),
+    /// Try to connect to the first address; when that fails, listen on the second for a while.
+    Alternating { connect: String, listen: String },
+}
+
+/// Settings of one HSMS endpoint.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How the connection is made.
+    pub mode: Mode,
+    /// Device ID (session ID) put on data messages this end sends.
+    pub device_id: u16,
+    /// Protocol timers and limits.
+    pub protocol: protocol::Config,
+    /// Longest wait between connection attempts after repeated failures (at least T5).
+    pub reconnect_max: Duration,
+    /// Name used in logs.
+    pub name: String,
+}
+
+impl Settings {
+    /// Settings with SEMI's default timers.
+    pub fn new(mode: Mode) -> Self {
+        Settings {
+            mode,
+            device_id: 0,
+            protocol: protocol::Config::default(),
+            reconnect_max: Duration::from_secs(60),
+            name: "hsms".into(),
+        }
+    }
+}
+
+/// A running HSMS endpoint.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Send and reply.
+    pub link: Link,
+    /// Received primaries.
+    pub incoming: Incoming,
+    /// The bound listening address (passive and alternating modes).
+    pub local_addr: Option<SocketAddr>,
+}
+
+/// Starts an HSMS endpoint on the current tokio runtime. A listening socket is bound before
+/// this returns, so a port in use is reported here.
+pub async fn start(settings: Settings) -> std::io::Result<Endpoint> {
+    let listen = match &settings.mode {
+        Mode::Active(_) => None,
+        Mode::Passive(addr) | Mode::Alternating { listen: addr, .. } => {
+            Some(TcpListener::bind(addr).await?)
+        }
+    };
+    let local_addr = match &listen {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let (link, incoming, task) = link::channel();
+    tokio::spawn(run(settings, listen, task));
+    Ok(Endpoint {
+        link,
+        incoming,
+        local_addr,
+    })
+}
+
+/// What ended a wait for a connection.
+enum Wait {
+    /// A connection, and whether this end made it (active) or accepted it (passive).
+    Connected(TcpStream, Role),
+    TimedOut,
+    Shutdown,
+}
+
+async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTask) {
+    let t5 = settings.protocol.t5;
+    let mut backoff = t5;
+    loop {
+        let waited = match &settings.mode {
+            Mode::Active(addr) => connect(addr, &settings, &mut task).await,
+            Mode::Passive(_) => match &listener {
+                Some(l) => accept(l, None, &mut task).await,
+                None => Wait::Shutdown,
+            },
+            Mode::Alternating { connect: addr, .. } => {
+                match connect(addr, &settings, &mut task).await {
+                    Wait::TimedOut => match &listener {
+                        Some(l) => accept(l, Some(backoff), &mut task).await,
+                        None => Wait::Shutdown,
+                    },
+                    other => other,
+                }
+            }
+        };
+        match waited {
+            Wait::Shutdown => return,
+            Wait::Connected(stream, role) => {
+                let peer = stream
+                    .peer_addr()
+                    .map_or_else(|_| "?".into(), |a| a.to_string());
+                info!(endpoint = %settings.name, %peer, "TCP connected");
+                let (reason, selected, shutdown) =
+                    session(stream, role, &settings, listener.as_ref(), &mut task).await;
+                info!(endpoint = %settings.name, %peer, %reason, "connection closed");
+                task.set_problem(Some(format!("connection to {peer} closed: {reason}")));
+                if shutdown {
+                    return;
+                }
+                if selected {
+                    backoff = t5;
+                }
+                if matches!(settings.mode, Mode::Passive(_)) {
+                    continue;
+                }
+            }
+            Wait::TimedOut => {}
+        }
+        // T5: the gap before the next attempt, doubled after each failure up to the cap.
+        if !idle(backoff, &mut task).await {
+            return;
+        }
+        backoff = (backoff * 2).min(settings.reconnect_max.max(t5));
+    }
+}
+
+/// Answers a command with "not ready" while there is no session. Returns false when the
+/// command asks the transport to stop.
+fn refuse_command(command: Command, state: LinkState) -> bool {
+    match command {
+        Command::Send { sent, reply, .. } => {
+            let _ = sent.send(Err(LinkError::NotReady(state)));
+            drop(reply);
+        }
+        Command::Linktest { done } => {
+            let _ = done.send(Err(LinkError::NotReady(state)));
+        }
+        Command::Separate { done } => {
+            let _ = done.send(());
+        }
+        Command::Shutdown { done } => {
+            let _ = done.send(());
+            return false;
+        }
+    }
+    true
+}
+
+/// Waits `duration`, refusing commands meanwhile. False when every link handle is gone.
+async fn idle(duration: Duration, task: &mut LinkTask) -> bool {
+    let until = tokio::time::Instant::now() + duration;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return true,
+            command = task.commands.recv() => match command {
+                Some(c) => if !refuse_command(c, LinkState::Disconnected) { return false },
+                None => return false,
+            },
+        }
+    }
+}
+
+async fn connect(addr: &str, settings: &Settings, task: &mut LinkTask) -> Wait {
+    let attempt = tokio::time::timeout(
+        settings.protocol.t5.max(Duration::from_secs(1)),
+        TcpStream::connect(addr),
+    );
+    tokio::pin!(attempt);
+    loop {
+        tokio::select! {
+            result = &mut attempt => return match result {
+                Ok(Ok(stream)) => Wait::Connected(stream, Role::Active),
+                Ok(Err(e)) => {
+                    debug!(endpoint = %settings.name, %addr, error = %e, "connect failed");
+                    task.set_problem(Some(format!("cannot connect to {addr}: {e}")));
+                    Wait::TimedOut
+                }
+                Err(_) => {
+                    debug!(endpoint = %settings.name, %addr, "connect timed out");
+                    task.set_problem(Some(format!("cannot connect to {addr}: timed out")));
+                    Wait::TimedOut
+                }
+            },
+            command = task.commands.recv() => match command {
+                Some(c) => if !refuse_command(c, LinkState::Disconnected) { return Wait::Shutdown },
+                None => return Wait::Shutdown,
+            },
+        }
+    }
+}
+
+async fn accept(listener: &TcpListener, limit: Option<Duration>, task: &mut LinkTask) -> Wait {
+    let until = limit.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        tokio::select! {
+            result = listener.accept() => match result {
+                Ok((stream, _)) => return Wait::Connected(stream, Role::Passive),
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    // Out of file descriptors and similar: do not spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = sleep_until_opt(until) => return Wait::TimedOut,
+            command = task.commands.recv() => match command {
+                Some(c) => if !refuse_command(c, LinkState::Disconnected) { return Wait::Shutdown },
+                None => return Wait::Shutdown,
+            },
+        }
+    }
+}
+
+async fn sleep_until_opt(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers a second connection's Select.req with status 3 (connect exhaust), then closes it.
+async fn refuse_connection(mut stream: TcpStream, t7: Duration) {
+    let mut frame_bytes = [0u8; 4 + HEADER_LEN];
+    let read = tokio::time::timeout(t7, stream.read_exact(&mut frame_bytes)).await;
+    if let Ok(Ok(_)) = read
+        && let Ok((header, _)) = frame::split_frame(&frame_bytes)
+        && header.stype == SType::SelectReq
+    {
+        let mut rsp = Header::control(SType::SelectRsp, header.system_bytes);
+        rsp.byte3 = protocol::select_status::EXHAUSTED;
+        let mut out = Vec::new();
+        frame::encode_control(&rsp, &mut out);
+        let _ = stream.write_all(&out).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+fn link_state(state: State) -> LinkState {
+    match state {
+        State::NotConnected => LinkState::Disconnected,
+        State::NotSelected => LinkState::Connected,
+        State::Selected => LinkState::Selected,
+    }
+}
+
+/// One TCP session. Returns why it ended, whether it was ever selected, and whether every
+/// link handle is gone (shutdown).
+async fn session(
+    stream: TcpStream,
+    role: Role,
+    settings: &Settings,
+    listener: Option<&TcpListener>,
+    task: &mut LinkTask,
+) -> (CloseReason, bool, bool) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut proto = Protocol::new(settings.protocol.clone(), role);
+    let mut session = Session {
+        waiters: HashMap::new(),
+        linktests: HashMap::new(),
+        separating: Vec::new(),
+        selected_once: false,
+        shutdown: false,
+    };
+    proto.connected(Instant::now());
+    let mut rbuf = vec![0u8; 64 * 1024];
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut written = 0usize;
+    let reason = loop {
+        if let Some(reason) = session.drain_events(&mut proto, task, settings).await {
+            break reason;
+        }
+        if written == out.len() {
+            out.clear();
+            written = 0;
+        }
+        proto.take_transmit(&mut out);
+        let deadline = proto.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            result = rd.read(&mut rbuf) => match result {
+                Ok(0) => proto.disconnected(CloseReason::PeerClosed),
+                Ok(n) => proto.handle_input(&rbuf[..n], Instant::now()),
+                Err(e) => proto.disconnected(CloseReason::Io(e.to_string())),
+            },
+            result = wr.write(&out[written..]), if written < out.len() => match result {
+                Ok(n) => written += n,
+                Err(e) => proto.disconnected(CloseReason::Io(e.to_string())),
+            },
+            command = task.commands.recv() => match command {
+                Some(c) => session.command(c, &mut proto, settings),
+                None => {
+                    session.shutdown = true;
+                    proto.separate();
+                }
+            },
+            _ = sleep_until_opt(deadline) => proto.handle_timeout(Instant::now()),
+            accepted = accept_extra(listener) => {
+                if let Ok((extra, addr)) = accepted {
+                    warn!(endpoint = %settings.name, %addr, "second connection refused: already connected (select status 3)");
+                    tokio::spawn(refuse_connection(extra, settings.protocol.t7));
+                }
+            }
+        }
+    };
+    // Write what is left (Separate.req, Reject.req) before closing, bounded by T8.
+    proto.take_transmit(&mut out);
+    if written < out.len() {
+        let _ = tokio::time::timeout(settings.protocol.t8, wr.write_all(&out[written..])).await;
+    }
+    let _ = wr.shutdown().await;
+    for done in session.separating.drain(..) {
+        let _ = done.send(());
+    }
+    for (_, (_, waiter)) in session.waiters.drain() {
+        let _ = waiter.send(Err(LinkError::NotReady(LinkState::Disconnected)));
+    }
+    let _ = task.state.send(LinkState::Disconnected);
+    (reason, session.selected_once, session.shutdown)
+}
+
+async fn accept_extra(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+type Waiter = oneshot::Sender<Result<Message, LinkError>>;
+
+struct Session {
+    /// W-bit primaries waiting for replies: system bytes -> (S/F, waiter).
+    waiters: HashMap<u32, (crate::secs2::StreamFunction, Waiter)>,
+    linktests: HashMap<u32, oneshot::Sender<Result<(), LinkError>>>,
+    separating: Vec<oneshot::Sender<()>>,
+    selected_once: bool,
+    shutdown: bool,
+}
+
+impl Session {
+    fn command(&mut self, command: Command, proto: &mut Protocol, settings: &Settings) {
+        match command {
+            Command::Send {
+                mut message,
+                reply,
+                sent,
+            } => {
+                message.device_id = settings.device_id;
+                let sf = message.stream_function();
+                match proto.send(message, Instant::now()) {
+                    Ok(system_bytes) => {
+                        if let Some(reply) = reply {
+                            self.waiters.insert(system_bytes, (sf, reply));
+                        }
+                        let _ = sent.send(Ok(system_bytes));
+                    }
+                    Err(protocol::SendError::NotSelected(state)) => {
+                        let _ = sent.send(Err(LinkError::NotReady(link_state(state))));
+                    }
+                    Err(e) => {
+                        let _ = sent.send(Err(LinkError::Invalid(e.to_string())));
+                    }
+                }
+            }
+            Command::Linktest { done } => match proto.linktest(Instant::now()) {
+                Ok(sb) => {
+                    self.linktests.insert(sb, done);
+                }
+                Err(_) => {
+                    let _ = done.send(Err(LinkError::NotReady(link_state(proto.state()))));
+                }
+            },
+            Command::Separate { done } => {
+                self.separating.push(done);
+                proto.separate();
+            }
+            Command::Shutdown { done } => {
+                self.separating.push(done);
+                self.shutdown = true;
+                proto.separate();
+            }
+        }
+    }
+
+    /// Handles queued protocol events; returns the close reason when the session is over.
+    async fn drain_events(
+        &mut self,
+        proto: &mut Protocol,
+        task: &mut LinkTask,
+        settings: &Settings,
+    ) -> Option<CloseReason> {
+        let name = settings.name.as_str();
+        while let Some(event) = proto.poll_event() {
+            match event {
+                Event::State(state) => {
+                    info!(endpoint = %name, ?state, "HSMS state");
+                    if state == State::Selected {
+                        self.selected_once = true;
+                        task.set_problem(None);
+                    }
+                    let _ = task.state.send(link_state(state));
+                }
+                Event::Reply(message) => {
+                    if let Some((_, waiter)) = self.waiters.remove(&message.system_bytes) {
+                        let _ = waiter.send(Ok(message));
+                    }
+                }
+                Event::ReplyTimeout {
+                    system_bytes,
+                    stream_function,
+                } => {
+                    warn!(endpoint = %name, %stream_function, system_bytes = format_args!("0x{system_bytes:08x}"), "T3 reply timeout");
+                    if let Some((_, waiter)) = self.waiters.remove(&system_bytes) {
+                        let _ = waiter.send(Err(LinkError::Timeout {
+                            stream_function,
+                            system_bytes,
+                            t3: settings.protocol.t3,
+                        }));
+                    }
+                }
+                Event::TransactionFailed {
+                    system_bytes,
+                    stream_function,
+                    reason,
+                } => {
+                    if let Some((_, waiter)) = self.waiters.remove(&system_bytes) {
+                        let _ = waiter.send(Err(match reason {
+                            TransactionFailure::Rejected(reason) => LinkError::Rejected {
+                                stream_function,
+                                system_bytes,
+                                reason,
+                            },
+                            TransactionFailure::ConnectionClosed => LinkError::ConnectionLost {
+                                stream_function,
+                                system_bytes,
+                            },
+                        }));
+                    }
+                }
+                Event::Received(message) => {
+                    self.stream_nine(&message, proto);
+                    let _ = task.incoming.send(Received::Message(message)).await;
+                }
+                Event::Malformed { header, error } => {
+                    warn!(endpoint = %name, stream = header.stream(), function = header.function(), %error, "malformed message");
+                    let sf = crate::secs2::StreamFunction {
+                        stream: header.stream(),
+                        function: header.function(),
+                    };
+                    let _ = task
+                        .incoming
+                        .send(Received::Malformed {
+                            header: header.to_bytes(),
+                            stream_function: sf,
+                            w_bit: header.w_bit(),
+                            device_id: header.device_id(),
+                            system_bytes: header.system_bytes,
+                            error,
+                        })
+                        .await;
+                }
+                Event::LinktestOk { system_bytes } => {
+                    if let Some(done) = self.linktests.remove(&system_bytes) {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+                Event::PeerRejected {
+                    system_bytes,
+                    reason,
+                    byte2,
+                } => {
+                    warn!(endpoint = %name, system_bytes = format_args!("0x{system_bytes:08x}"), reason, byte2, "peer sent Reject.req");
+                }
+                Event::Warning(text) => warn!(endpoint = %name, "{text}"),
+                Event::Closed(reason) => {
+                    for (_, done) in self.linktests.drain() {
+                        let _ = done.send(Err(LinkError::NotReady(LinkState::Disconnected)));
+                    }
+                    return Some(reason);
+                }
+            }
+        }
+        None
+    }
+
+    /// An S9Fx whose MHEAD names one of our open primaries ends that transaction at once.
+    fn stream_nine(&mut self, message: &Message, proto: &mut Protocol) {
+        if message.stream != 9 {
+            return;
+        }
+        let Some(Item::B(mhead)) = &message.body else {
+            return;
+        };
+        let Some(sb) = mhead.get(6..10) else {
+            return;
+        };
+        let system_bytes = u32::from_be_bytes([sb[0], sb[1], sb[2], sb[3]]);
+        if let Some((stream_function, waiter)) = self.waiters.remove(&system_bytes) {
+            proto.cancel_transaction(system_bytes);
+            let _ = waiter.send(Err(LinkError::StreamNine {
+                stream_function,
+                system_bytes,
+                function: message.function,
+                meaning: stream_nine_meaning(message.function),
+            }));
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! What every transport (HSMS now, SECS-I later) gives the engine: send a primary and await
+//! its reply, reply to a received primary, a stream of received primaries, and a watch of the
+//! link's state.
+//!
+//! A [`Link`] is a cheap, cloneable handle to a transport task. Sending when the link is not
+//! communicating fails at once with [`LinkError::NotReady`]; nothing is queued to be sent
+//! later.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::secs2::{DecodeError, Item, Message, StreamFunction};
+
+/// Whether a link can carry data messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// No connection (HSMS NOT CONNECTED).
+    Disconnected,
+    /// Connected, but data messages cannot flow yet (HSMS NOT SELECTED).
+    Connected,
+    /// Data messages flow (HSMS SELECTED).
+    Selected,
+}
+
+impl fmt::Display for LinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LinkState::Disconnected => "not connected",
+            LinkState::Connected => "connected, not selected",
+            LinkState::Selected => "selected",
+        })
+    }
+}
+
+/// A send or a transaction failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("not communicating: the link is {0}")]
+    NotReady(LinkState),
+    #[error(
+        "T3 reply timeout: no reply to {stream_function} (system bytes 0x{system_bytes:08x}) within {t3:?}"
+    )]
+    Timeout {
+        stream_function: StreamFunction,
+        system_bytes: u32,
+        t3: Duration,
+    },
+    #[error(
+        "{stream_function} (system bytes 0x{system_bytes:08x}) was rejected by the peer (Reject.req reason {reason})"
+    )]
+    Rejected {
+        stream_function: StreamFunction,
+        system_bytes: u32,
+        reason: u8,
+    },
+    #[error(
+        "{stream_function} (system bytes 0x{system_bytes:08x}) was answered with S9F{function}: {meaning}"
+    )]
+    StreamNine {
+        stream_function: StreamFunction,
+        system_bytes: u32,
+        function: u8,
+        meaning: &'static str,
+    },
+    #[error(
+        "the connection closed before {stream_function} (system bytes 0x{system_bytes:08x}) was answered"
+    )]
+    ConnectionLost {
+        stream_function: StreamFunction,
+        system_bytes: u32,
+    },
+    #[error("cannot send: {0}")]
+    Invalid(String),
+    #[error("the link has shut down")]
+    Shutdown,
+}
+
+/// The meaning of a stream 9 error message.
+pub fn stream_nine_meaning(function: u8) -> &'static str {
+    match function {
+        1 => "unrecognized device ID",
+        3 => "unrecognized stream type",
+        5 => "unrecognized function type",
+        7 => "illegal data",
+        9 => "transaction timer timeout",
+        11 => "data too long",
+        13 => "conversation timeout",
+        _ => "stream 9 error",
+    }
+}
+
+/// Something received that was not a reply to one of our primaries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// A decoded data message (usually a primary).
+    Message(Message),
+    /// A data message whose body failed to decode; the equipment side answers S9F7.
+    Malformed {
+        /// The message's 10-byte header, as S9Fx MHEAD carries it.
+        header: [u8; 10],
+        stream_function: StreamFunction,
+        w_bit: bool,
+        device_id: u16,
+        system_bytes: u32,
+        error: DecodeError,
+    },
+}
+
+/// Requests from [`Link`] handles to the transport task.
+#[derive(Debug)]
+pub enum Command {
+    /// Send a message. For a W-bit primary `reply` receives the reply (or the failure);
+    /// `sent` receives the system bytes once the message is queued on the wire.
+    Send {
+        message: Message,
+        reply: Option<oneshot::Sender<Result<Message, LinkError>>>,
+        sent: oneshot::Sender<Result<u32, LinkError>>,
+    },
+    /// Send a link test and report when it is answered.
+    Linktest {
+        done: oneshot::Sender<Result<(), LinkError>>,
+    },
+    /// End communication (HSMS Separate.req); the transport may connect again afterwards.
+    Separate { done: oneshot::Sender<()> },
+    /// End communication and stop the transport for good (closing its listening socket).
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+/// A handle on a transport. Dropping every handle stops the transport task.
+#[derive(Clone, Debug)]
+pub struct Link {
+    commands: mpsc::Sender<Command>,
+    state: watch::Receiver<LinkState>,
+    problem: Arc<Mutex<Option<String>>>,
+}
+
+/// The receiving half of a link: primaries from the peer, in arrival order.
+#[derive(Debug)]
+pub struct Incoming {
+    rx: mpsc::Receiver<Received>,
+}
+
+impl Incoming {
+    /// The next received message, or `None` once the transport task has stopped.
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.rx.recv().await
+    }
+}
+
+/// What a transport task holds: the other ends of a [`Link`] and an [`Incoming`].
+#[derive(Debug)]
+pub struct LinkTask {
+    pub commands: mpsc::Receiver<Command>,
+    pub state: watch::Sender<LinkState>,
+    pub incoming: mpsc::Sender<Received>,
+    problem: Arc<Mutex<Option<String>>>,
+}
+
+impl LinkTask {
+    /// Records why the link is not communicating (a failed connect, a closed session), for
+    /// [`Link::last_problem`]; `None` once it communicates again.
+    pub fn set_problem(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.problem.lock() {
+            *p = problem;
+        }
+    }
+}
+
+/// Queue sizes: commands waiting for the transport task, received messages waiting for the
+/// engine. When full, senders wait (back-pressure), nothing is dropped.
+const QUEUE: usize = 1024;
+
+/// A new link, its incoming stream, and the task end a transport serves.
+pub fn channel() -> (Link, Incoming, LinkTask) {
+    let (ctx, crx) = mpsc::channel(QUEUE);
+    let (stx, srx) = watch::channel(LinkState::Disconnected);
+    let (itx, irx) = mpsc::channel(QUEUE);
+    let problem = Arc::new(Mutex::new(None));
+    (
+        Link {
+            commands: ctx,
+            state: srx,
+            problem: problem.clone(),
+        },
+        Incoming { rx: irx },
+        LinkTask {
+            commands: crx,
+            state: stx,
+            incoming: itx,
+            problem,
+        },
+    )
+}
+
+/// A reply on its way: returned by [`Link::send_request`] as soon as the primary is sent.
+#[derive(Debug)]
+pub struct PendingReply {
+    /// The primary's system bytes.
+    pub system_bytes: u32,
+    /// The primary's stream/function.
+    pub stream_function: StreamFunction,
+    rx: oneshot::Receiver<Result<Message, LinkError>>,
+}
+
+impl PendingReply {
+    /// Waits for the reply (T3 bounds the wait).
+    pub async fn wait(self) -> Result<Message, LinkError> {
+        self.rx.await.unwrap_or(Err(LinkError::Shutdown))
+    }
+}
+
+impl Link {
+    /// The current state.
+    pub fn state(&self) -> LinkState {
+        *self.state.borrow()
+    }
+
+    /// Why the link last failed to connect or lost its connection, if it is not communicating.
+    pub fn last_problem(&self) -> Option<String> {
+        self.problem.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// A watch that sees every state change.
+    pub fn watch_state(&self) -> watch::Receiver<LinkState> {
+        self.state.clone()
+    }
+
+    /// Waits until the link is selected, up to `timeout`.
+    pub async fn wait_selected(&self, timeout: Duration) -> Result<(), LinkError> {
+        let mut watch = self.state.clone();
+        let wait = watch.wait_for(|s| *s == LinkState::Selected);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(LinkError::Shutdown),
+            Err(_) => Err(LinkError::NotReady(self.state())),
+        }
+    }
+
+    async fn command(&self, command: Command) -> Result<(), LinkError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| LinkError::Shutdown)
+    }
+
+    /// Sends a W-bit primary and returns at once with a handle on its reply.
+    pub async fn send_request(&self, message: Message) -> Result<PendingReply, LinkError> {
+        let stream_function = message.stream_function();
+        if !message.w_bit || !stream_function.is_primary() {
+            return Err(LinkError::Invalid(format!(
+                "{stream_function} without W-bit expects no reply; use send"
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        let (sent, sent_rx) = oneshot::channel();
+        self.command(Command::Send {
+            message,
+            reply: Some(reply),
+            sent,
+        })
+        .await?;
+        let system_bytes = sent_rx.await.unwrap_or(Err(LinkError::Shutdown))?;
+        Ok(PendingReply {
+            system_bytes,
+            stream_function,
+            rx,
+        })
+    }
+
+    /// Sends a W-bit primary and waits for its reply.
+    pub async fn request(&self, message: Message) -> Result<Message, LinkError> {
+        self.send_request(message).await?.wait().await
+    }
+
+    /// Sends a message that expects no reply (a primary without W-bit, or a secondary whose
+    /// system bytes are already set). Returns the system bytes sent.
+    pub async fn send(&self, message: Message) -> Result<u32, LinkError> {
+        let (sent, sent_rx) = oneshot::channel();
+        self.command(Command::Send {
+            message,
+            reply: None,
+            sent,
+        })
+        .await?;
+        sent_rx.await.unwrap_or(Err(LinkError::Shutdown))
+    }
+
+    /// Replies to a received primary with `body` (same device ID and system bytes).
+    pub async fn reply(&self, primary: &Message, body: Option<Item>) -> Result<(), LinkError> {
+        self.send(primary.reply_with(body)).await.map(|_| ())
+    }
+
+    /// Sends a link test and waits for its answer.
+    pub async fn linktest(&self) -> Result<(), LinkError> {
+        let (done, rx) = oneshot::channel();
+        self.command(Command::Linktest { done }).await?;
+        rx.await.unwrap_or(Err(LinkError::Shutdown))
+    }
+
+    /// Ends communication and stops the transport task (every handle then reports
+    /// [`LinkError::Shutdown`]); waits until it has stopped.
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.command(Command::Shutdown { done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Ends communication (Separate.req for HSMS) and waits until it is done.
+    pub async fn separate(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.command(Command::Separate { done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

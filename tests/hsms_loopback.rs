@@ -1,0 +1,394 @@
+//! HSMS over real sockets on 127.0.0.1 with ephemeral ports: two secsgate endpoints under
+//! load, and misbehaving raw peers (closing mid-frame, garbage, oversized lengths, silence,
+//! restarts).
+
+use std::time::{Duration, Instant};
+
+use secsgate::hsms::driver::{self, Endpoint, Mode, Settings};
+use secsgate::hsms::frame::{self, Header, SType};
+use secsgate::link::{Link, LinkError, LinkState, Received};
+use secsgate::secs2::{Item, Message, StreamFunction};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn fast(mode: Mode) -> Settings {
+    let mut s = Settings::new(mode);
+    s.protocol.t3 = Duration::from_secs(5);
+    s.protocol.t5 = Duration::from_millis(100);
+    s.protocol.t6 = Duration::from_secs(2);
+    s.protocol.t7 = Duration::from_secs(2);
+    s.protocol.t8 = Duration::from_secs(2);
+    s.protocol.linktest = None;
+    s.reconnect_max = Duration::from_millis(400);
+    s
+}
+
+fn msg(sf: &str, w: bool, body: Option<Item>) -> Message {
+    Message::new(sf.parse::<StreamFunction>().unwrap(), w, body)
+}
+
+/// A passive endpoint that echoes every W-bit primary's body in its reply. Stop it with
+/// `link.shutdown()`.
+async fn echo_server(settings: Settings) -> (Link, String) {
+    let Endpoint {
+        link,
+        mut incoming,
+        local_addr,
+    } = driver::start(settings).await.unwrap();
+    let replier = link.clone();
+    tokio::spawn(async move {
+        while let Some(received) = incoming.recv().await {
+            if let Received::Message(m) = received
+                && m.w_bit
+            {
+                let _ = replier.reply(&m, m.body.clone()).await;
+            }
+        }
+    });
+    (link, local_addr.unwrap().to_string())
+}
+
+async fn selected(link: &Link) {
+    link.wait_selected(Duration::from_secs(5))
+        .await
+        .expect("selected within 5 s");
+}
+
+async fn wait_state(link: &Link, want: LinkState, within: Duration) {
+    let mut watch = link.watch_state();
+    tokio::time::timeout(within, watch.wait_for(|s| *s == want))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "state {want:?} not reached within {within:?}; is {:?}",
+                link.state()
+            )
+        })
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_messages_with_64_in_flight() {
+    let (_server, addr) = echo_server(fast(Mode::Passive("127.0.0.1:0".into()))).await;
+    let client = driver::start(fast(Mode::Active(addr))).await.unwrap();
+    selected(&client.link).await;
+    let mut tasks = Vec::new();
+    for worker in 0..64u32 {
+        let link = client.link.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            let mut n = worker;
+            while n < 10_000 {
+                let body = Item::L(vec![
+                    Item::U4(vec![n]),
+                    Item::A(format!("msg {n}").into_bytes()),
+                ]);
+                let reply = link
+                    .request(msg("S2F25", true, Some(body.clone())))
+                    .await
+                    .unwrap();
+                assert_eq!((reply.stream, reply.function), (2, 26));
+                assert_eq!(reply.body, Some(body));
+                done += 1;
+                n += 64;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 10_000);
+    assert_eq!(client.link.state(), LinkState::Selected);
+}
+
+#[tokio::test]
+async fn sending_when_not_selected_fails_at_once() {
+    // Nothing listens on this port: the link stays disconnected.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let client = driver::start(fast(Mode::Active(addr.clone())))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = client
+        .link
+        .request(msg("S1F1", true, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err, LinkError::NotReady(LinkState::Disconnected));
+    assert!(started.elapsed() < Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let problem = client.link.last_problem().unwrap();
+    assert!(problem.contains(&addr), "{problem}");
+}
+
+#[tokio::test]
+async fn t3_timeout_names_the_message_and_keeps_the_connection() {
+    let mut settings = fast(Mode::Passive("127.0.0.1:0".into()));
+    settings.protocol.t3 = Duration::from_millis(300);
+    // This server never replies.
+    let server = driver::start(settings.clone()).await.unwrap();
+    let mut client_settings = fast(Mode::Active(server.local_addr.unwrap().to_string()));
+    client_settings.protocol.t3 = Duration::from_millis(300);
+    let client = driver::start(client_settings).await.unwrap();
+    selected(&client.link).await;
+    let started = Instant::now();
+    let err = client
+        .link
+        .request(msg("S1F3", true, Some(Item::L(vec![]))))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    match &err {
+        LinkError::Timeout {
+            stream_function, ..
+        } => assert_eq!(stream_function.to_string(), "S1F3"),
+        other => panic!("expected a T3 timeout, got {other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("no reply to S1F3 (system bytes 0x"),
+        "{err}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(290) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    assert_eq!(client.link.state(), LinkState::Selected);
+    drop(server);
+}
+
+/// A raw TCP peer: accepts one connection and answers the Select.req by hand.
+async fn raw_selected_peer() -> (String, tokio::task::JoinHandle<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let header = read_frame(&mut stream).await.0;
+        assert_eq!(header.stype, SType::SelectReq);
+        let mut out = Vec::new();
+        frame::encode_control(
+            &Header::control(SType::SelectRsp, header.system_bytes),
+            &mut out,
+        );
+        stream.write_all(&out).await.unwrap();
+        stream
+    });
+    (addr, handle)
+}
+
+async fn read_frame(stream: &mut TcpStream) -> (Header, Vec<u8>) {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.unwrap();
+    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut rest).await.unwrap();
+    let header = Header::from_bytes(rest[..10].try_into().unwrap());
+    (header, rest[10..].to_vec())
+}
+
+/// Sends a request to a raw peer, lets the peer misbehave, and checks the request fails and the
+/// link reports exactly one loss.
+async fn misbehave(bytes: Vec<u8>, close_after: bool) -> LinkError {
+    let (addr, peer) = raw_selected_peer().await;
+    let mut settings = fast(Mode::Active(addr));
+    settings.protocol.max_message_size = 1024 * 1024;
+    settings.reconnect_max = Duration::from_secs(30);
+    settings.protocol.t5 = Duration::from_secs(30); // no reconnect during the test
+    let client = driver::start(settings).await.unwrap();
+    selected(&client.link).await;
+    let mut watch = client.link.watch_state();
+    watch.borrow_and_update();
+    let pending = client
+        .link
+        .send_request(msg("S1F1", true, None))
+        .await
+        .unwrap();
+    let mut stream = peer.await.unwrap();
+    let (header, _) = read_frame(&mut stream).await;
+    assert_eq!((header.stream(), header.function()), (1, 1));
+    stream.write_all(&bytes).await.unwrap();
+    if close_after {
+        drop(stream);
+    } else {
+        // Keep the socket open: the client must close it by itself.
+        tokio::spawn(async move {
+            let mut sink = [0u8; 64];
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+    let err = tokio::time::timeout(Duration::from_secs(3), pending.wait())
+        .await
+        .expect("the request ends when the connection is lost")
+        .unwrap_err();
+    wait_state(
+        &client.link,
+        LinkState::Disconnected,
+        Duration::from_secs(3),
+    )
+    .await;
+    // One loss is one state change: nothing flaps afterwards.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut changes = 0;
+    while watch.has_changed().unwrap_or(false) {
+        watch.borrow_and_update();
+        changes += 1;
+    }
+    assert!(changes <= 1, "{changes} state changes after one loss");
+    assert_eq!(client.link.state(), LinkState::Disconnected);
+    err
+}
+
+#[tokio::test]
+async fn peer_closing_mid_frame_is_a_connection_loss() {
+    // Half of an S1F2 reply frame, then close.
+    let err = misbehave(vec![0, 0, 0, 20, 0, 0, 1, 2, 0], true).await;
+    assert!(matches!(err, LinkError::ConnectionLost { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn garbage_closes_the_connection() {
+    // A length field under the header size is not HSMS.
+    let err = misbehave(b"\x00\x00\x00\x02GARBAGE".to_vec(), false).await;
+    assert!(matches!(err, LinkError::ConnectionLost { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn oversized_length_is_refused_without_reading_it() {
+    let err = misbehave(vec![0xFF, 0xFF, 0xFF, 0xF0], false).await;
+    assert!(matches!(err, LinkError::ConnectionLost { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn silent_peer_is_detected_by_linktest() {
+    let (addr, peer) = raw_selected_peer().await;
+    let mut settings = fast(Mode::Active(addr));
+    settings.protocol.linktest = Some(Duration::from_millis(200));
+    settings.protocol.t6 = Duration::from_millis(300);
+    settings.protocol.t5 = Duration::from_secs(30);
+    let client = driver::start(settings).await.unwrap();
+    selected(&client.link).await;
+    let stream = peer.await.unwrap(); // kept open, never answers: a half-open peer
+    let started = Instant::now();
+    wait_state(
+        &client.link,
+        LinkState::Disconnected,
+        Duration::from_secs(3),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+    let problem = client.link.last_problem().unwrap();
+    assert!(problem.contains("T6"), "{problem}");
+    drop(stream);
+}
+
+#[tokio::test]
+async fn reconnects_after_the_peer_restarts() {
+    let (server, addr) = echo_server(fast(Mode::Passive("127.0.0.1:0".into()))).await;
+    let client = driver::start(fast(Mode::Active(addr.clone())))
+        .await
+        .unwrap();
+    selected(&client.link).await;
+    client.link.request(msg("S1F1", true, None)).await.unwrap();
+
+    server.shutdown().await; // separates and stops listening
+    assert!(matches!(
+        server.send(msg("S1F1", false, None)).await,
+        Err(LinkError::Shutdown)
+    ));
+    wait_state(
+        &client.link,
+        LinkState::Disconnected,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(matches!(
+        client.link.request(msg("S1F1", true, None)).await,
+        Err(LinkError::NotReady(_))
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await; // a few failed attempts meanwhile
+
+    let (restarted, _) = echo_server(fast(Mode::Passive(addr))).await;
+    selected(&client.link).await;
+    let reply = client.link.request(msg("S1F1", true, None)).await.unwrap();
+    assert_eq!(reply.function, 2);
+    restarted.shutdown().await;
+}
+
+#[tokio::test]
+async fn stream_nine_answer_fails_the_request_at_once() {
+    let server = driver::start(fast(Mode::Passive("127.0.0.1:0".into())))
+        .await
+        .unwrap();
+    let Endpoint {
+        link: server_link,
+        mut incoming,
+        local_addr,
+    } = server;
+    tokio::spawn(async move {
+        while let Some(Received::Message(m)) = incoming.recv().await {
+            // Answer like equipment that does not know the function: S9F5 with MHEAD.
+            let mhead = Header::data(&m).to_bytes().to_vec();
+            let _ = server_link
+                .send(msg("S9F5", false, Some(Item::B(mhead))))
+                .await;
+        }
+    });
+    let client = driver::start(fast(Mode::Active(local_addr.unwrap().to_string())))
+        .await
+        .unwrap();
+    selected(&client.link).await;
+    let started = Instant::now();
+    let err = client
+        .link
+        .request(msg("S1F99", true, None))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        matches!(err, LinkError::StreamNine { function: 5, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("unrecognized function"), "{err}");
+}
+
+#[tokio::test]
+async fn second_connection_gets_select_status_3() {
+    let (_server, addr) = echo_server(fast(Mode::Passive("127.0.0.1:0".into()))).await;
+    let client = driver::start(fast(Mode::Active(addr.clone())))
+        .await
+        .unwrap();
+    selected(&client.link).await;
+
+    let mut second = TcpStream::connect(&addr).await.unwrap();
+    let mut out = Vec::new();
+    frame::encode_control(&Header::control(SType::SelectReq, 77), &mut out);
+    second.write_all(&out).await.unwrap();
+    let (header, _) = tokio::time::timeout(Duration::from_secs(3), read_frame(&mut second))
+        .await
+        .unwrap();
+    assert_eq!(header.stype, SType::SelectRsp);
+    assert_eq!(header.byte3, 3);
+    assert_eq!(header.system_bytes, 77);
+    // The first session is untouched.
+    client.link.request(msg("S1F1", true, None)).await.unwrap();
+}
+
+#[tokio::test]
+async fn separate_ends_the_session_and_the_active_side_reconnects() {
+    let (_server, addr) = echo_server(fast(Mode::Passive("127.0.0.1:0".into()))).await;
+    let client = driver::start(fast(Mode::Active(addr))).await.unwrap();
+    selected(&client.link).await;
+    client.link.separate().await;
+    assert_ne!(client.link.state(), LinkState::Selected);
+    // After T5 the active side connects and selects again.
+    selected(&client.link).await;
+    client.link.linktest().await.unwrap();
+}
