@@ -11,6 +11,9 @@
 //! the same way.
 
 pub mod cli;
+pub mod config;
+pub mod gateway;
 pub mod hsms;
 pub mod link;
+pub mod script;
 pub mod secs2;

@@ -36,7 +36,7 @@ impl fmt::Display for LinkState {
 }
 
 /// A send or a transaction failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LinkError {
     #[error("not communicating: the link is {0}")]
     NotReady(LinkState),
@@ -64,6 +64,8 @@ pub enum LinkError {
         system_bytes: u32,
         function: u8,
         meaning: &'static str,
+        /// The stream 9 message itself.
+        message: Box<Message>,
     },
     #[error(
         "the connection closed before {stream_function} (system bytes 0x{system_bytes:08x}) was answered"

@@ -92,6 +92,13 @@ proptest! {
     }
 
     #[test]
+    fn direct_json_text_matches_the_value_form(item in proptest::option::of(item()), w: bool) {
+        let message = secsgate::secs2::Message::new(
+            secsgate::secs2::StreamFunction { stream: 6, function: 11 }, w, item);
+        prop_assert_eq!(json::message_to_json_string(&message), json::message_to_json(&message).to_string());
+    }
+
+    #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let tight = DecodeLimits { max_bytes: 200, max_depth: 4, max_items: 50 };
         let _ = Item::decode(&bytes, &DecodeLimits::default());

@@ -35,6 +35,19 @@ enum Command {
     Sml(SmlCommand),
     /// Connect over HSMS, send messages and print the replies.
     Send(SendArgs),
+    /// Run the gateway for a project folder (project.toml, handlers/, lib/).
+    Run {
+        /// The project folder.
+        dir: std::path::PathBuf,
+        /// Do not watch the project for script changes.
+        #[arg(long)]
+        no_reload: bool,
+    },
+    /// Validate a project folder: configuration and scripts; lists every problem.
+    Check {
+        /// The project folder.
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +125,8 @@ pub fn main() -> i32 {
         Command::Sml(SmlCommand::Encode(args)) => encode(args),
         Command::Sml(SmlCommand::Decode(args)) => decode(args),
         Command::Send(args) => return send::run(args),
+        Command::Run { dir, no_reload } => return run::run(&dir, !no_reload),
+        Command::Check { dir } => return run::check(&dir),
     };
     match result {
         Ok(out) => {
@@ -125,6 +140,7 @@ pub fn main() -> i32 {
     }
 }
 
+mod run;
 mod send;
 
 /// Logs to stderr through `tracing`; `RUST_LOG` overrides the default level.
@@ -133,6 +149,7 @@ pub fn init_logging(default_level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

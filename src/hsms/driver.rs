@@ -533,6 +533,7 @@ impl Session {
                 system_bytes,
                 function: message.function,
                 meaning: stream_nine_meaning(message.function),
+                message: Box::new(message.clone()),
             }));
         }
     }

@@ -91,6 +91,83 @@ pub fn message_to_json(message: &Message) -> Value {
     Value::Object(obj)
 }
 
+/// The JSON text of a message, written directly (the same text as
+/// `message_to_json(m).to_string()`, without building a `Value` tree first).
+pub fn message_to_json_string(message: &Message) -> String {
+    let mut out = Vec::with_capacity(64 + message.body.as_ref().map_or(0, |b| b.encoded_len() * 3));
+    out.extend_from_slice(b"{\"header\":{\"stream\":");
+    push_display(&mut out, message.stream);
+    out.extend_from_slice(b",\"function\":");
+    push_display(&mut out, message.function);
+    out.extend_from_slice(if message.w_bit { b",\"reply\":true},\"body\":" } else { b",\"reply\":false},\"body\":" });
+    match &message.body {
+        Some(item) => write_item(&mut out, item),
+        None => out.extend_from_slice(b"\"\""),
+    }
+    out.push(b'}');
+    // Only valid UTF-8 was written: JSON punctuation, numbers and serde_json's strings.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn push_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = write!(out, "{v}");
+}
+
+fn push_value(out: &mut Vec<u8>, v: &Value) {
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+fn write_values<T>(out: &mut Vec<u8>, values: &[T], one: impl Fn(&mut Vec<u8>, &T)) {
+    if let [v] = values {
+        return one(out, v);
+    }
+    out.push(b'[');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        one(out, v);
+    }
+    out.push(b']');
+}
+
+fn write_item(out: &mut Vec<u8>, item: &Item) {
+    match item {
+        Item::L(children) => {
+            out.push(b'[');
+            for (i, c) in children.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_item(out, c);
+            }
+            out.push(b']');
+        }
+        Item::W { lsh, .. } if *lsh != LSH_UTF8 => push_value(out, &item_to_json(item)),
+        leaf => {
+            out.extend_from_slice(b"{\"format\":\"");
+            out.extend_from_slice(json_format_name(leaf.format()).as_bytes());
+            out.extend_from_slice(b"\",\"value\":");
+            let int = |out: &mut Vec<u8>, v: &dyn std::fmt::Display| push_display(out, v);
+            match leaf {
+                Item::B(v) | Item::U1(v) => write_values(out, v, |o, x| int(o, x)),
+                Item::Boolean(v) => write_values(out, v, |o, b| o.extend_from_slice(if *b { b"true" } else { b"false" })),
+                Item::I1(v) => write_values(out, v, |o, x| int(o, x)),
+                Item::I2(v) => write_values(out, v, |o, x| int(o, x)),
+                Item::I4(v) => write_values(out, v, |o, x| int(o, x)),
+                Item::I8(v) => write_values(out, v, |o, x| int(o, x)),
+                Item::U2(v) => write_values(out, v, |o, x| int(o, x)),
+                Item::U4(v) => write_values(out, v, |o, x| int(o, x)),
+                Item::U8(v) => write_values(out, v, |o, x| int(o, x)),
+                Item::A(_) | Item::J(_) | Item::W { .. } | Item::F4(_) | Item::F8(_) => push_value(out, &leaf_value(leaf)),
+                Item::L(_) => {}
+            }
+            out.push(b'}');
+        }
+    }
+}
+
 fn scalar_or_array<T>(values: &[T], one: impl Fn(&T) -> Value) -> Value {
     match values {
         [v] => one(v),

@@ -1,0 +1,157 @@
+//! `scripts/bench.sh python`: S6F11 event reports per second through the gateway with an
+//! `onSecsGemRealtimeUpdate` handler that reads the payload, beside the same events with no
+//! handler, in one run; and the time from saving a handler to it handling the next message.
+//!
+//! The equipment is a secsgate HSMS endpoint in the same process sending S6F11 W with 64 in
+//! flight; the gateway answers S6F12 and runs the handler. Prints JSON lines.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use secsgate::config::Project;
+use secsgate::gateway::{Gateway, Status};
+use secsgate::hsms::driver::{self, Mode, Settings};
+use secsgate::link::{Link, Received};
+use secsgate::secs2::{Message, sml};
+
+const EVENTS: u64 = 100_000;
+const IN_FLIGHT: u64 = 64;
+
+fn project(dir: &Path, port: u16, handler: Option<&str>) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("handlers")).unwrap();
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    std::fs::write(
+        dir.join("project.toml"),
+        format!("[gateway]\nworkers = 2\n\n[[equipment]]\nname = \"Tool1\"\nport = {port}\ntimers = {{ linktest = 0 }}\n"),
+    )
+    .unwrap();
+    if let Some(h) = handler {
+        std::fs::write(dir.join("handlers/onSecsGemRealtimeUpdate.py"), h).unwrap();
+    }
+}
+
+async fn equipment() -> (Link, u16) {
+    let mut s = Settings::new(Mode::Passive("127.0.0.1:0".into()));
+    s.protocol.linktest = None;
+    let e = driver::start(s).await.unwrap();
+    let link = e.link.clone();
+    let mut incoming = e.incoming;
+    tokio::spawn(async move {
+        while let Some(Received::Message(m)) = incoming.recv().await {
+            if (m.stream, m.function) == (1, 13) {
+                let body = sml::parse_item("<L [2] <B 0> <L [2] <A \"EQ\"> <A \"1\">>>").ok();
+                let _ = link.reply(&m, body).await;
+            }
+        }
+    });
+    (e.link, e.local_addr.unwrap().port())
+}
+
+fn event(n: u64) -> Message {
+    sml::parse_message(&format!(
+        "S6F11 W <L [3] <U4 {n}> <U4 4001> <L [1] <L [2] <U4 1> <L [3] <U4 {n}> <F4 23.5> <A \"LOT-0001\">>>>> ."
+    ))
+    .unwrap()
+}
+
+/// Sends `count` events with IN_FLIGHT outstanding; returns when every reply is back.
+async fn blast(link: &Link, count: u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (link, next) = (link.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return;
+                }
+                link.request(event(n)).await.expect("S6F12");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn start(dir: &Path) -> Gateway {
+    let p = Project::load(dir).unwrap();
+    let g = Gateway::start(&p, true).await;
+    let mut w = g.connection("Tool1").unwrap().watch_status();
+    tokio::time::timeout(Duration::from_secs(10), w.wait_for(|s| *s == Status::Communicating))
+        .await
+        .unwrap()
+        .unwrap();
+    g
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let base: PathBuf = std::env::temp_dir().join(format!("secsgate-bench-python-{}", std::process::id()));
+        // 1. No handler.
+        let (eq, port) = equipment().await;
+        let dir = base.join("plain");
+        project(&dir, port, None);
+        let g = start(&dir).await;
+        blast(&eq, 2_000).await; // warm-up
+        let t = Instant::now();
+        blast(&eq, EVENTS).await;
+        let plain = EVENTS as f64 / t.elapsed().as_secs_f64();
+        println!("{{\"case\": \"no_handler\", \"events_per_s\": {plain:.0}}}");
+        g.shutdown().await;
+        eq.shutdown().await;
+
+        // 2. A realtime handler that reads the payload.
+        let (eq, port) = equipment().await;
+        let dir = base.join("handler");
+        project(&dir, port, Some("m = payload['Message']\nsf = payload['StreamFunction']\ntx = payload['TxID']\n"));
+        let g = start(&dir).await;
+        let engine = g.engine().clone();
+        blast(&eq, 2_000).await;
+        while engine.completed() < 2_000 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let before = engine.completed();
+        let t = Instant::now();
+        blast(&eq, EVENTS).await;
+        while engine.completed() < before + EVENTS {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let handled = EVENTS as f64 / t.elapsed().as_secs_f64();
+        println!("{{\"case\": \"realtime_handler\", \"events_per_s\": {handled:.0}}}");
+
+        // 3. Save a new version; time until it handles the next message (events every 2 ms).
+        let mut samples = Vec::new();
+        for round in 0..5 {
+            let marker = dir.join("out").join(format!("v{round}"));
+            let text = format!("open({:?}, 'w').write('x')\n", marker.display().to_string());
+            let tmp = dir.join("handlers/.onSecsGemRealtimeUpdate.py.swp");
+            std::fs::write(&tmp, text).unwrap();
+            let saved = Instant::now();
+            std::fs::rename(&tmp, dir.join("handlers/onSecsGemRealtimeUpdate.py")).unwrap();
+            let mut n = 0;
+            while !marker.exists() {
+                let _ = eq.send(Message { w_bit: false, ..event(n) }).await;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                assert!(saved.elapsed() < Duration::from_secs(10), "new handler never ran");
+            }
+            samples.push(saved.elapsed().as_secs_f64() * 1000.0);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "{{\"case\": \"reload\", \"median_ms\": {:.0}, \"max_ms\": {:.0}}}",
+            samples[samples.len() / 2],
+            samples[samples.len() - 1]
+        );
+        g.shutdown().await;
+        eq.shutdown().await;
+        let _ = std::fs::remove_dir_all(&base);
+    });
+}

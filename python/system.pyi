@@ -1,0 +1,138 @@
+"""Type stubs for the `system` module that secsgate injects into handler scripts.
+
+Point your editor at this folder (for example `"python.analysis.stubPath": "python"` in VS
+Code, or `mypy_path = python`) to get completion and type checks in `handlers/*.py` and
+`lib/*.py`. Handlers also receive the global `payload` (see `RealtimePayload` and
+`CustomResponsePayload`).
+"""
+
+from typing import Any, Iterator, List, Optional, Sequence, TypedDict, Union
+
+class ScriptTimeout(BaseException):
+    """Raised inside a handler that ran past the gateway's handler_timeout."""
+
+JsonBody = Union[str, dict, list]
+"""A message body: "" for none, JSON text, an item dict {"format", "value"} or a list (L)."""
+
+class MessageHeader(TypedDict, total=False):
+    doc: str
+    stream: int
+    function: int
+    reply: bool
+
+class SecsMessage(TypedDict):
+    header: MessageHeader
+    body: Any
+
+class RealtimePayload(TypedDict):
+    """`payload` of handlers/onSecsGemRealtimeUpdate.py."""
+    CommonID: int
+    Equipment: str
+    Direction: str
+    RequestResponse: str
+    TxID: int
+    Reply: bool
+    Message: str  # the message as JSON text: system.util.jsonDecode(payload["Message"])
+    StreamFunction: str
+    SystemBytes: int
+    Timestamp: str
+
+class CustomResponsePayload(TypedDict):
+    """`payload` of a custom response handler (equipment.custom_response in project.toml)."""
+    Equipment: str
+    TxID: int
+    SystemBytes: int
+    StreamFunction: str
+    Message: str
+
+class StartupPayload(TypedDict):
+    """`payload` of handlers/onStartup.py."""
+    Equipment: List[str]
+    Communicating: List[str]
+
+class _Dataset:
+    def getColumnNames(self) -> List[str]: ...
+    def getColumnName(self, index: int) -> str: ...
+    def getColumnIndex(self, name: str) -> int: ...
+    def getColumnCount(self) -> int: ...
+    def getRowCount(self) -> int: ...
+    def getValueAt(self, row: int, col: Union[int, str]) -> Any: ...
+    def getColumnAsList(self, col: Union[int, str]) -> List[Any]: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, row: int) -> List[Any]: ...
+    def __iter__(self) -> Iterator[List[Any]]: ...
+
+class dataset:
+    Dataset = _Dataset
+
+class secsgem:
+    class SecsGemError(Exception):
+        """Unknown equipment, equipment not communicating, unknown transaction, send failure."""
+
+    @staticmethod
+    def sendRequest(streamFunction: str, reply: bool, body: JsonBody, equipment: str) -> int:
+        """Sends a message to the equipment; returns its transaction ID at once."""
+    @staticmethod
+    def getResponse(transactionID: int, equipment: str, timeout: float = 5, poll: int = 150) -> Optional[SecsMessage]:
+        """The reply to a transaction, waiting up to `timeout` seconds; None if there is none.
+        A reply that comes later stays retrievable by another call."""
+    @staticmethod
+    def sendResponse(transactionID: int, systemBytes: int, streamFunction: str, body: JsonBody, equipment: str) -> None:
+        """Answers a message the equipment sent (in a custom response handler)."""
+    @staticmethod
+    def toDataset(secsObject: Union[SecsMessage, str, list, dict]) -> _Dataset:
+        """One row per item: path, doc, format, value, codeDesc."""
+    @staticmethod
+    def toDataSet(secsObject: Union[SecsMessage, str, list, dict]) -> _Dataset: ...
+    @staticmethod
+    def toTreeDataset(dataset: _Dataset) -> _Dataset:
+        """The toDataset rows as a tree view's 13 columns (path, text, icon, ...)."""
+    @staticmethod
+    def toTreeDataSet(dataset: _Dataset) -> _Dataset: ...
+    @staticmethod
+    def copyEquipment(
+        equipmentSource: str,
+        newEquipmentName: str,
+        enabled: bool,
+        activeAddress: Optional[str],
+        activePort: Optional[int],
+        passiveAddress: Optional[str],
+        passivePort: Optional[int],
+        deviceId: int,
+        dbTablePrefix: Optional[str] = None,
+        description: Optional[str] = None,
+    ) -> None:
+        """Starts a copy of a connection under a new name (for this run of the gateway)."""
+    @staticmethod
+    def enableDisableEquipment(enable: bool, names: Sequence[str]) -> List[str]:
+        """Enables or disables connections; one message per name that failed (empty = success)."""
+
+class _Logger:
+    def getName(self) -> str: ...
+    def trace(self, message: Any) -> None: ...
+    def debug(self, message: Any) -> None: ...
+    def info(self, message: Any) -> None: ...
+    def warn(self, message: Any) -> None: ...
+    def error(self, message: Any) -> None: ...
+    def tracef(self, format: str, *args: Any) -> None: ...
+    def debugf(self, format: str, *args: Any) -> None: ...
+    def infof(self, format: str, *args: Any) -> None: ...
+    def warnf(self, format: str, *args: Any) -> None: ...
+    def errorf(self, format: str, *args: Any) -> None: ...
+    def isTraceEnabled(self) -> bool: ...
+    def isDebugEnabled(self) -> bool: ...
+    def isInfoEnabled(self) -> bool: ...
+    def isWarnEnabled(self) -> bool: ...
+    def isErrorEnabled(self) -> bool: ...
+
+class util:
+    class Logger(_Logger):
+        """The type getLogger returns."""
+
+    @staticmethod
+    def getLogger(name: str) -> _Logger:
+        """A logger writing to the gateway log under `name`."""
+    @staticmethod
+    def jsonEncode(pyObj: Any, indentFactor: int = 0) -> str: ...
+    @staticmethod
+    def jsonDecode(jsonString: str) -> Any: ...

@@ -1,0 +1,91 @@
+//! `secsgate run DIR` and `secsgate check DIR`.
+
+use std::path::Path;
+
+use tracing::info;
+
+use super::EXIT_BAD_INPUT;
+use crate::config::Project;
+use crate::gateway::Gateway;
+
+/// Exit code of `check` when the project has problems.
+pub const EXIT_PROBLEMS: i32 = 1;
+
+fn load(dir: &Path) -> Result<Project, i32> {
+    Project::load(dir).map_err(|errors| {
+        for e in &errors {
+            eprintln!("secsgate: {e}");
+        }
+        EXIT_BAD_INPUT
+    })
+}
+
+/// `secsgate check DIR`: validates the configuration and compiles every script; lists every
+/// problem and exits non-zero if there is any.
+pub(super) fn check(dir: &Path) -> i32 {
+    let mut problems: Vec<String> = match Project::load(dir) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    };
+    problems.extend(crate::script::check_scripts(dir));
+    if problems.is_empty() {
+        println!("{}: OK", dir.display());
+        0
+    } else {
+        for p in &problems {
+            eprintln!("secsgate: {p}");
+        }
+        eprintln!("secsgate: {} problem(s) in {}", problems.len(), dir.display());
+        EXIT_PROBLEMS
+    }
+}
+
+/// `secsgate run DIR`: runs the gateway until SIGINT or SIGTERM.
+pub(super) fn run(dir: &Path, hot_reload: bool) -> i32 {
+    super::init_logging("info");
+    let project = match load(dir) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("secsgate: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        let gateway = Gateway::start(&project, hot_reload).await;
+        info!(project = %project.dir.display(), equipment = project.equipment.len(), "gateway running; Ctrl-C stops it");
+        wait_for_stop().await;
+        info!("stopping");
+        gateway.shutdown().await;
+        0
+    })
+}
+
+async fn wait_for_stop() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,627 @@
+//! `project.toml`: the gateway settings and equipment connections of a project folder.
+//!
+//! ```toml
+//! [gateway]
+//! workers = 4                    # Python worker threads
+//! handler_timeout = 30           # seconds before a running handler is interrupted
+//!
+//! [[equipment]]
+//! name = "Tool1"
+//! mode = "active"                # active | passive | alternating
+//! address = "127.0.0.1"
+//! port = 5000
+//! device_id = 0
+//! timers = { t3 = 45, linktest = 60 }
+//!
+//! [[equipment.custom_response]]
+//! stream_function = "S6F11"
+//! handler = "onEventReport"      # handlers/onEventReport.py
+//! ```
+//!
+//! Every problem is reported with its file, line and key; [`Project::load`] collects all of
+//! them rather than stopping at the first.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::hsms::driver::{Mode, Settings};
+use crate::secs2::StreamFunction;
+
+/// File name of the project settings inside a project folder.
+pub const PROJECT_FILE: &str = "project.toml";
+
+/// One problem in a project's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, 0 when the problem is not at one place in the file.
+    pub line: usize,
+    /// The TOML key path, e.g. `equipment[0].port`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Gateway-wide settings (`[gateway]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySettings {
+    /// Python worker threads running handlers.
+    pub workers: usize,
+    /// A handler running longer than this is interrupted.
+    pub handler_timeout: Duration,
+    /// A custom response handler that has not called `sendResponse` by then is answered
+    /// for with the default reply.
+    pub custom_response_timeout: Duration,
+    /// How long a reply stays retrievable by `getResponse` after it arrived.
+    pub response_retention: Duration,
+    /// How long `onStartup` waits for the enabled equipment to be communicating.
+    pub startup_wait: Duration,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            workers: 4,
+            handler_timeout: Duration::from_secs(30),
+            custom_response_timeout: Duration::from_secs(10),
+            response_retention: Duration::from_secs(600),
+            startup_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A custom response: a received primary of this S/F is answered by a handler script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomResponse {
+    pub stream_function: StreamFunction,
+    /// Handler name: `handlers/<handler>.py`.
+    pub handler: String,
+}
+
+/// Which received primaries reach `onSecsGemRealtimeUpdate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Realtime {
+    /// Every primary the equipment sends.
+    All,
+    /// Only these.
+    Only(Vec<StreamFunction>),
+}
+
+impl Realtime {
+    /// Whether a received primary of this S/F goes to the realtime handler.
+    pub fn includes(&self, sf: StreamFunction) -> bool {
+        match self {
+            Realtime::All => true,
+            Realtime::Only(list) => list.contains(&sf),
+        }
+    }
+}
+
+/// One equipment connection (`[[equipment]]`).
+#[derive(Debug, Clone)]
+pub struct EquipmentConfig {
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    /// HSMS settings (mode, address, device ID, timers).
+    pub hsms: Settings,
+    /// Send S1F13 when selected, and count the equipment communicating only after S1F14.
+    pub establish_communication: bool,
+    pub realtime: Realtime,
+    pub custom_responses: Vec<CustomResponse>,
+}
+
+/// An in-process simulator (`[[simulator]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulatorConfig {
+    pub name: String,
+    pub enabled: bool,
+    pub address: String,
+    pub port: u16,
+    pub device_id: u16,
+    /// The simulator's own config file (relative paths are resolved against the project);
+    /// `None` uses the built-in default.
+    pub config: Option<PathBuf>,
+    /// Where its spool lives.
+    pub spool_dir: PathBuf,
+}
+
+/// A loaded project folder.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub dir: PathBuf,
+    pub gateway: GatewaySettings,
+    pub equipment: Vec<EquipmentConfig>,
+    pub simulators: Vec<SimulatorConfig>,
+}
+
+impl Project {
+    /// `handlers/` of the project.
+    pub fn handlers_dir(&self) -> PathBuf {
+        self.dir.join("handlers")
+    }
+
+    /// `lib/` of the project.
+    pub fn lib_dir(&self) -> PathBuf {
+        self.dir.join("lib")
+    }
+
+    /// Reads and validates `DIR/project.toml`, returning every problem found.
+    pub fn load(dir: &Path) -> Result<Project, Vec<ConfigError>> {
+        let file = dir.join(PROJECT_FILE);
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            vec![ConfigError {
+                file: file.clone(),
+                line: 0,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }]
+        })?;
+        Project::parse(dir, &file, &text)
+    }
+
+    /// Parses project text (as found in `file`, inside project folder `dir`).
+    pub fn parse(dir: &Path, file: &Path, text: &str) -> Result<Project, Vec<ConfigError>> {
+        let raw: RawProject = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            vec![ConfigError {
+                file: file.to_path_buf(),
+                line,
+                key: String::new(),
+                message: e.message().trim().to_string(),
+            }]
+        })?;
+        let mut v = Validator {
+            file,
+            text,
+            errors: Vec::new(),
+        };
+        let project = v.project(dir, raw);
+        if v.errors.is_empty() {
+            Ok(project)
+        } else {
+            Err(v.errors)
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProject {
+    #[serde(default)]
+    gateway: Option<Spanned<RawGateway>>,
+    #[serde(default)]
+    equipment: Vec<Spanned<RawEquipment>>,
+    #[serde(default)]
+    simulator: Vec<Spanned<RawSimulator>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    workers: Option<Spanned<i64>>,
+    handler_timeout: Option<Spanned<f64>>,
+    custom_response_timeout: Option<Spanned<f64>>,
+    response_retention: Option<Spanned<f64>>,
+    startup_wait: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEquipment {
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    description: String,
+    enabled: Option<bool>,
+    protocol: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    address: Option<String>,
+    port: Option<Spanned<i64>>,
+    passive_address: Option<String>,
+    passive_port: Option<Spanned<i64>>,
+    device_id: Option<Spanned<i64>>,
+    timers: Option<Spanned<RawTimers>>,
+    max_message_size: Option<Spanned<i64>>,
+    establish_communication: Option<bool>,
+    realtime: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    custom_response: Vec<Spanned<RawCustomResponse>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimers {
+    t3: Option<Spanned<f64>>,
+    t5: Option<Spanned<f64>>,
+    t6: Option<Spanned<f64>>,
+    t7: Option<Spanned<f64>>,
+    t8: Option<Spanned<f64>>,
+    linktest: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustomResponse {
+    stream_function: Spanned<String>,
+    handler: Spanned<String>,
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSimulator {
+    name: Option<Spanned<String>>,
+    enabled: Option<bool>,
+    address: Option<String>,
+    port: Option<Spanned<i64>>,
+    device_id: Option<Spanned<i64>>,
+    config: Option<Spanned<String>>,
+    spool_dir: Option<String>,
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: line_of(self.text, span.start),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn seconds(&mut self, value: &Option<Spanned<f64>>, key: String, default: Duration, min: f64, max: f64) -> Duration {
+        let Some(v) = value else {
+            return default;
+        };
+        let secs = *v.get_ref();
+        if !(min..=max).contains(&secs) {
+            self.error(v.span(), key, format!("{secs} is out of range {min}..={max} seconds"));
+            return default;
+        }
+        Duration::from_secs_f64(secs)
+    }
+
+    fn int(&mut self, value: &Option<Spanned<i64>>, key: String, default: i64, min: i64, max: i64) -> i64 {
+        let Some(v) = value else {
+            return default;
+        };
+        let n = *v.get_ref();
+        if !(min..=max).contains(&n) {
+            self.error(v.span(), key, format!("{n} is out of range {min}..={max}"));
+            return default;
+        }
+        n
+    }
+
+    fn project(&mut self, dir: &Path, raw: RawProject) -> Project {
+        let gateway = raw
+            .gateway
+            .map(|g| self.gateway(g.into_inner()))
+            .unwrap_or_default();
+        let mut names = HashSet::new();
+        let mut equipment = Vec::new();
+        for (i, e) in raw.equipment.into_iter().enumerate() {
+            let span = e.span();
+            if let Some(eq) = self.equipment(dir, i, span.clone(), e.into_inner()) {
+                if !names.insert(eq.name.clone()) {
+                    self.error(span, format!("equipment[{i}].name"), format!("equipment '{}' is defined twice", eq.name));
+                }
+                equipment.push(eq);
+            }
+        }
+        let mut simulators = Vec::new();
+        let mut sim_names = HashSet::new();
+        for (i, s) in raw.simulator.into_iter().enumerate() {
+            let span = s.span();
+            if let Some(sim) = self.simulator(dir, i, span.clone(), s.into_inner()) {
+                if !sim_names.insert(sim.name.clone()) {
+                    self.error(span, format!("simulator[{i}].name"), format!("simulator '{}' is defined twice", sim.name));
+                }
+                simulators.push(sim);
+            }
+        }
+        Project {
+            dir: dir.to_path_buf(),
+            gateway,
+            equipment,
+            simulators,
+        }
+    }
+
+    fn gateway(&mut self, g: RawGateway) -> GatewaySettings {
+        let d = GatewaySettings::default();
+        GatewaySettings {
+            workers: self.int(&g.workers, "gateway.workers".into(), d.workers as i64, 1, 64) as usize,
+            handler_timeout: self.seconds(&g.handler_timeout, "gateway.handler_timeout".into(), d.handler_timeout, 0.01, 86400.0),
+            custom_response_timeout: self.seconds(
+                &g.custom_response_timeout,
+                "gateway.custom_response_timeout".into(),
+                d.custom_response_timeout,
+                0.01,
+                3600.0,
+            ),
+            response_retention: self.seconds(&g.response_retention, "gateway.response_retention".into(), d.response_retention, 1.0, 86400.0),
+            startup_wait: self.seconds(&g.startup_wait, "gateway.startup_wait".into(), d.startup_wait, 0.0, 3600.0),
+        }
+    }
+
+    fn name(&mut self, name: Option<Spanned<String>>, span: Range<usize>, key: String) -> Option<String> {
+        let Some(name) = name else {
+            self.error(span, key, "missing (every entry needs a name)");
+            return None;
+        };
+        let n = name.get_ref().trim().to_string();
+        if n.is_empty() {
+            self.error(name.span(), key, "must not be empty");
+            return None;
+        }
+        Some(n)
+    }
+
+    fn equipment(&mut self, dir: &Path, i: usize, span: Range<usize>, e: RawEquipment) -> Option<EquipmentConfig> {
+        let k = |field: &str| format!("equipment[{i}].{field}");
+        let name = self.name(e.name, span.clone(), k("name"));
+        if let Some(p) = &e.protocol
+            && !p.get_ref().eq_ignore_ascii_case("hsms")
+        {
+            self.error(p.span(), k("protocol"), format!("'{}' is not supported; use \"hsms\"", p.get_ref()));
+        }
+        let address = e.address.unwrap_or_else(|| "127.0.0.1".into());
+        let port = match &e.port {
+            Some(_) => self.int(&e.port, k("port"), 0, 0, 65535) as u16,
+            None => {
+                self.error(span.clone(), k("port"), "missing (the TCP port to connect to or listen on)");
+                0
+            }
+        };
+        let mode_text = e.mode.as_ref().map_or("active".to_string(), |m| m.get_ref().to_ascii_lowercase());
+        let mode = match mode_text.as_str() {
+            "active" => Mode::Active(format!("{address}:{port}")),
+            "passive" => Mode::Passive(format!("{address}:{port}")),
+            "alternating" => {
+                let passive_address = e.passive_address.unwrap_or_else(|| "0.0.0.0".into());
+                let passive_port = match &e.passive_port {
+                    Some(_) => self.int(&e.passive_port, k("passive_port"), 0, 0, 65535),
+                    None => {
+                        self.error(span.clone(), k("passive_port"), "missing (alternating mode also listens)");
+                        0
+                    }
+                };
+                Mode::Alternating {
+                    connect: format!("{address}:{port}"),
+                    listen: format!("{passive_address}:{passive_port}"),
+                }
+            }
+            other => {
+                let s = e.mode.as_ref().map_or(span.clone(), |m| m.span());
+                self.error(s, k("mode"), format!("'{other}' is not a mode; use active, passive or alternating"));
+                Mode::Active(format!("{address}:{port}"))
+            }
+        };
+        let mut hsms = Settings::new(mode);
+        hsms.device_id = self.int(&e.device_id, k("device_id"), 0, 0, 32767) as u16;
+        if let Some(t) = e.timers {
+            let t = t.into_inner();
+            let p = &mut hsms.protocol;
+            p.t3 = self.seconds(&t.t3, k("timers.t3"), p.t3, 0.01, 600.0);
+            p.t5 = self.seconds(&t.t5, k("timers.t5"), p.t5, 0.01, 600.0);
+            p.t6 = self.seconds(&t.t6, k("timers.t6"), p.t6, 0.01, 600.0);
+            p.t7 = self.seconds(&t.t7, k("timers.t7"), p.t7, 0.01, 600.0);
+            p.t8 = self.seconds(&t.t8, k("timers.t8"), p.t8, 0.01, 600.0);
+            let link = self.seconds(&t.linktest, k("timers.linktest"), Duration::from_secs(60), 0.0, 86400.0);
+            p.linktest = (!link.is_zero()).then_some(link);
+        }
+        if e.max_message_size.is_some() {
+            hsms.protocol.max_message_size =
+                self.int(&e.max_message_size, k("max_message_size"), 0, 1024, 0x7FFF_FFFF) as usize;
+        }
+        let realtime = match e.realtime {
+            None => Realtime::All,
+            Some(list) => {
+                let mut sfs = Vec::new();
+                let mut all = false;
+                for item in list.into_inner() {
+                    if item.get_ref().trim() == "*" {
+                        all = true;
+                    } else if let Some(sf) = self.stream_function(&item, k("realtime")) {
+                        sfs.push(sf);
+                    }
+                }
+                if all { Realtime::All } else { Realtime::Only(sfs) }
+            }
+        };
+        let mut custom_responses = Vec::new();
+        let mut seen = HashSet::new();
+        for (j, c) in e.custom_response.into_iter().enumerate() {
+            let c = c.into_inner();
+            let ck = |f: &str| format!("equipment[{i}].custom_response[{j}].{f}");
+            let sf = self.stream_function(&c.stream_function, ck("stream_function"));
+            if let Some(sf) = sf {
+                if !sf.is_primary() {
+                    self.error(c.stream_function.span(), ck("stream_function"), format!("{sf} is a reply; custom responses intercept primaries (odd functions)"));
+                } else if !seen.insert(sf) {
+                    self.error(c.stream_function.span(), ck("stream_function"), format!("{sf} has more than one custom response"));
+                }
+            }
+            let handler = c.handler.get_ref().trim().trim_end_matches(".py").to_string();
+            let path = dir.join("handlers").join(format!("{handler}.py"));
+            if handler.is_empty() || handler.contains(['/', '\\']) {
+                self.error(c.handler.span(), ck("handler"), "must be a handler name (a file in handlers/, without .py)");
+            } else if !path.is_file() {
+                self.error(c.handler.span(), ck("handler"), format!("handlers/{handler}.py does not exist"));
+            }
+            if let (Some(sf), true) = (sf, c.enabled.unwrap_or(true)) {
+                custom_responses.push(CustomResponse {
+                    stream_function: sf,
+                    handler,
+                });
+            }
+        }
+        let name = name?;
+        hsms.name = name.clone();
+        Some(EquipmentConfig {
+            name,
+            description: e.description,
+            enabled: e.enabled.unwrap_or(true),
+            hsms,
+            establish_communication: e.establish_communication.unwrap_or(true),
+            realtime,
+            custom_responses,
+        })
+    }
+
+    fn stream_function(&mut self, text: &Spanned<String>, key: String) -> Option<StreamFunction> {
+        match text.get_ref().parse::<StreamFunction>() {
+            Ok(sf) => Some(sf),
+            Err(e) => {
+                self.error(text.span(), key, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn simulator(&mut self, dir: &Path, i: usize, span: Range<usize>, s: RawSimulator) -> Option<SimulatorConfig> {
+        let k = |field: &str| format!("simulator[{i}].{field}");
+        let name = self.name(s.name, span.clone(), k("name"));
+        let port = match &s.port {
+            Some(_) => self.int(&s.port, k("port"), 0, 0, 65535) as u16,
+            None => {
+                self.error(span, k("port"), "missing (the port the simulator listens on)");
+                0
+            }
+        };
+        let device_id = self.int(&s.device_id, k("device_id"), 0, 0, 32767) as u16;
+        let config = s.config.and_then(|c| {
+            let path = dir.join(c.get_ref());
+            if path.is_file() {
+                Some(path)
+            } else {
+                self.error(c.span(), k("config"), format!("{} does not exist", path.display()));
+                None
+            }
+        });
+        let name = name?;
+        let spool_dir = s
+            .spool_dir
+            .map_or_else(|| dir.join("spool").join(&name), |d| dir.join(d));
+        Some(SimulatorConfig {
+            name,
+            enabled: s.enabled.unwrap_or(true),
+            address: s.address.unwrap_or_else(|| "127.0.0.1".into()),
+            port,
+            device_id,
+            config,
+            spool_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Project, Vec<ConfigError>> {
+        let dir = std::env::temp_dir();
+        Project::parse(&dir, Path::new("project.toml"), text)
+    }
+
+    #[test]
+    fn a_full_project() {
+        let p = parse(
+            r#"
+[gateway]
+workers = 2
+handler_timeout = 1.5
+
+[[equipment]]
+name = "Tool1"
+mode = "passive"
+port = 5000
+device_id = 3
+timers = { t3 = 2, linktest = 0 }
+realtime = ["S6F11", "S5F1"]
+
+[[equipment]]
+name = "Tool2"
+port = 5001
+enabled = false
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.gateway.workers, 2);
+        assert_eq!(p.gateway.handler_timeout, Duration::from_millis(1500));
+        let t1 = &p.equipment[0];
+        assert_eq!(t1.hsms.mode, Mode::Passive("127.0.0.1:5000".into()));
+        assert_eq!(t1.hsms.device_id, 3);
+        assert_eq!(t1.hsms.protocol.t3, Duration::from_secs(2));
+        assert_eq!(t1.hsms.protocol.linktest, None);
+        assert!(t1.realtime.includes("S6F11".parse().unwrap()));
+        assert!(!t1.realtime.includes("S1F1".parse().unwrap()));
+        assert!(!p.equipment[1].enabled);
+        assert_eq!(p.equipment[1].realtime, Realtime::All);
+    }
+
+    #[test]
+    fn every_problem_has_file_line_and_key() {
+        let errors = parse(
+            "[[equipment]]\nname = \"A\"\nport = 70000\nmode = \"sideways\"\n\n[[equipment]]\nname = \"A\"\nport = 1\ndevice_id = -1\nrealtime = [\"S1\"]\n\n[[equipment.custom_response]]\nstream_function = \"S6F12\"\nhandler = \"nope\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let expect = [
+            "project.toml:3: equipment[0].port: 70000 is out of range 0..=65535",
+            "project.toml:4: equipment[0].mode: 'sideways' is not a mode",
+            "project.toml:9: equipment[1].device_id: -1 is out of range 0..=32767",
+            "project.toml:10: equipment[1].realtime: 'S1' is not a stream/function",
+            "project.toml:13: equipment[1].custom_response[0].stream_function: S6F12 is a reply",
+            "project.toml:14: equipment[1].custom_response[0].handler: handlers/nope.py does not exist",
+            "equipment[1].name: equipment 'A' is defined twice",
+        ];
+        for e in expect {
+            assert!(text.iter().any(|t| t.contains(e)), "missing {e:?} in {text:#?}");
+        }
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_give_the_line() {
+        let e = &parse("[[equipment]]\nname = \"A\"\nport = 1\nprot = 5\n").unwrap_err()[0];
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("unknown field `prot`"), "{e}");
+        let e = &parse("[gateway]\nworkers = \n").unwrap_err()[0];
+        assert_eq!(e.line, 2, "{e}");
+    }
+}

@@ -1,0 +1,196 @@
+//! Transactions by TxID: every message a script sends and every primary the equipment sends
+//! gets one. A sent request's reply is kept for `getResponse`, also when it arrives after the
+//! script stopped waiting, for the retention time.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::link::LinkError;
+use crate::secs2::{Message, StreamFunction};
+
+/// Where a sent request stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyState {
+    /// Waiting for the reply.
+    Pending,
+    /// The reply (an SxF0 abort and an S9Fx answer count as replies).
+    Replied(Message),
+    /// Sent without W-bit: no reply will come.
+    NoReplyExpected,
+    /// No reply will come: T3 expired, the connection was lost, the peer rejected it.
+    Failed(String),
+}
+
+/// One transaction.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A message a script sent.
+    Sent {
+        equipment: String,
+        stream_function: StreamFunction,
+        state: ReplyState,
+        since: Instant,
+    },
+    /// A primary the equipment sent.
+    Received {
+        equipment: String,
+        stream_function: StreamFunction,
+        system_bytes: u32,
+        replied: bool,
+        since: Instant,
+    },
+}
+
+impl Entry {
+    fn since(&self) -> Instant {
+        match self {
+            Entry::Sent { since, .. } | Entry::Received { since, .. } => *since,
+        }
+    }
+
+    fn equipment(&self) -> &str {
+        match self {
+            Entry::Sent { equipment, .. } | Entry::Received { equipment, .. } => equipment,
+        }
+    }
+}
+
+/// The TxID table.
+pub struct Transactions {
+    entries: Mutex<(u32, HashMap<u32, Entry>)>,
+    changed: Condvar,
+    retention: Duration,
+}
+
+impl Transactions {
+    /// An empty table keeping finished transactions for `retention`.
+    pub fn new(retention: Duration) -> Self {
+        Transactions {
+            entries: Mutex::new((0, HashMap::new())),
+            changed: Condvar::new(),
+            retention,
+        }
+    }
+
+    fn insert(&self, entry: Entry) -> u32 {
+        let Ok(mut guard) = self.entries.lock() else {
+            return 0;
+        };
+        let (next, map) = &mut *guard;
+        let now = Instant::now();
+        // Forget what is older than the retention (pending requests are bounded by T3 anyway).
+        if map.len() > 1024 && map.len().is_power_of_two() {
+            map.retain(|_, e| now.duration_since(e.since()) < self.retention);
+        }
+        loop {
+            *next = next.wrapping_add(1).max(1);
+            if !map.contains_key(next) {
+                break;
+            }
+        }
+        map.insert(*next, entry);
+        *next
+    }
+
+    /// A new transaction for a message a script sends.
+    pub fn sent(&self, equipment: &str, stream_function: StreamFunction, state: ReplyState) -> u32 {
+        self.insert(Entry::Sent {
+            equipment: equipment.to_string(),
+            stream_function,
+            state,
+            since: Instant::now(),
+        })
+    }
+
+    /// A new transaction for a primary received from the equipment.
+    pub fn received(&self, equipment: &str, message: &Message) -> u32 {
+        self.insert(Entry::Received {
+            equipment: equipment.to_string(),
+            stream_function: message.stream_function(),
+            system_bytes: message.system_bytes,
+            replied: false,
+            since: Instant::now(),
+        })
+    }
+
+    /// Records how a sent request ended.
+    pub fn complete(&self, txid: u32, result: Result<Message, LinkError>) {
+        let state = match result {
+            Ok(reply) => ReplyState::Replied(reply),
+            Err(LinkError::StreamNine { message, .. }) => ReplyState::Replied(*message),
+            Err(e) => ReplyState::Failed(e.to_string()),
+        };
+        if let Ok(mut guard) = self.entries.lock()
+            && let Some(Entry::Sent {
+                state: s, since, ..
+            }) = guard.1.get_mut(&txid)
+        {
+            *s = state;
+            *since = Instant::now();
+        }
+        self.changed.notify_all();
+    }
+
+    /// Marks a received primary as answered; returns false if it already was (or is unknown).
+    pub fn mark_replied(&self, txid: u32) -> bool {
+        let Ok(mut guard) = self.entries.lock() else {
+            return false;
+        };
+        match guard.1.get_mut(&txid) {
+            Some(Entry::Received { replied, .. }) if !*replied => {
+                *replied = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a received primary has been answered.
+    pub fn is_replied(&self, txid: u32) -> bool {
+        self.entries.lock().is_ok_and(|g| {
+            matches!(g.1.get(&txid), Some(Entry::Received { replied: true, .. }))
+        })
+    }
+
+    /// The entry of a TxID.
+    pub fn get(&self, txid: u32) -> Option<Entry> {
+        self.entries.lock().ok().and_then(|g| g.1.get(&txid).cloned())
+    }
+
+    /// Waits up to `timeout` for the reply of a sent request. `Ok(None)` when there is none by
+    /// then (still pending, no reply expected, or failed); an error for an unknown TxID or one
+    /// that belongs to other equipment.
+    pub fn wait_reply(&self, txid: u32, equipment: &str, timeout: Duration) -> Result<Option<Message>, String> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.entries.lock().map_err(|_| "transaction table unavailable".to_string())?;
+        loop {
+            match guard.1.get(&txid) {
+                None => return Err(format!("unknown transaction ID {txid} (never sent, or older than the retention time)")),
+                Some(e) if e.equipment() != equipment => {
+                    return Err(format!(
+                        "transaction {txid} belongs to equipment '{}', not '{equipment}'",
+                        e.equipment()
+                    ));
+                }
+                Some(Entry::Received { .. }) => {
+                    return Err(format!("transaction {txid} is a message the equipment sent, not a request"));
+                }
+                Some(Entry::Sent { state, .. }) => match state {
+                    ReplyState::Replied(m) => return Ok(Some(m.clone())),
+                    ReplyState::NoReplyExpected | ReplyState::Failed(_) => return Ok(None),
+                    ReplyState::Pending => {}
+                },
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            guard = self
+                .changed
+                .wait_timeout(guard, deadline - now)
+                .map_err(|_| "transaction table unavailable".to_string())?
+                .0;
+        }
+    }
+}

@@ -1,0 +1,770 @@
+//! Embedded CPython: the engineers' handler scripts.
+//!
+//! - `handlers/NAME.py` is a handler: the file's body runs for each event with the globals
+//!   `payload` (a dict) and `system` (the injected module, [`system`]).
+//! - `lib/*.py` is the project library, importable from handlers (`import mylib`).
+//! - Scripts are compiled before they are swapped in; a file that does not compile is logged
+//!   with its file and line and the previous version keeps serving. Scripts written for
+//!   Jython 2.7 are rewritten (`py2compat.py`) when they do not compile as Python 3.
+//! - Handlers run on dedicated worker threads (never tokio's); jobs with the same key (the
+//!   equipment name) run one at a time, in arrival order. A handler that raises is logged with
+//!   its traceback; one that runs past its time limit is interrupted with `ScriptTimeout`.
+//! - Saving a file under `handlers/` or `lib/` reloads it (a directory watch with a debounce,
+//!   so editors' save-by-rename works).
+
+pub mod convert;
+pub mod system;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once, RwLock};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyCode, PyDict};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+pub use system::{CopyEquipment, Host};
+
+/// The Python-2 rewrite, run inside the interpreter.
+const PY2COMPAT: &str = include_str!("py2compat.py");
+
+/// Most jobs of one key a worker runs per GIL acquisition.
+const BATCH: usize = 64;
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler ran to its end.
+    Done,
+    /// It raised; the formatted traceback.
+    Raised(String),
+    /// It ran past its time limit and was interrupted.
+    TimedOut,
+    /// No handler of that name is loaded.
+    NoHandler,
+}
+
+/// A compiled handler.
+struct Handler {
+    code: Py<PyCode>,
+    version: u32,
+}
+
+/// One value of a handler's `payload` dict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Int(i64),
+    Str(String),
+    Bool(bool),
+    Strs(Vec<String>),
+    Json(Value),
+}
+
+/// A handler's `payload`: keys and values, turned into a dict on the worker.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Payload(pub Vec<(&'static str, Arg)>);
+
+impl Payload {
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        for (k, v) in &self.0 {
+            match v {
+                Arg::Int(i) => dict.set_item(*k, *i)?,
+                Arg::Str(s) => dict.set_item(*k, s)?,
+                Arg::Bool(b) => dict.set_item(*k, *b)?,
+                Arg::Strs(list) => dict.set_item(*k, list)?,
+                Arg::Json(value) => dict.set_item(*k, convert::to_python(py, value)?)?,
+            }
+        }
+        Ok(dict)
+    }
+}
+
+/// One event for a handler.
+struct Job {
+    id: u64,
+    key: String,
+    handler: String,
+    payload: Payload,
+    done: Option<oneshot::Sender<Outcome>>,
+}
+
+/// Jobs by key, so that one key's jobs run one at a time and in order.
+#[derive(Default)]
+struct Queues {
+    by_key: HashMap<String, VecDeque<Job>>,
+    /// Keys with queued jobs and none running.
+    ready: VecDeque<String>,
+    busy: HashSet<String>,
+    stop: bool,
+}
+
+/// What a worker is running, for the watchdog.
+#[derive(Default, Clone, Copy)]
+struct Running {
+    job: u64,
+    thread: u64,
+    deadline: Option<Instant>,
+    interrupted: Option<Instant>,
+}
+
+struct Inner {
+    project: PathBuf,
+    timeout: Duration,
+    handlers: RwLock<HashMap<String, Arc<Handler>>>,
+    queues: Mutex<Queues>,
+    wake: Condvar,
+    running: Vec<Mutex<Running>>,
+    next_job: AtomicU64,
+    /// Jobs finished (however they ended).
+    completed: AtomicU64,
+    /// Shared builtins of every handler run (with the Python-2 shims).
+    builtins: Py<PyDict>,
+}
+
+/// The script engine of a project.
+#[derive(Clone)]
+pub struct ScriptEngine {
+    inner: Arc<Inner>,
+    _watcher: Option<Arc<Mutex<WatcherHandle>>>,
+}
+
+type WatcherHandle = notify_debouncer_full::Debouncer<
+    notify_debouncer_full::notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
+
+static INIT: Once = Once::new();
+
+/// Starts the interpreter once per process, with the `system` module built in and `print`
+/// going to the log.
+pub fn init_python() {
+    INIT.call_once(|| {
+        use self::system::system as system_module;
+        pyo3::append_to_inittab!(system_module);
+        Python::initialize();
+        Python::attach(|py| {
+            let result = (|| -> PyResult<()> {
+                let sys = py.import("sys")?;
+                sys.setattr("dont_write_bytecode", true)?;
+                for (name, stream) in [("stdout", "stdout"), ("stderr", "stderr")] {
+                    let writer = Py::new(
+                        py,
+                        system::LogWriter {
+                            stream,
+                            buffer: Mutex::new(String::new()),
+                        },
+                    )?;
+                    sys.setattr(name, writer)?;
+                }
+                let compat = pyo3::types::PyModule::from_code(
+                    py,
+                    &std::ffi::CString::new(PY2COMPAT)?,
+                    c"secsgate_py2compat.py",
+                    c"secsgate_py2compat",
+                )?;
+                let _ = compat;
+                py.import("system")?;
+                Ok(())
+            })();
+            if let Err(e) = result {
+                error!(target: "script", "cannot set up the interpreter: {}", format_error(py, &e));
+            }
+        });
+    });
+}
+
+/// Python's own text for an exception: traceback and message.
+pub fn format_error(py: Python<'_>, err: &PyErr) -> String {
+    let formatted = (|| -> PyResult<String> {
+        let tb = py.import("traceback")?;
+        let lines = tb.call_method1(
+            "format_exception",
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )?;
+        let text: Vec<String> = lines.extract()?;
+        Ok(text.concat())
+    })();
+    formatted.unwrap_or_else(|_| err.to_string()).trim_end().to_string()
+}
+
+/// Compiles a script as Python 3, or after the Python-2 rewrite when it does not compile as
+/// Python 3. Errors are the original SyntaxError's text.
+fn compile(py: Python<'_>, source: &str, path: &Path) -> Result<(Py<PyCode>, bool), String> {
+    let builtins = py.import("builtins").map_err(|e| format_error(py, &e))?;
+    let filename = path.display().to_string();
+    let attempt = |src: &str| -> PyResult<Py<PyCode>> {
+        let code = builtins.call_method1("compile", (src, filename.as_str(), "exec", 0, true))?;
+        Ok(code.cast_into::<PyCode>()?.unbind())
+    };
+    match attempt(source) {
+        Ok(code) => Ok((code, false)),
+        Err(original) => {
+            let rewritten = py
+                .import("secsgate_py2compat")
+                .and_then(|m| m.call_method1("rewrite", (source,)))
+                .and_then(|s| s.extract::<String>());
+            match rewritten {
+                Ok(text) if text != source => match attempt(&text) {
+                    Ok(code) => Ok((code, true)),
+                    Err(_) => Err(format_exception_only(py, &original)),
+                },
+                _ => Err(format_exception_only(py, &original)),
+            }
+        }
+    }
+}
+
+/// A SyntaxError as Python prints it: file, line, the line itself with a caret, message.
+fn format_exception_only(py: Python<'_>, err: &PyErr) -> String {
+    let formatted = (|| -> PyResult<String> {
+        let tb = py.import("traceback")?;
+        let lines: Vec<String> = tb
+            .call_method1("format_exception_only", (err.get_type(py), err.value(py)))?
+            .extract()?;
+        Ok(lines.concat())
+    })();
+    formatted.unwrap_or_else(|_| err.to_string()).trim_end().to_string()
+}
+
+/// Every problem in a project's scripts (for `secsgate check`): each handler and library
+/// module that does not compile, with its error text.
+pub fn check_scripts(project: &Path) -> Vec<String> {
+    init_python();
+    let mut problems = Vec::new();
+    Python::attach(|py| {
+        for path in python_files(&project.join("handlers"))
+            .into_iter()
+            .chain(python_files(&project.join("lib")))
+        {
+            match std::fs::read_to_string(&path) {
+                Ok(src) => {
+                    if let Err(e) = compile(py, &src, &path) {
+                        problems.push(e);
+                    }
+                }
+                Err(e) => problems.push(format!("{}: cannot read: {e}", path.display())),
+            }
+        }
+    });
+    problems
+}
+
+/// The `.py` files under a folder (recursively), sorted; none if it does not exist.
+fn python_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !is_ignored(&path) {
+                    stack.push(path);
+                }
+            } else if is_script(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn is_ignored(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.') || n == "__pycache__")
+}
+
+/// A script file: `*.py`, not a dotfile, editor backup or lock.
+fn is_script(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    name.ends_with(".py") && !name.starts_with('.') && !name.starts_with(".#")
+}
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub workers: usize,
+    pub handler_timeout: Duration,
+    /// Watch the project folder and reload scripts as they are saved.
+    pub hot_reload: bool,
+}
+
+impl ScriptEngine {
+    /// Starts the interpreter (once per process), loads every handler and the library path,
+    /// and starts the workers, the watchdog and (if asked) the file watch. Handlers that do
+    /// not compile are logged and left out; the engine still starts.
+    pub fn start(project: &Path, settings: EngineSettings) -> ScriptEngine {
+        init_python();
+        let project = project.canonicalize().unwrap_or_else(|_| project.to_path_buf());
+        let builtins = Python::attach(|py| -> PyResult<Py<PyDict>> {
+            let sys = py.import("sys")?;
+            let path = sys.getattr("path")?;
+            let lib = project.join("lib").display().to_string();
+            if !path.contains(&lib)? {
+                path.call_method1("insert", (0, lib.as_str()))?;
+            }
+            install_lib_loader(py, &lib)?;
+            let base = py.import("builtins")?.dict().copy()?;
+            let shims = py.import("secsgate_py2compat")?.call_method0("shims")?;
+            base.call_method1("update", (shims,))?;
+            Ok(base.unbind())
+        })
+        .unwrap_or_else(|e| {
+            Python::attach(|py| error!(target: "script", "cannot prepare handler builtins: {}", format_error(py, &e)));
+            Python::attach(|py| PyDict::new(py).unbind())
+        });
+        let workers = settings.workers.max(1);
+        let inner = Arc::new(Inner {
+            project: project.clone(),
+            timeout: settings.handler_timeout,
+            handlers: RwLock::new(HashMap::new()),
+            queues: Mutex::new(Queues::default()),
+            wake: Condvar::new(),
+            running: (0..workers).map(|_| Mutex::new(Running::default())).collect(),
+            next_job: AtomicU64::new(1),
+            completed: AtomicU64::new(0),
+            builtins,
+        });
+        for path in python_files(&project.join("handlers")) {
+            inner.load_handler(&path);
+        }
+        for i in 0..workers {
+            let inner = inner.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("python-{i}"))
+                .spawn(move || inner.worker(i));
+            if let Err(e) = spawned {
+                error!(target: "script", "cannot start Python worker {i}: {e}");
+            }
+        }
+        let watchdog = Arc::downgrade(&inner);
+        let _ = std::thread::Builder::new()
+            .name("python-watchdog".into())
+            .spawn(move || watchdog_loop(watchdog));
+        let watcher = if settings.hot_reload {
+            match watch(inner.clone()) {
+                Ok(w) => Some(Arc::new(Mutex::new(w))),
+                Err(e) => {
+                    warn!(target: "script", "hot reload is off: cannot watch {}: {e}", project.display());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        ScriptEngine {
+            inner,
+            _watcher: watcher,
+        }
+    }
+
+    /// Whether a handler of this name is loaded.
+    pub fn has_handler(&self, name: &str) -> bool {
+        self.inner
+            .handlers
+            .read()
+            .is_ok_and(|h| h.contains_key(name))
+    }
+
+    /// The version of a loaded handler (1 when first loaded, +1 per successful reload).
+    pub fn handler_version(&self, name: &str) -> Option<u32> {
+        self.inner
+            .handlers
+            .read()
+            .ok()
+            .and_then(|h| h.get(name).map(|h| h.version))
+    }
+
+    /// Queues an event for a handler. Jobs with the same `key` run one at a time, in the
+    /// order submitted. The receiver reports how the run ended.
+    pub fn submit(&self, key: &str, handler: &str, payload: Payload) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.push(Job {
+            id: self.inner.next_job.fetch_add(1, Ordering::Relaxed),
+            key: key.to_string(),
+            handler: handler.to_string(),
+            payload,
+            done: Some(tx),
+        });
+        rx
+    }
+
+    /// Queues an event without waiting for its outcome.
+    pub fn post(&self, key: &str, handler: &str, payload: Payload) {
+        self.inner.push(Job {
+            id: self.inner.next_job.fetch_add(1, Ordering::Relaxed),
+            key: key.to_string(),
+            handler: handler.to_string(),
+            payload,
+            done: None,
+        });
+    }
+
+    /// How many jobs have finished since the engine started.
+    pub fn completed(&self) -> u64 {
+        self.inner.completed.load(Ordering::Relaxed)
+    }
+
+    /// Reloads one changed file now (what the file watch does after its debounce).
+    pub fn reload_path(&self, path: &Path) {
+        self.inner.reload(path);
+    }
+
+    /// Stops the workers once the queued jobs are done (the interpreter stays, as CPython
+    /// cannot be restarted in a process).
+    pub fn stop(&self) {
+        if let Ok(mut q) = self.inner.queues.lock() {
+            q.stop = true;
+        }
+        self.inner.wake.notify_all();
+    }
+}
+
+/// Makes `lib/` modules that are written in Python 2 syntax importable too: a path hook for
+/// that one folder whose loader applies the rewrite when a module does not compile.
+fn install_lib_loader(py: Python<'_>, lib: &str) -> PyResult<()> {
+    let code = c"
+import importlib.machinery as _m, os as _os, sys as _sys
+import secsgate_py2compat as _c
+
+class _Py2Loader(_m.SourceFileLoader):
+    def source_to_code(self, data, path, *, _optimize=-1):
+        try:
+            return compile(data, path, 'exec', dont_inherit=True)
+        except SyntaxError:
+            text = data.decode('utf-8') if isinstance(data, bytes) else data
+            fixed = _c.rewrite(text)
+            if fixed == text:
+                raise
+            return compile(fixed, path, 'exec', dont_inherit=True)
+
+def _install(lib):
+    lib = _os.path.abspath(lib)
+    def hook(path):
+        if _os.path.abspath(path) != lib:
+            raise ImportError('not the project library')
+        return _m.FileFinder(path, (_Py2Loader, _m.SOURCE_SUFFIXES))
+    _sys.path_hooks.insert(0, hook)
+    _sys.path_importer_cache.pop(lib, None)
+";
+    let m = pyo3::types::PyModule::from_code(py, code, c"secsgate_lib_loader.py", c"secsgate_lib_loader")?;
+    m.call_method1("_install", (lib,))?;
+    Ok(())
+}
+
+impl Inner {
+    fn push(&self, job: Job) {
+        let Ok(mut q) = self.queues.lock() else {
+            return;
+        };
+        let key = job.key.clone();
+        let queue = q.by_key.entry(key.clone()).or_default();
+        let was_empty = queue.is_empty();
+        queue.push_back(job);
+        if was_empty && !q.busy.contains(&key) {
+            q.ready.push_back(key);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The next jobs to run: up to `BATCH` queued jobs of one key, in order (they would run
+    /// one after another anyway; taking them together saves a GIL hand-over per job).
+    fn next(&self) -> Option<Vec<Job>> {
+        let mut q = self.queues.lock().ok()?;
+        loop {
+            if let Some(key) = q.ready.pop_front() {
+                let jobs: Vec<Job> = match q.by_key.get_mut(&key) {
+                    Some(queue) => {
+                        let n = queue.len().min(BATCH);
+                        queue.drain(..n).collect()
+                    }
+                    None => Vec::new(),
+                };
+                if !jobs.is_empty() {
+                    q.busy.insert(key);
+                    return Some(jobs);
+                }
+                continue;
+            }
+            if q.stop {
+                return None;
+            }
+            q = self.wake.wait(q).ok()?;
+        }
+    }
+
+    fn finished(&self, key: &str) {
+        let Ok(mut q) = self.queues.lock() else {
+            return;
+        };
+        q.busy.remove(key);
+        let more = q.by_key.get(key).is_some_and(|jobs| !jobs.is_empty());
+        if more {
+            q.ready.push_back(key.to_string());
+            self.wake.notify_one();
+        } else {
+            q.by_key.remove(key);
+        }
+    }
+
+    fn worker(self: Arc<Self>, index: usize) {
+        while let Some(jobs) = self.next() {
+            let key = jobs[0].key.clone();
+            Python::attach(|py| {
+                let system = py.import("system");
+                for mut job in jobs {
+                    let outcome = match &system {
+                        Ok(system) => self.run(py, system, index, &job),
+                        Err(e) => Outcome::Raised(format_error(py, e)),
+                    };
+                    self.completed.fetch_add(1, Ordering::Relaxed);
+                    if let Some(done) = job.done.take() {
+                        let _ = done.send(outcome);
+                    }
+                }
+            });
+            self.finished(&key);
+        }
+    }
+
+    fn run(&self, py: Python<'_>, system: &Bound<'_, pyo3::types::PyModule>, index: usize, job: &Job) -> Outcome {
+        let handler = self
+            .handlers
+            .read()
+            .ok()
+            .and_then(|h| h.get(&job.handler).cloned());
+        let Some(handler) = handler else {
+            return Outcome::NoHandler;
+        };
+        {
+            // Set while attached, so the watchdog (also attached) sees a consistent state.
+            let thread = unsafe { pyo3::ffi::PyThread_get_thread_ident() } as u64;
+            if let Ok(mut r) = self.running[index].lock() {
+                *r = Running {
+                    job: job.id,
+                    thread,
+                    deadline: Some(Instant::now() + self.timeout),
+                    interrupted: None,
+                };
+            }
+            let result = (|| -> PyResult<()> {
+                let globals = PyDict::new(py);
+                globals.set_item("__builtins__", self.builtins.bind(py))?;
+                globals.set_item("__name__", "__handler__")?;
+                globals.set_item(
+                    "__file__",
+                    self.project
+                        .join("handlers")
+                        .join(format!("{}.py", job.handler))
+                        .display()
+                        .to_string(),
+                )?;
+                globals.set_item("system", system)?;
+                globals.set_item("payload", job.payload.to_dict(py)?)?;
+                use pyo3::types::PyCodeMethods;
+                handler.code.bind(py).run(Some(&globals), None)?;
+                Ok(())
+            })();
+            if let Ok(mut r) = self.running[index].lock() {
+                *r = Running::default();
+            }
+            // Clear an interrupt that arrived after the script finished.
+            unsafe {
+                pyo3::ffi::PyThreadState_SetAsyncExc(thread as std::os::raw::c_ulong as _, std::ptr::null_mut());
+            }
+            match result {
+                Ok(()) => Outcome::Done,
+                Err(e) if e.is_instance_of::<system::ScriptTimeout>(py) => {
+                    error!(target: "script", handler = %job.handler, key = %job.key,
+                        "handler interrupted: it ran longer than its limit of {:?}", self.timeout);
+                    Outcome::TimedOut
+                }
+                Err(e) => {
+                    let tb = format_error(py, &e);
+                    error!(target: "script", handler = %job.handler, key = %job.key, "handler raised:\n{tb}");
+                    Outcome::Raised(tb)
+                }
+            }
+        }
+    }
+
+    /// Compiles a handler file and swaps it in; on failure logs why and keeps the old one.
+    fn load_handler(&self, path: &Path) {
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+            return;
+        };
+        let source = match std::fs::read_to_string(path) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(target: "script", handler = %name, "cannot read {}: {e}", path.display());
+                return;
+            }
+        };
+        let compiled = Python::attach(|py| compile(py, &source, path));
+        match compiled {
+            Ok((code, rewritten)) => {
+                let Ok(mut handlers) = self.handlers.write() else {
+                    return;
+                };
+                let version = handlers.get(&name).map_or(1, |h| h.version + 1);
+                handlers.insert(name.clone(), Arc::new(Handler { code, version }));
+                info!(target: "script", handler = %name, version, rewritten_from_python2 = rewritten, "handler loaded");
+            }
+            Err(e) => {
+                let kept = self.handlers.read().is_ok_and(|h| h.contains_key(&name));
+                error!(target: "script", handler = %name,
+                    "{} does not compile{}:\n{e}", path.display(),
+                    if kept { "; the previous version keeps running" } else { "" });
+            }
+        }
+    }
+
+    /// Handles a changed path under the project: handlers are recompiled, library modules
+    /// checked and reloaded, deleted handlers unregistered.
+    fn reload(&self, path: &Path) {
+        let handlers_dir = self.project.join("handlers");
+        let lib_dir = self.project.join("lib");
+        if !is_script(path) {
+            return;
+        }
+        if path.parent() == Some(handlers_dir.as_path()) {
+            if path.exists() {
+                self.load_handler(path);
+            } else if let Some(name) = path.file_stem().and_then(|s| s.to_str())
+                && let Ok(mut h) = self.handlers.write()
+                && h.remove(name).is_some()
+            {
+                info!(target: "script", handler = %name, "handler removed (its file was deleted)");
+            }
+        } else if let Ok(rel) = path.strip_prefix(&lib_dir) {
+            if !path.exists() {
+                info!(target: "script", "library file {} was deleted; modules already imported stay loaded", path.display());
+                return;
+            }
+            let module = rel
+                .with_extension("")
+                .components()
+                .filter_map(|c| c.as_os_str().to_str())
+                .collect::<Vec<_>>()
+                .join(".");
+            let module = module.strip_suffix(".__init__").unwrap_or(&module).to_string();
+            Python::attach(|py| self.reload_module(py, path, &module));
+        }
+    }
+
+    fn reload_module(&self, py: Python<'_>, path: &Path, module: &str) {
+        let source = match std::fs::read_to_string(path) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(target: "script", module, "cannot read {}: {e}", path.display());
+                return;
+            }
+        };
+        if let Err(e) = compile(py, &source, path) {
+            error!(target: "script", module, "{} does not compile; the previous version keeps running:\n{e}", path.display());
+            return;
+        }
+        let result = (|| -> PyResult<bool> {
+            let importlib = py.import("importlib")?;
+            importlib.call_method0("invalidate_caches")?;
+            let modules = py.import("sys")?.getattr("modules")?;
+            match modules.get_item(module) {
+                Ok(m) => {
+                    importlib.call_method1("reload", (m,))?;
+                    Ok(true)
+                }
+                Err(_) => Ok(false),
+            }
+        })();
+        match result {
+            Ok(true) => info!(target: "script", module, "library module reloaded"),
+            Ok(false) => info!(target: "script", module, "library module changed (it loads on first import)"),
+            Err(e) => error!(target: "script", module, "library module failed to reload:\n{}", format_error(py, &e)),
+        }
+    }
+}
+
+/// Interrupts handlers past their deadline (again every half second while they ignore it).
+fn watchdog_loop(inner: std::sync::Weak<Inner>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        for slot in &inner.running {
+            let due = slot.lock().ok().and_then(|r| {
+                let late = r.deadline.is_some_and(|d| now >= d);
+                let again = r.interrupted.is_none_or(|t| now >= t + Duration::from_millis(500));
+                (r.job != 0 && late && again).then_some(*r)
+            });
+            let Some(due) = due else {
+                continue;
+            };
+            Python::attach(|py| {
+                // Re-check while attached: the worker changes its slot only while attached.
+                let Ok(mut r) = slot.lock() else {
+                    return;
+                };
+                if r.job != due.job {
+                    return;
+                }
+                let exc = py.get_type::<system::ScriptTimeout>();
+                unsafe {
+                    pyo3::ffi::PyThreadState_SetAsyncExc(r.thread as std::os::raw::c_ulong as _, exc.as_ptr());
+                }
+                r.interrupted = Some(now);
+            });
+        }
+    }
+}
+
+/// Watches the project folder; after a 300 ms debounce each touched script is reloaded by
+/// whether it exists now (so in-place writes and save-by-rename look the same).
+fn watch(inner: Arc<Inner>) -> notify_debouncer_full::notify::Result<WatcherHandle> {
+    use notify_debouncer_full::notify::{EventKind, RecursiveMode};
+    use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+    let project = inner.project.clone();
+    let weak = Arc::downgrade(&inner);
+    let mut debouncer = new_debouncer(Duration::from_millis(300), None, move |result: DebounceEventResult| {
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        match result {
+            Ok(events) => {
+                let mut paths: Vec<PathBuf> = events
+                    .iter()
+                    .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
+                    .flat_map(|e| e.event.paths.iter().cloned())
+                    .filter(|p| is_script(p))
+                    .collect();
+                paths.sort();
+                paths.dedup();
+                for p in paths {
+                    inner.reload(&p);
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    warn!(target: "script", "file watch error: {e}; rescanning handlers");
+                }
+                for path in python_files(&inner.project.join("handlers")) {
+                    inner.load_handler(&path);
+                }
+            }
+        }
+    })?;
+    debouncer.watch(&project, RecursiveMode::Recursive)?;
+    Ok(debouncer)
+}
