@@ -298,6 +298,12 @@ async fn session(
     let mut rbuf = vec![0u8; 64 * 1024];
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut written = 0usize;
+    // One timer for the whole session, re-armed only when the protocol needs it earlier than
+    // it is set (or after it fired): making a new one on every pass costs a timer-wheel
+    // insert and removal per message. Firing early is harmless; handle_timeout checks.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<tokio::time::Instant> = None;
     let reason = loop {
         if let Some(reason) = session.drain_events(&mut proto, task, settings).await {
             break reason;
@@ -307,7 +313,26 @@ async fn session(
             written = 0;
         }
         proto.take_transmit(&mut out);
-        let deadline = proto.poll_timeout().map(tokio::time::Instant::from_std);
+        // Write at once while the socket takes it; the select below waits only when it is full.
+        while written < out.len() {
+            match wr.try_write(&out[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    proto.disconnected(CloseReason::Io(e.to_string()));
+                    break;
+                }
+            }
+        }
+        if proto.state() == State::NotConnected {
+            continue; // drain_events returns the close reason
+        }
+        if let Some(deadline) = proto.poll_timeout().map(tokio::time::Instant::from_std)
+            && armed.is_none_or(|a| deadline < a)
+        {
+            timer.as_mut().reset(deadline);
+            armed = Some(deadline);
+        }
         tokio::select! {
             result = rd.read(&mut rbuf) => match result {
                 Ok(0) => proto.disconnected(CloseReason::PeerClosed),
@@ -319,13 +344,37 @@ async fn session(
                 Err(e) => proto.disconnected(CloseReason::Io(e.to_string())),
             },
             command = task.commands.recv() => match command {
-                Some(c) => session.command(c, &mut proto, settings),
+                Some(c) => {
+                    session.command(c, &mut proto, settings);
+                    // Take what else is queued, so that it goes out in one write.
+                    session.take_commands(&mut proto, task, settings);
+                    // While the engine holds received messages it has not taken yet, it is
+                    // probably about to answer them: let it run before writing, so that a
+                    // burst of replies leaves in a few writes rather than one each. Stops at
+                    // the first pass that brings no command, and after REPLY_COALESCE.
+                    let mut since = None;
+                    for _ in 0..COMMAND_BATCH {
+                        if task.incoming.capacity() == task.incoming.max_capacity()
+                            || proto.state() == State::NotConnected
+                            || since.get_or_insert_with(Instant::now).elapsed() > REPLY_COALESCE
+                        {
+                            break;
+                        }
+                        yield_to_others().await;
+                        if !session.take_commands(&mut proto, task, settings) {
+                            break;
+                        }
+                    }
+                }
                 None => {
                     session.shutdown = true;
                     proto.separate();
                 }
             },
-            _ = sleep_until_opt(deadline) => proto.handle_timeout(Instant::now()),
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                proto.handle_timeout(Instant::now());
+            }
             accepted = accept_extra(listener) => {
                 if let Ok((extra, addr)) = accepted {
                     warn!(endpoint = %settings.name, %addr, "second connection refused: already connected (select status 3)");
@@ -357,6 +406,13 @@ async fn accept_extra(listener: Option<&TcpListener>) -> std::io::Result<(TcpStr
     }
 }
 
+/// Most commands taken from the queue at once, after the one that woke the session.
+const COMMAND_BATCH: usize = 63;
+
+/// Longest a reply is held back while the engine answers more received messages, so that
+/// they leave in one write (a slow handler must not delay the replies already made).
+const REPLY_COALESCE: Duration = Duration::from_micros(50);
+
 type Waiter = oneshot::Sender<Result<Message, LinkError>>;
 
 struct Session {
@@ -368,7 +424,43 @@ struct Session {
     shutdown: bool,
 }
 
+/// Lets the other tasks that are ready run once, then continues. Unlike
+/// `tokio::task::yield_now` it does not wait for a poll of the I/O driver (a syscall).
+async fn yield_to_others() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 impl Session {
+    /// Handles the commands already queued (at most `COMMAND_BATCH`) without waiting;
+    /// returns whether there were any.
+    fn take_commands(
+        &mut self,
+        proto: &mut Protocol,
+        task: &mut LinkTask,
+        settings: &Settings,
+    ) -> bool {
+        let mut any = false;
+        for _ in 0..COMMAND_BATCH {
+            match task.commands.try_recv() {
+                Ok(c) => {
+                    self.command(c, proto, settings);
+                    any = true;
+                }
+                Err(_) => break,
+            }
+        }
+        any
+    }
+
     fn command(&mut self, command: Command, proto: &mut Protocol, settings: &Settings) {
         match command {
             Command::Send {
