@@ -82,17 +82,25 @@ async fn start(dir: &Path) -> Gateway {
     let p = Project::load(dir).unwrap();
     let g = Gateway::start(&p, true).await;
     let mut w = g.connection("Tool1").unwrap().watch_status();
-    tokio::time::timeout(Duration::from_secs(10), w.wait_for(|s| *s == Status::Communicating))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        w.wait_for(|s| *s == Status::Communicating),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     g
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let base: PathBuf = std::env::temp_dir().join(format!("secsgate-bench-python-{}", std::process::id()));
+        let base: PathBuf =
+            std::env::temp_dir().join(format!("secsgate-bench-python-{}", std::process::id()));
         // 1. No handler.
         let (eq, port) = equipment().await;
         let dir = base.join("plain");
@@ -109,7 +117,11 @@ fn main() {
         // 2. A realtime handler that reads the payload.
         let (eq, port) = equipment().await;
         let dir = base.join("handler");
-        project(&dir, port, Some("m = payload['Message']\nsf = payload['StreamFunction']\ntx = payload['TxID']\n"));
+        project(
+            &dir,
+            port,
+            Some("m = payload['Message']\nsf = payload['StreamFunction']\ntx = payload['TxID']\n"),
+        );
         let g = start(&dir).await;
         let engine = g.engine().clone();
         blast(&eq, 2_000).await;
@@ -136,10 +148,18 @@ fn main() {
             std::fs::rename(&tmp, dir.join("handlers/onSecsGemRealtimeUpdate.py")).unwrap();
             let mut n = 0;
             while !marker.exists() {
-                let _ = eq.send(Message { w_bit: false, ..event(n) }).await;
+                let _ = eq
+                    .send(Message {
+                        w_bit: false,
+                        ..event(n)
+                    })
+                    .await;
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
-                assert!(saved.elapsed() < Duration::from_secs(10), "new handler never ran");
+                assert!(
+                    saved.elapsed() < Duration::from_secs(10),
+                    "new handler never ran"
+                );
             }
             samples.push(saved.elapsed().as_secs_f64() * 1000.0);
             tokio::time::sleep(Duration::from_millis(400)).await;

@@ -104,6 +104,9 @@ class secsgem:
     ) -> None:
         """Starts a copy of a connection under a new name (for this run of the gateway)."""
     @staticmethod
+    def startSimEventRun(simulatorName: str, eventRunName: str) -> None:
+        """Starts an event run of a simulator running in this gateway ([[simulator]])."""
+    @staticmethod
     def enableDisableEquipment(enable: bool, names: Sequence[str]) -> List[str]:
         """Enables or disables connections; one message per name that failed (empty = success)."""
 

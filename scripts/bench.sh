@@ -3,10 +3,14 @@
 #   scripts/bench.sh codec   SECS-II encode/decode (criterion) beside secsgem 0.3.0's
 #   scripts/bench.sh hsms    S1F1/S1F2 round trips over 127.0.0.1 beside raw TCP ping-pong
 #                            and secsgem 0.3.0's (HSMS_BENCH_PLACEMENTS=free,split,same)
+#   scripts/bench.sh sim     S6F11 events/s from 1 and 100 simulators, memory per simulator,
+#                            beside secsgem 0.3.0's GemEquipmentHandler -> GemHostHandler
+#   scripts/bench.sh python  S6F11 events/s through onSecsGemRealtimeUpdate beside no handler,
+#                            and the time from saving a handler to it handling a message
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: scripts/bench.sh codec|hsms" >&2; exit 2; }
+usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 
 bench_codec() {
@@ -99,10 +103,63 @@ target("64 in flight >= 100,000 messages/s", par, lambda p: par(p) >= 100_000, "
 PY
 }
 
+bench_sim() {
+  scripts/setup.sh
+  echo "== sim: secsgate simulators (benches/sim.rs: 100 idle simulators, then 1 and 100 flooding hosts that only acknowledge)"
+  cargo bench --quiet --bench sim > target/secsgate-sim.jsonl 2>/tmp/secsgate-bench-sim.log \
+    || { cat /tmp/secsgate-bench-sim.log; exit 1; }
+  echo "== sim: secsgem 0.3.0 GemEquipmentHandler -> GemHostHandler (S6F11), and 100 idle handlers"
+  .venv/bin/python python/bench/secsgem_sim.py events --count 2000 2>/dev/null > target/secsgem-sim.jsonl
+  .venv/bin/python python/bench/secsgem_sim.py memory --count 100 2>/dev/null >> target/secsgem-sim.jsonl
+  .venv/bin/python - <<'PY'
+import json, pathlib
+def load(path):
+    rows = [json.loads(l) for l in pathlib.Path(path).read_text().splitlines() if l.startswith("{")]
+    return {r["bench"]: r for r in rows}
+ours = load("target/secsgate-sim.jsonl")
+base = load("target/secsgem-sim.jsonl")
+s6 = base["secsgem_s6f11"]["per_second"]
+print(f"{'measure':<44}{'secsgate':>14}{'secsgem 0.3.0':>16}{'ratio':>9}")
+one = ours["sim_one"]["per_second"]
+many = ours["sim_hundred"]["per_second"]
+print(f"{'S6F11/s, 1 simulator -> 1 acking host':<44}{one:>14,.0f}{s6:>16,.0f}{one / s6:>8.0f}x")
+print(f"{'S6F11/s, 100 simulators -> 100 hosts':<44}{many:>14,.0f}{s6:>16,.0f}{many / s6:>8.0f}x")
+m = ours["sim_memory"]
+bm = base["secsgem_memory"]
+print(f"{'memory per idle simulator (KiB)':<44}{m['per_simulator_kib']:>14.0f}{bm['per_handler_kib']:>16.0f}"
+      f"{bm['per_handler_kib'] / max(m['per_simulator_kib'], 0.1):>8.1f}x")
+print(f"  secsgate RSS {m['rss_before_kib']} KiB -> {m['rss_after_kib']} KiB with {m['simulators']} simulators;"
+      f" secsgem RSS {bm['rss_before_kib']} KiB -> {bm['rss_after_kib']} KiB with {bm['handlers']} handlers")
+print("  secsgate's hosts run in the simulators' process and share its 2 worker threads;"
+      " secsgem's host and equipment are separate processes, each event sent and acknowledged in turn.")
+PY
+}
 
+bench_python() {
+  scripts/setup.sh
+  echo "== python: S6F11 through the gateway, 64 in flight, 100,000 events per case"
+  cargo bench --quiet --bench python > target/secsgate-python.jsonl 2>/tmp/secsgate-bench-python.log \
+    || { cat /tmp/secsgate-bench-python.log; exit 1; }
+  .venv/bin/python - <<'PY'
+import json, pathlib
+rows = {r["case"]: r for r in map(json.loads, pathlib.Path("target/secsgate-python.jsonl").read_text().splitlines())}
+plain = rows["no_handler"]["events_per_s"]
+handled = rows["realtime_handler"]["events_per_s"]
+reload = rows["reload"]
+print(f"{'case':<44}{'events/s':>12}")
+print(f"{'no handler (baseline, same run)':<44}{plain:>12,.0f}")
+print(f"{'onSecsGemRealtimeUpdate reading the payload':<44}{handled:>12,.0f}   ({handled / plain:.0%} of the baseline)")
+print(f"save a handler -> it handles the next message: median {reload['median_ms']:.0f} ms, max {reload['max_ms']:.0f} ms (5 saves)")
+print()
+print(f"target >= 50,000 handled events/s: {handled:,.0f} -> {'met' if handled >= 50000 else 'NOT met'}")
+print(f"target reload < 500 ms: {reload['max_ms']:.0f} ms -> {'met' if reload['max_ms'] < 500 else 'NOT met'}")
+PY
+}
 
 case "$1" in
   codec) bench_codec ;;
   hsms) bench_hsms ;;
+  sim) bench_sim ;;
+  python) bench_python ;;
   *) usage ;;
 esac

@@ -303,19 +303,37 @@ impl Validator<'_> {
         });
     }
 
-    fn seconds(&mut self, value: &Option<Spanned<f64>>, key: String, default: Duration, min: f64, max: f64) -> Duration {
+    fn seconds(
+        &mut self,
+        value: &Option<Spanned<f64>>,
+        key: String,
+        default: Duration,
+        min: f64,
+        max: f64,
+    ) -> Duration {
         let Some(v) = value else {
             return default;
         };
         let secs = *v.get_ref();
         if !(min..=max).contains(&secs) {
-            self.error(v.span(), key, format!("{secs} is out of range {min}..={max} seconds"));
+            self.error(
+                v.span(),
+                key,
+                format!("{secs} is out of range {min}..={max} seconds"),
+            );
             return default;
         }
         Duration::from_secs_f64(secs)
     }
 
-    fn int(&mut self, value: &Option<Spanned<i64>>, key: String, default: i64, min: i64, max: i64) -> i64 {
+    fn int(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        key: String,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> i64 {
         let Some(v) = value else {
             return default;
         };
@@ -338,7 +356,11 @@ impl Validator<'_> {
             let span = e.span();
             if let Some(eq) = self.equipment(dir, i, span.clone(), e.into_inner()) {
                 if !names.insert(eq.name.clone()) {
-                    self.error(span, format!("equipment[{i}].name"), format!("equipment '{}' is defined twice", eq.name));
+                    self.error(
+                        span,
+                        format!("equipment[{i}].name"),
+                        format!("equipment '{}' is defined twice", eq.name),
+                    );
                 }
                 equipment.push(eq);
             }
@@ -349,7 +371,11 @@ impl Validator<'_> {
             let span = s.span();
             if let Some(sim) = self.simulator(dir, i, span.clone(), s.into_inner()) {
                 if !sim_names.insert(sim.name.clone()) {
-                    self.error(span, format!("simulator[{i}].name"), format!("simulator '{}' is defined twice", sim.name));
+                    self.error(
+                        span,
+                        format!("simulator[{i}].name"),
+                        format!("simulator '{}' is defined twice", sim.name),
+                    );
                 }
                 simulators.push(sim);
             }
@@ -365,8 +391,20 @@ impl Validator<'_> {
     fn gateway(&mut self, g: RawGateway) -> GatewaySettings {
         let d = GatewaySettings::default();
         GatewaySettings {
-            workers: self.int(&g.workers, "gateway.workers".into(), d.workers as i64, 1, 64) as usize,
-            handler_timeout: self.seconds(&g.handler_timeout, "gateway.handler_timeout".into(), d.handler_timeout, 0.01, 86400.0),
+            workers: self.int(
+                &g.workers,
+                "gateway.workers".into(),
+                d.workers as i64,
+                1,
+                64,
+            ) as usize,
+            handler_timeout: self.seconds(
+                &g.handler_timeout,
+                "gateway.handler_timeout".into(),
+                d.handler_timeout,
+                0.01,
+                86400.0,
+            ),
             custom_response_timeout: self.seconds(
                 &g.custom_response_timeout,
                 "gateway.custom_response_timeout".into(),
@@ -374,12 +412,29 @@ impl Validator<'_> {
                 0.01,
                 3600.0,
             ),
-            response_retention: self.seconds(&g.response_retention, "gateway.response_retention".into(), d.response_retention, 1.0, 86400.0),
-            startup_wait: self.seconds(&g.startup_wait, "gateway.startup_wait".into(), d.startup_wait, 0.0, 3600.0),
+            response_retention: self.seconds(
+                &g.response_retention,
+                "gateway.response_retention".into(),
+                d.response_retention,
+                1.0,
+                86400.0,
+            ),
+            startup_wait: self.seconds(
+                &g.startup_wait,
+                "gateway.startup_wait".into(),
+                d.startup_wait,
+                0.0,
+                3600.0,
+            ),
         }
     }
 
-    fn name(&mut self, name: Option<Spanned<String>>, span: Range<usize>, key: String) -> Option<String> {
+    fn name(
+        &mut self,
+        name: Option<Spanned<String>>,
+        span: Range<usize>,
+        key: String,
+    ) -> Option<String> {
         let Some(name) = name else {
             self.error(span, key, "missing (every entry needs a name)");
             return None;
@@ -392,23 +447,40 @@ impl Validator<'_> {
         Some(n)
     }
 
-    fn equipment(&mut self, dir: &Path, i: usize, span: Range<usize>, e: RawEquipment) -> Option<EquipmentConfig> {
+    fn equipment(
+        &mut self,
+        dir: &Path,
+        i: usize,
+        span: Range<usize>,
+        e: RawEquipment,
+    ) -> Option<EquipmentConfig> {
         let k = |field: &str| format!("equipment[{i}].{field}");
         let name = self.name(e.name, span.clone(), k("name"));
         if let Some(p) = &e.protocol
             && !p.get_ref().eq_ignore_ascii_case("hsms")
         {
-            self.error(p.span(), k("protocol"), format!("'{}' is not supported; use \"hsms\"", p.get_ref()));
+            self.error(
+                p.span(),
+                k("protocol"),
+                format!("'{}' is not supported; use \"hsms\"", p.get_ref()),
+            );
         }
         let address = e.address.unwrap_or_else(|| "127.0.0.1".into());
         let port = match &e.port {
             Some(_) => self.int(&e.port, k("port"), 0, 0, 65535) as u16,
             None => {
-                self.error(span.clone(), k("port"), "missing (the TCP port to connect to or listen on)");
+                self.error(
+                    span.clone(),
+                    k("port"),
+                    "missing (the TCP port to connect to or listen on)",
+                );
                 0
             }
         };
-        let mode_text = e.mode.as_ref().map_or("active".to_string(), |m| m.get_ref().to_ascii_lowercase());
+        let mode_text = e
+            .mode
+            .as_ref()
+            .map_or("active".to_string(), |m| m.get_ref().to_ascii_lowercase());
         let mode = match mode_text.as_str() {
             "active" => Mode::Active(format!("{address}:{port}")),
             "passive" => Mode::Passive(format!("{address}:{port}")),
@@ -417,7 +489,11 @@ impl Validator<'_> {
                 let passive_port = match &e.passive_port {
                     Some(_) => self.int(&e.passive_port, k("passive_port"), 0, 0, 65535),
                     None => {
-                        self.error(span.clone(), k("passive_port"), "missing (alternating mode also listens)");
+                        self.error(
+                            span.clone(),
+                            k("passive_port"),
+                            "missing (alternating mode also listens)",
+                        );
                         0
                     }
                 };
@@ -428,7 +504,11 @@ impl Validator<'_> {
             }
             other => {
                 let s = e.mode.as_ref().map_or(span.clone(), |m| m.span());
-                self.error(s, k("mode"), format!("'{other}' is not a mode; use active, passive or alternating"));
+                self.error(
+                    s,
+                    k("mode"),
+                    format!("'{other}' is not a mode; use active, passive or alternating"),
+                );
                 Mode::Active(format!("{address}:{port}"))
             }
         };
@@ -442,12 +522,23 @@ impl Validator<'_> {
             p.t6 = self.seconds(&t.t6, k("timers.t6"), p.t6, 0.01, 600.0);
             p.t7 = self.seconds(&t.t7, k("timers.t7"), p.t7, 0.01, 600.0);
             p.t8 = self.seconds(&t.t8, k("timers.t8"), p.t8, 0.01, 600.0);
-            let link = self.seconds(&t.linktest, k("timers.linktest"), Duration::from_secs(60), 0.0, 86400.0);
+            let link = self.seconds(
+                &t.linktest,
+                k("timers.linktest"),
+                Duration::from_secs(60),
+                0.0,
+                86400.0,
+            );
             p.linktest = (!link.is_zero()).then_some(link);
         }
         if e.max_message_size.is_some() {
-            hsms.protocol.max_message_size =
-                self.int(&e.max_message_size, k("max_message_size"), 0, 1024, 0x7FFF_FFFF) as usize;
+            hsms.protocol.max_message_size = self.int(
+                &e.max_message_size,
+                k("max_message_size"),
+                0,
+                1024,
+                0x7FFF_FFFF,
+            ) as usize;
         }
         let realtime = match e.realtime {
             None => Realtime::All,
@@ -461,7 +552,11 @@ impl Validator<'_> {
                         sfs.push(sf);
                     }
                 }
-                if all { Realtime::All } else { Realtime::Only(sfs) }
+                if all {
+                    Realtime::All
+                } else {
+                    Realtime::Only(sfs)
+                }
             }
         };
         let mut custom_responses = Vec::new();
@@ -472,17 +567,40 @@ impl Validator<'_> {
             let sf = self.stream_function(&c.stream_function, ck("stream_function"));
             if let Some(sf) = sf {
                 if !sf.is_primary() {
-                    self.error(c.stream_function.span(), ck("stream_function"), format!("{sf} is a reply; custom responses intercept primaries (odd functions)"));
+                    self.error(
+                        c.stream_function.span(),
+                        ck("stream_function"),
+                        format!(
+                            "{sf} is a reply; custom responses intercept primaries (odd functions)"
+                        ),
+                    );
                 } else if !seen.insert(sf) {
-                    self.error(c.stream_function.span(), ck("stream_function"), format!("{sf} has more than one custom response"));
+                    self.error(
+                        c.stream_function.span(),
+                        ck("stream_function"),
+                        format!("{sf} has more than one custom response"),
+                    );
                 }
             }
-            let handler = c.handler.get_ref().trim().trim_end_matches(".py").to_string();
+            let handler = c
+                .handler
+                .get_ref()
+                .trim()
+                .trim_end_matches(".py")
+                .to_string();
             let path = dir.join("handlers").join(format!("{handler}.py"));
             if handler.is_empty() || handler.contains(['/', '\\']) {
-                self.error(c.handler.span(), ck("handler"), "must be a handler name (a file in handlers/, without .py)");
+                self.error(
+                    c.handler.span(),
+                    ck("handler"),
+                    "must be a handler name (a file in handlers/, without .py)",
+                );
             } else if !path.is_file() {
-                self.error(c.handler.span(), ck("handler"), format!("handlers/{handler}.py does not exist"));
+                self.error(
+                    c.handler.span(),
+                    ck("handler"),
+                    format!("handlers/{handler}.py does not exist"),
+                );
             }
             if let (Some(sf), true) = (sf, c.enabled.unwrap_or(true)) {
                 custom_responses.push(CustomResponse {
@@ -514,13 +632,23 @@ impl Validator<'_> {
         }
     }
 
-    fn simulator(&mut self, dir: &Path, i: usize, span: Range<usize>, s: RawSimulator) -> Option<SimulatorConfig> {
+    fn simulator(
+        &mut self,
+        dir: &Path,
+        i: usize,
+        span: Range<usize>,
+        s: RawSimulator,
+    ) -> Option<SimulatorConfig> {
         let k = |field: &str| format!("simulator[{i}].{field}");
         let name = self.name(s.name, span.clone(), k("name"));
         let port = match &s.port {
             Some(_) => self.int(&s.port, k("port"), 0, 0, 65535) as u16,
             None => {
-                self.error(span, k("port"), "missing (the port the simulator listens on)");
+                self.error(
+                    span,
+                    k("port"),
+                    "missing (the port the simulator listens on)",
+                );
                 0
             }
         };
@@ -530,7 +658,11 @@ impl Validator<'_> {
             if path.is_file() {
                 Some(path)
             } else {
-                self.error(c.span(), k("config"), format!("{} does not exist", path.display()));
+                self.error(
+                    c.span(),
+                    k("config"),
+                    format!("{} does not exist", path.display()),
+                );
                 None
             }
         });
@@ -612,7 +744,10 @@ enabled = false
             "equipment[1].name: equipment 'A' is defined twice",
         ];
         for e in expect {
-            assert!(text.iter().any(|t| t.contains(e)), "missing {e:?} in {text:#?}");
+            assert!(
+                text.iter().any(|t| t.contains(e)),
+                "missing {e:?} in {text:#?}"
+            );
         }
     }
 

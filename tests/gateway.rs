@@ -6,7 +6,6 @@
 //! take a lock and run one at a time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use secsgate::config::Project;
@@ -16,11 +15,7 @@ use secsgate::link::{Incoming, Link, Received};
 use secsgate::secs2::{Item, Message, sml};
 use serde_json::Value;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A fresh project folder with `project.toml` and handler/lib files.
 fn project(name: &str, toml: &str, files: &[(&str, &str)]) -> PathBuf {
@@ -54,7 +49,11 @@ fn output(dir: &Path, name: &str, within: Duration) -> Value {
             let _ = std::fs::remove_file(&path);
             return v;
         }
-        assert!(Instant::now() < until, "no {} within {within:?}", path.display());
+        assert!(
+            Instant::now() < until,
+            "no {} within {within:?}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -91,10 +90,17 @@ async fn equipment(reply_delay: Duration) -> Equipment {
     }
 }
 
-async fn serve(link: Link, mut incoming: Incoming, others: tokio::sync::mpsc::UnboundedSender<Message>, delay: Duration) {
+async fn serve(
+    link: Link,
+    mut incoming: Incoming,
+    others: tokio::sync::mpsc::UnboundedSender<Message>,
+    delay: Duration,
+) {
     while let Some(Received::Message(m)) = incoming.recv().await {
         let body = match (m.stream, m.function) {
-            (1, 13) => Some(sml::parse_item("<L [2] <B 0> <L [2] <A \"EQ\"> <A \"1.0\">>>").unwrap()),
+            (1, 13) => {
+                Some(sml::parse_item("<L [2] <B 0> <L [2] <A \"EQ\"> <A \"1.0\">>>").unwrap())
+            }
             (1, 3) => {
                 tokio::time::sleep(delay).await;
                 Some(sml::parse_item("<L [2] <U4 23> <A \"LOT-1\">>").unwrap())
@@ -119,10 +125,13 @@ async fn start(dir: &Path) -> Gateway {
     let gateway = Gateway::start(&project, true).await;
     let conn = gateway.connection("Tool1").unwrap();
     let mut watch = conn.watch_status();
-    tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|s| *s == Status::Communicating))
-        .await
-        .expect("communicating")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        watch.wait_for(|s| *s == Status::Communicating),
+    )
+    .await
+    .expect("communicating")
+    .unwrap();
     gateway
 }
 
@@ -132,7 +141,7 @@ fn msg(text: &str) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_response_handler_answers_and_failures_fall_back() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let eq = equipment(Duration::ZERO).await;
     let handler = format!(
         "{}system.secsgem.sendResponse(payload['TxID'], payload['SystemBytes'], 'S6F12', '{{\"format\": \"B\", \"value\": 7, \"doc\": \"ACKC6\"}}', payload['Equipment'])\n",
@@ -147,13 +156,20 @@ async fn custom_response_handler_answers_and_failures_fall_back() {
         &[
             ("handlers/onEvent.py", &handler),
             ("handlers/broken.py", "x = {}\nx['missing']\n"),
-            ("handlers/runaway.py", "n = 0\nwhile True:\n    try:\n        n += 1\n    except Exception:\n        pass\n"),
+            (
+                "handlers/runaway.py",
+                "n = 0\nwhile True:\n    try:\n        n += 1\n    except Exception:\n        pass\n",
+            ),
             ("handlers/silent.py", "pass\n"),
         ],
     );
     let gateway = start(&dir).await;
 
-    let reply = eq.link.request(msg("S6F11 W <L [3] <U4 1> <U4 4001> <L>>")).await.unwrap();
+    let reply = eq
+        .link
+        .request(msg("S6F11 W <L [3] <U4 1> <U4 4001> <L>>"))
+        .await
+        .unwrap();
     assert_eq!(reply.to_string(), "S6F12 <B 0x07> .");
     let payload = output(&dir, "custom", Duration::from_secs(5));
     assert_eq!(payload["Equipment"], "Tool1");
@@ -161,38 +177,71 @@ async fn custom_response_handler_answers_and_failures_fall_back() {
     assert!(payload["TxID"].as_u64().unwrap() > 0);
     assert!(payload["SystemBytes"].is_u64());
     let message: Value = serde_json::from_str(payload["Message"].as_str().unwrap()).unwrap();
-    assert_eq!(message["header"], serde_json::json!({"stream": 6, "function": 11, "reply": true}));
-    assert_eq!(message["body"][1], serde_json::json!({"format": "U4", "value": 4001}));
+    assert_eq!(
+        message["header"],
+        serde_json::json!({"stream": 6, "function": 11, "reply": true})
+    );
+    assert_eq!(
+        message["body"][1],
+        serde_json::json!({"format": "U4", "value": 4001})
+    );
 
     // A handler that raises: the default reply goes out at once, not after the timeout.
     let started = Instant::now();
-    let reply = eq.link.request(msg("S5F1 W <L [3] <B 0x81> <U4 7> <A \"overheat\">>")).await.unwrap();
+    let reply = eq
+        .link
+        .request(msg("S5F1 W <L [3] <B 0x81> <U4 7> <A \"overheat\">>"))
+        .await
+        .unwrap();
     assert_eq!(reply.to_string(), "S5F2 <B 0x00> .");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A handler that finishes without replying: the default reply.
-    let reply = eq.link.request(msg("S6F13 W <L [3] <U4 1> <U4 2> <L>>")).await.unwrap();
+    let reply = eq
+        .link
+        .request(msg("S6F13 W <L [3] <U4 1> <U4 2> <L>>"))
+        .await
+        .unwrap();
     assert_eq!(reply.to_string(), "S6F14 <B 0x00> .");
 
     // A runaway handler is interrupted at handler_timeout (1 s) and the default reply follows.
     let started = Instant::now();
-    let reply = eq.link.request(msg("S10F1 W <L [2] <B 0> <A \"hello\">>")).await.unwrap();
+    let reply = eq
+        .link
+        .request(msg("S10F1 W <L [2] <B 0> <A \"hello\">>"))
+        .await
+        .unwrap();
     assert_eq!(reply.to_string(), "S10F2 <B 0x00> .");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 
     // The gateway keeps going: the custom handler still answers.
-    let reply = eq.link.request(msg("S6F11 W <L [3] <U4 2> <U4 4002> <L>>")).await.unwrap();
+    let reply = eq
+        .link
+        .request(msg("S6F11 W <L [3] <U4 2> <U4 4002> <L>>"))
+        .await
+        .unwrap();
     assert_eq!(reply.to_string(), "S6F12 <B 0x07> .");
     gateway.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_handler_gets_every_received_primary_in_order() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let eq = equipment(Duration::ZERO).await;
     let handler = "import json, os\np = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'out', 'realtime.log')\nwith open(p, 'a') as f:\n    f.write(json.dumps(payload) + '\\n')\n";
-    let dir = project("realtime", &toml(eq.port, "realtime = [\"S6F11\", \"S5F1\"]"), &[("handlers/onSecsGemRealtimeUpdate.py", handler)]);
+    let dir = project(
+        "realtime",
+        &toml(eq.port, "realtime = [\"S6F11\", \"S5F1\"]"),
+        &[("handlers/onSecsGemRealtimeUpdate.py", handler)],
+    );
     let gateway = start(&dir).await;
     for i in 0..20u32 {
         let reply = eq
@@ -202,20 +251,37 @@ async fn realtime_handler_gets_every_received_primary_in_order() {
             .unwrap();
         assert_eq!(reply.to_string(), "S6F12 <B 0x00> .");
     }
-    eq.link.request(msg("S5F1 W <L [3] <B 0x81> <U4 7> <A \"x\">>")).await.unwrap();
+    eq.link
+        .request(msg("S5F1 W <L [3] <B 0x81> <U4 7> <A \"x\">>"))
+        .await
+        .unwrap();
     eq.link.request(msg("S1F1 W")).await.unwrap(); // not in `realtime`
     let log = dir.join("out/realtime.log");
     let until = Instant::now() + Duration::from_secs(5);
     let lines = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         if lines.len() >= 21 || Instant::now() > until {
             break lines;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(lines.len(), 21, "{lines:#?}");
-    let keys = ["CommonID", "Equipment", "Direction", "RequestResponse", "TxID", "Reply", "Message", "StreamFunction", "SystemBytes", "Timestamp"];
+    let keys = [
+        "CommonID",
+        "Equipment",
+        "Direction",
+        "RequestResponse",
+        "TxID",
+        "Reply",
+        "Message",
+        "StreamFunction",
+        "SystemBytes",
+        "Timestamp",
+    ];
     for (i, p) in lines.iter().take(20).enumerate() {
         for k in keys {
             assert!(p.get(k).is_some(), "payload lacks {k}: {p}");
@@ -231,7 +297,7 @@ async fn realtime_handler_gets_every_received_primary_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripting_api_from_a_handler() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let mut eq = equipment(Duration::from_millis(1500)).await;
     let handler = r#"
 import json
@@ -254,6 +320,7 @@ for name, call in [
     ("bad_body", lambda: sg.sendRequest("S1F3", True, [{"format": "U1", "value": 300}], "Tool1")),
     ("unknown_tx", lambda: sg.getResponse(999999, "Tool1", 0.1)),
     ("send_response_unknown", lambda: sg.sendResponse(999999, 1, "S6F12", "", "Tool1")),
+    ("sim_unknown", lambda: sg.startSimEventRun("Nope", "lot")),
 ]:
     try:
         call()
@@ -276,53 +343,133 @@ out["logger"] = log.getName()
 out["disable"] = sg.enableDisableEquipment(False, ["Tool1", "Ghost"])
 "#;
     let settings = toml(eq.port, "").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
-    let dir = project("api", &settings, &[("handlers/onStartup.py", &format!("{handler}\n{}", emit("api", "out")))]);
+    let dir = project(
+        "api",
+        &settings,
+        &[(
+            "handlers/onStartup.py",
+            &format!("{handler}\n{}", emit("api", "out")),
+        )],
+    );
     let gateway = start(&dir).await;
     let out = output(&dir, "api", Duration::from_secs(20));
     assert_eq!(out["early"], Value::Null);
     let late = &out["late"];
-    assert_eq!(late["header"], serde_json::json!({"stream": 1, "function": 4, "reply": false}));
-    assert_eq!(late["body"], serde_json::json!([{"format": "U4", "value": 23}, {"format": "A", "value": "LOT-1"}]));
+    assert_eq!(
+        late["header"],
+        serde_json::json!({"stream": 1, "function": 4, "reply": false})
+    );
+    assert_eq!(
+        late["body"],
+        serde_json::json!([{"format": "U4", "value": 23}, {"format": "A", "value": "LOT-1"}])
+    );
     assert_eq!(out["again"], *late);
     assert_eq!(out["timeout"], Value::Null);
     assert_eq!(out["noreply"], Value::Null);
     let errors = &out["errors"];
-    assert!(errors["unknown_equipment"].as_str().unwrap().contains("SecsGemError: unknown equipment 'Nope' (known: Tool1)"), "{errors}");
-    assert!(errors["none_body"].as_str().unwrap().contains("pass \"\""), "{errors}");
-    assert!(errors["bad_sf"].as_str().unwrap().contains("ValueError"), "{errors}");
-    assert!(errors["bad_body"].as_str().unwrap().contains("body[0].value: 300 is out of range for U1"), "{errors}");
-    assert!(errors["unknown_tx"].as_str().unwrap().contains("unknown transaction ID 999999"), "{errors}");
-    assert!(errors["send_response_unknown"].as_str().unwrap().contains("not a message received"), "{errors}");
+    assert!(
+        errors["unknown_equipment"]
+            .as_str()
+            .unwrap()
+            .contains("SecsGemError: unknown equipment 'Nope' (known: Tool1)"),
+        "{errors}"
+    );
+    assert!(
+        errors["none_body"].as_str().unwrap().contains("pass \"\""),
+        "{errors}"
+    );
+    assert!(
+        errors["bad_sf"].as_str().unwrap().contains("ValueError"),
+        "{errors}"
+    );
+    assert!(
+        errors["bad_body"]
+            .as_str()
+            .unwrap()
+            .contains("body[0].value: 300 is out of range for U1"),
+        "{errors}"
+    );
+    assert!(
+        errors["unknown_tx"]
+            .as_str()
+            .unwrap()
+            .contains("unknown transaction ID 999999"),
+        "{errors}"
+    );
+    assert!(
+        errors["send_response_unknown"]
+            .as_str()
+            .unwrap()
+            .contains("not a message received"),
+        "{errors}"
+    );
+    assert!(
+        errors["sim_unknown"]
+            .as_str()
+            .unwrap()
+            .contains("unknown simulator 'Nope' (running: none)"),
+        "{errors}"
+    );
     let ds = &out["dataset"];
-    assert_eq!(ds["columns"], serde_json::json!(["path", "doc", "format", "value", "codeDesc"]));
+    assert_eq!(
+        ds["columns"],
+        serde_json::json!(["path", "doc", "format", "value", "codeDesc"])
+    );
     assert_eq!(ds["count"], 4);
-    assert_eq!(ds["rows"][1], serde_json::json!(["0/0", "FirstItem, my first item", "U4", 1234, ""]));
+    assert_eq!(
+        ds["rows"][1],
+        serde_json::json!(["0/0", "FirstItem, my first item", "U4", 1234, ""])
+    );
     assert_eq!(ds["at"], "FirstItem, my first item");
     assert_eq!(ds["at2"], "x");
     assert_eq!(out["tree"]["columns"].as_array().unwrap().len(), 13);
-    assert_eq!(out["tree"]["rows"][1], serde_json::json!(["0: L [2]", "0: U4 1234 (FirstItem, my first item)"]));
+    assert_eq!(
+        out["tree"]["rows"][1],
+        serde_json::json!(["0: L [2]", "0: U4 1234 (FirstItem, my first item)"])
+    );
     assert_eq!(out["json"], serde_json::json!({"a": [1, 2.5, null, true]}));
     assert_eq!(out["pretty"], "{\n  \"a\": 1\n}");
     assert_eq!(out["logger"], "api-test");
-    assert_eq!(out["disable"], serde_json::json!(["unknown equipment 'Ghost' (known: Tool1)"]));
+    assert_eq!(
+        out["disable"],
+        serde_json::json!(["unknown equipment 'Ghost' (known: Tool1)"])
+    );
     // The equipment saw the S2F41 and the S10F3 the script sent.
-    let first = tokio::time::timeout(Duration::from_secs(2), eq.others.recv()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(2), eq.others.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.to_string(), "S2F41 W <L [2] <A \"START\"> <L [0]>> .");
-    let second = tokio::time::timeout(Duration::from_secs(2), eq.others.recv()).await.unwrap().unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(2), eq.others.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(second.to_string(), "S10F3 <A \"note\"> .");
-    assert_eq!(gateway.connection("Tool1").unwrap().status(), Status::Disabled);
+    assert_eq!(
+        gateway.connection("Tool1").unwrap().status(),
+        Status::Disabled
+    );
     gateway.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_of_handlers_and_library() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let eq = equipment(Duration::ZERO).await;
-    let v1 = format!("import versions\n{}", emit("reload", "{'handler': 'v1', 'lib': versions.VERSION}"));
+    let v1 = format!(
+        "import versions\n{}",
+        emit("reload", "{'handler': 'v1', 'lib': versions.VERSION}")
+    );
     let dir = project(
         "reload",
-        &toml(eq.port, "[[equipment.custom_response]]\nstream_function = \"S6F11\"\nhandler = \"onEvent\"\n"),
-        &[("handlers/onEvent.py", &v1), ("lib/versions.py", "VERSION = 'lib1'\n")],
+        &toml(
+            eq.port,
+            "[[equipment.custom_response]]\nstream_function = \"S6F11\"\nhandler = \"onEvent\"\n",
+        ),
+        &[
+            ("handlers/onEvent.py", &v1),
+            ("lib/versions.py", "VERSION = 'lib1'\n"),
+        ],
     );
     let gateway = start(&dir).await;
     let event = || msg("S6F11 W <L [3] <U4 1> <U4 1> <L>>");
@@ -331,7 +478,10 @@ async fn hot_reload_of_handlers_and_library() {
         let dir = dir.clone();
         async move {
             link.request(event()).await.unwrap();
-            let got = tokio::task::spawn_blocking(move || output(&dir, "reload", Duration::from_secs(5))).await.unwrap();
+            let got =
+                tokio::task::spawn_blocking(move || output(&dir, "reload", Duration::from_secs(5)))
+                    .await
+                    .unwrap();
             assert_eq!(got, expect);
         }
     };
@@ -339,7 +489,10 @@ async fn hot_reload_of_handlers_and_library() {
 
     // Save a new version (by rename, as editors do): the next event runs it.
     let saved = Instant::now();
-    write_atomically(&dir.join("handlers/onEvent.py"), &v1.replace("'v1'", "'v2'"));
+    write_atomically(
+        &dir.join("handlers/onEvent.py"),
+        &v1.replace("'v1'", "'v2'"),
+    );
     let engine = gateway.engine().clone();
     while engine.handler_version("onEvent") != Some(2) {
         assert!(saved.elapsed() < Duration::from_secs(5), "reload not seen");
@@ -361,11 +514,17 @@ async fn hot_reload_of_handlers_and_library() {
     // A Jython-style handler (print statement, old except syntax) runs after the rewrite.
     let jython = format!(
         "import versions\ntry:\n    raise ValueError, 'x'\nexcept ValueError, e:\n    print 'caught', e\n{}",
-        emit("reload", "{'handler': 'jython', 'lib': versions.VERSION, 'n': 10L}")
+        emit(
+            "reload",
+            "{'handler': 'jython', 'lib': versions.VERSION, 'n': 10L}"
+        )
     );
     write_atomically(&dir.join("handlers/onEvent.py"), &jython);
     while engine.handler_version("onEvent") != Some(3) {
-        assert!(saved.elapsed() < Duration::from_secs(10), "jython reload not seen");
+        assert!(
+            saved.elapsed() < Duration::from_secs(10),
+            "jython reload not seen"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     fire(serde_json::json!({"handler": "jython", "lib": "lib2", "n": 10})).await;
@@ -374,7 +533,7 @@ async fn hot_reload_of_handlers_and_library() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_and_enable_equipment_from_a_script() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let eq = equipment(Duration::ZERO).await;
     let eq2 = equipment(Duration::ZERO).await;
     let handler = format!(
@@ -403,36 +562,64 @@ except Exception as e:
 enabled = sg.enableDisableEquipment(True, ["Tool2"])
 {emit}"#,
         port2 = eq2.port,
-        emit = emit("copy", "{'reply': reply, 'dup': dup, 'disabled': disabled, 'not_comm': not_comm, 'enabled': enabled}")
+        emit = emit(
+            "copy",
+            "{'reply': reply, 'dup': dup, 'disabled': disabled, 'not_comm': not_comm, 'enabled': enabled}"
+        )
     );
     let settings = toml(eq.port, "").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
     let dir = project("copy", &settings, &[("handlers/onStartup.py", &handler)]);
     let gateway = start(&dir).await;
     let out = output(&dir, "copy", Duration::from_secs(20));
     assert_eq!(out["reply"]["header"]["function"], 4);
-    assert!(out["dup"].as_str().unwrap().contains("already exists"), "{out}");
+    assert!(
+        out["dup"].as_str().unwrap().contains("already exists"),
+        "{out}"
+    );
     assert_eq!(out["disabled"], serde_json::json!([]));
-    assert!(out["not_comm"].as_str().unwrap().contains("not communicating (status: Disabled)"), "{out}");
+    assert!(
+        out["not_comm"]
+            .as_str()
+            .unwrap()
+            .contains("not communicating (status: Disabled)"),
+        "{out}"
+    );
     assert_eq!(out["enabled"], serde_json::json!([]));
     let conn = gateway.connection("Tool2").unwrap();
     let mut w = conn.watch_status();
-    tokio::time::timeout(Duration::from_secs(10), w.wait_for(|s| *s == Status::Communicating)).await.unwrap().unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        w.wait_for(|s| *s == Status::Communicating),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     gateway.shutdown().await;
     drop(eq2);
 }
 
 #[test]
 fn check_lists_config_and_script_problems() {
-    let _g = serial();
+    let _g = SERIAL.blocking_lock();
     let dir = project(
         "check",
         "[[equipment]]\nname = \"T\"\nport = 99999\n\n[[equipment.custom_response]]\nstream_function = \"S6F11\"\nhandler = \"missing\"\n",
-        &[("handlers/bad.py", "def f(:\n  pass\n"), ("lib/badlib.py", "x = (\n")],
+        &[
+            ("handlers/bad.py", "def f(:\n  pass\n"),
+            ("lib/badlib.py", "x = (\n"),
+        ],
     );
-    let mut problems: Vec<String> = Project::load(&dir).unwrap_err().iter().map(|e| e.to_string()).collect();
+    let mut problems: Vec<String> = Project::load(&dir)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     problems.extend(secsgate::script::check_scripts(&dir));
     let all = problems.join("\n");
-    assert!(all.contains("project.toml:3: equipment[0].port: 99999 is out of range"), "{all}");
+    assert!(
+        all.contains("project.toml:3: equipment[0].port: 99999 is out of range"),
+        "{all}"
+    );
     assert!(all.contains("project.toml:7: equipment[0].custom_response[0].handler: handlers/missing.py does not exist"), "{all}");
     assert!(all.contains("bad.py\", line 1"), "{all}");
     assert!(all.contains("badlib.py\", line 1"), "{all}");

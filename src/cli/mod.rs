@@ -35,6 +35,8 @@ enum Command {
     Sml(SmlCommand),
     /// Connect over HSMS, send messages and print the replies.
     Send(SendArgs),
+    /// Run a simulated GEM equipment on a passive HSMS port.
+    Sim(sim::SimArgs),
     /// Run the gateway for a project folder (project.toml, handlers/, lib/).
     Run {
         /// The project folder.
@@ -125,6 +127,7 @@ pub fn main() -> i32 {
         Command::Sml(SmlCommand::Encode(args)) => encode(args),
         Command::Sml(SmlCommand::Decode(args)) => decode(args),
         Command::Send(args) => return send::run(args),
+        Command::Sim(args) => return sim::run(args),
         Command::Run { dir, no_reload } => return run::run(&dir, !no_reload),
         Command::Check { dir } => return run::check(&dir),
     };
@@ -142,6 +145,7 @@ pub fn main() -> i32 {
 
 mod run;
 mod send;
+mod sim;
 
 /// Logs to stderr through `tracing`; `RUST_LOG` overrides the default level.
 pub fn init_logging(default_level: &str) {

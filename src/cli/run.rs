@@ -24,7 +24,11 @@ fn load(dir: &Path) -> Result<Project, i32> {
 /// problem and exits non-zero if there is any.
 pub(super) fn check(dir: &Path) -> i32 {
     let mut problems: Vec<String> = match Project::load(dir) {
-        Ok(_) => Vec::new(),
+        Ok(project) => project
+            .simulators
+            .iter()
+            .filter_map(|s| crate::gateway::load_simulator_config(s).err())
+            .collect(),
         Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
     };
     problems.extend(crate::script::check_scripts(dir));
@@ -35,7 +39,11 @@ pub(super) fn check(dir: &Path) -> i32 {
         for p in &problems {
             eprintln!("secsgate: {p}");
         }
-        eprintln!("secsgate: {} problem(s) in {}", problems.len(), dir.display());
+        eprintln!(
+            "secsgate: {} problem(s) in {}",
+            problems.len(),
+            dir.display()
+        );
         EXIT_PROBLEMS
     }
 }
@@ -72,13 +80,14 @@ async fn wait_for_stop() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -13,7 +13,7 @@ fn accepted() -> Option<Item> {
 /// The default reply to a W-bit primary from the equipment, or `None` when no reply is sent
 /// (no W-bit). Unknown W-bit primaries are aborted with SxF0.
 pub fn default_reply(primary: &Message) -> Option<Message> {
-    if !primary.w_bit || primary.function % 2 == 0 {
+    if !primary.w_bit || primary.function.is_multiple_of(2) {
         return None;
     }
     let body = match (primary.stream, primary.function) {
@@ -25,8 +25,22 @@ pub fn default_reply(primary: &Message) -> Option<Message> {
         (2, 17) => Some(Item::A(time_16(SystemTime::now()).into_bytes())),
         // Event reports, alarms, trace data, terminal display, and the multi-block inquiries
         // (S2F39, S3F15, S4F25, S6F5, S7F1, S13F11, S14F23, S15F1, S16F1, S19F19): accepted.
-        (5, 1) | (6, 1) | (6, 11) | (6, 13) | (10, 1) | (10, 3) | (2, 39) | (3, 15) | (4, 25)
-        | (6, 5) | (7, 1) | (13, 11) | (14, 23) | (15, 1) | (16, 1) | (19, 19) => accepted(),
+        (5, 1)
+        | (6, 1)
+        | (6, 11)
+        | (6, 13)
+        | (10, 1)
+        | (10, 3)
+        | (2, 39)
+        | (3, 15)
+        | (4, 25)
+        | (6, 5)
+        | (7, 1)
+        | (13, 11)
+        | (14, 23)
+        | (15, 1)
+        | (16, 1)
+        | (19, 19) => accepted(),
         _ => {
             // Not a message the host handles: abort the transaction.
             return Some(Message {
@@ -84,9 +98,18 @@ mod tests {
 
     #[test]
     fn gem_host_answers() {
-        assert_eq!(reply("S6F11 W <L [3] <U4 1> <U4 2> <L>>").as_deref(), Some("S6F12 <B 0x00> ."));
-        assert_eq!(reply("S5F1 W <L [3] <B 0x80> <U4 1> <A \"x\">>").as_deref(), Some("S5F2 <B 0x00> ."));
-        assert_eq!(reply("S1F13 W <L [2] <A \"M\"> <A \"1\">>").as_deref(), Some("S1F14 <L [2] <B 0x00> <L [0]>> ."));
+        assert_eq!(
+            reply("S6F11 W <L [3] <U4 1> <U4 2> <L>>").as_deref(),
+            Some("S6F12 <B 0x00> .")
+        );
+        assert_eq!(
+            reply("S5F1 W <L [3] <B 0x80> <U4 1> <A \"x\">>").as_deref(),
+            Some("S5F2 <B 0x00> .")
+        );
+        assert_eq!(
+            reply("S1F13 W <L [2] <A \"M\"> <A \"1\">>").as_deref(),
+            Some("S1F14 <L [2] <B 0x00> <L [0]>> .")
+        );
         assert_eq!(reply("S1F1 W").as_deref(), Some("S1F2 <L [0]> ."));
         assert_eq!(reply("S99F1 W").as_deref(), Some("S99F0 ."));
         assert_eq!(reply("S6F11 <L>"), None);
@@ -97,6 +120,9 @@ mod tests {
     fn time_format() {
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         assert_eq!(time_16(t), "2023111422132012");
-        assert_eq!(time_16(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000022900000000");
+        assert_eq!(
+            time_16(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000022900000000"
+        );
     }
 }

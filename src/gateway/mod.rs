@@ -21,11 +21,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{EquipmentConfig, GatewaySettings, Project};
+use crate::config::{EquipmentConfig, GatewaySettings, Project, SimulatorConfig};
 use crate::hsms::driver::{self, Mode};
 use crate::link::{Incoming, Link, LinkState, Received};
 use crate::script::{Arg, CopyEquipment, EngineSettings, Host, Outcome, Payload, ScriptEngine};
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
+use crate::sim::{SimConfig, Simulator};
 use transactions::{ReplyState, Transactions};
 
 /// Name of the realtime handler (`handlers/onSecsGemRealtimeUpdate.py`).
@@ -102,6 +103,7 @@ impl Connection {
 
 struct Core {
     runtime: tokio::runtime::Handle,
+    simulators: Mutex<HashMap<String, Simulator>>,
     settings: GatewaySettings,
     engine: ScriptEngine,
     transactions: Arc<Transactions>,
@@ -127,8 +129,10 @@ impl Gateway {
                 hot_reload,
             },
         );
+        let simulators = start_simulators(&project.simulators).await;
         let core = Arc::new(Core {
             runtime: tokio::runtime::Handle::current(),
+            simulators: Mutex::new(simulators),
             settings: project.gateway.clone(),
             engine,
             transactions: Arc::new(Transactions::new(project.gateway.response_retention)),
@@ -157,7 +161,11 @@ impl Gateway {
 
     /// A connection by name.
     pub fn connection(&self, name: &str) -> Option<Arc<Connection>> {
-        self.core.connections.read().ok().and_then(|c| c.get(name).cloned())
+        self.core
+            .connections
+            .read()
+            .ok()
+            .and_then(|c| c.get(name).cloned())
     }
 
     /// Every connection's name and status, sorted by name.
@@ -187,7 +195,9 @@ impl Gateway {
             }
         };
         if tokio::time::timeout(wait, all).await.is_err() {
-            warn!("not every enabled equipment is communicating after {wait:?}; running {STARTUP_HANDLER} anyway");
+            warn!(
+                "not every enabled equipment is communicating after {wait:?}; running {STARTUP_HANDLER} anyway"
+            );
         }
         let names: Vec<String> = conns.iter().map(|c| c.config.name.clone()).collect();
         let communicating: Vec<String> = conns
@@ -198,7 +208,10 @@ impl Gateway {
         self.core.engine.post(
             "gateway",
             STARTUP_HANDLER,
-            Payload(vec![("Equipment", Arg::Strs(names)), ("Communicating", Arg::Strs(communicating))]),
+            Payload(vec![
+                ("Equipment", Arg::Strs(names)),
+                ("Communicating", Arg::Strs(communicating)),
+            ]),
         );
     }
 
@@ -217,12 +230,66 @@ impl Gateway {
             }
             c.set_status(Status::Disabled);
         }
+        let sims: Vec<Simulator> = self
+            .core
+            .simulators
+            .lock()
+            .map(|mut s| s.drain().map(|(_, sim)| sim).collect())
+            .unwrap_or_default();
+        for sim in sims {
+            sim.shutdown().await;
+        }
         self.core.engine.stop();
+    }
+
+    /// The listening address of an in-process simulator.
+    pub fn simulator_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.core
+            .simulators
+            .lock()
+            .ok()
+            .and_then(|s| s.get(name).and_then(Simulator::local_addr))
     }
 }
 
+/// Loads a simulator's config: its own file, or the built-in default.
+pub fn load_simulator_config(sim: &SimulatorConfig) -> Result<SimConfig, String> {
+    match &sim.config {
+        Some(path) => SimConfig::load(path).map_err(|e| e.to_string()),
+        None => Ok(SimConfig::default_config()),
+    }
+}
+
+/// Starts the enabled `[[simulator]]`s (before the equipment, so connections find them).
+async fn start_simulators(configs: &[SimulatorConfig]) -> HashMap<String, Simulator> {
+    let mut running = HashMap::new();
+    for sim in configs.iter().filter(|s| s.enabled) {
+        let config = match load_simulator_config(sim) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(simulator = %sim.name, "not started: {e}");
+                continue;
+            }
+        };
+        let mut settings =
+            driver::Settings::new(Mode::Passive(format!("{}:{}", sim.address, sim.port)));
+        settings.device_id = sim.device_id;
+        match Simulator::start(sim.name.clone(), config, settings, sim.spool_dir.clone()).await {
+            Ok(s) => {
+                running.insert(sim.name.clone(), s);
+            }
+            Err(e) => {
+                error!(simulator = %sim.name, "cannot start on {}:{}: {e}", sim.address, sim.port)
+            }
+        }
+    }
+    running
+}
+
 fn now_iso() -> String {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let t = host_replies::time_16(SystemTime::now());
     format!(
         "{}-{}-{}T{}:{}:{}.{:03}Z",
@@ -241,7 +308,11 @@ impl Core {
     async fn add(self: &Arc<Self>, config: EquipmentConfig) -> std::io::Result<Arc<Connection>> {
         let name = config.name.clone();
         let enabled = config.enabled;
-        let (status, _) = watch::channel(if enabled { Status::Connecting } else { Status::Disabled });
+        let (status, _) = watch::channel(if enabled {
+            Status::Connecting
+        } else {
+            Status::Disabled
+        });
         let conn = Arc::new(Connection {
             config,
             link: Mutex::new(None),
@@ -270,7 +341,12 @@ impl Core {
         if let Ok(mut l) = conn.link.lock() {
             *l = Some(endpoint.link.clone());
         }
-        tokio::spawn(receive_loop(self.clone(), conn.clone(), endpoint.link.clone(), endpoint.incoming));
+        tokio::spawn(receive_loop(
+            self.clone(),
+            conn.clone(),
+            endpoint.link.clone(),
+            endpoint.incoming,
+        ));
         tokio::spawn(status_loop(self.clone(), conn.clone(), endpoint.link));
         Ok(())
     }
@@ -284,13 +360,20 @@ impl Core {
     }
 
     fn connection(&self, name: &str) -> Result<Arc<Connection>, String> {
-        let map = self.connections.read().map_err(|_| "gateway unavailable".to_string())?;
+        let map = self
+            .connections
+            .read()
+            .map_err(|_| "gateway unavailable".to_string())?;
         map.get(name).cloned().ok_or_else(|| {
             let mut known: Vec<&String> = map.keys().collect();
             known.sort();
             format!(
                 "unknown equipment '{name}' (known: {})",
-                known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                known
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
     }
@@ -301,7 +384,9 @@ impl Core {
         let status = conn.status();
         match (status, conn.link()) {
             (Status::Communicating, Some(link)) => Ok(link),
-            _ => Err(format!("equipment '{name}' is not communicating (status: {status})")),
+            _ => Err(format!(
+                "equipment '{name}' is not communicating (status: {status})"
+            )),
         }
     }
 
@@ -316,7 +401,11 @@ impl Core {
         }
         let txid = self.transactions.received(name, &message);
         let message_json = secs_json::message_to_json_string(&message);
-        let custom = conn.config.custom_responses.iter().find(|c| c.stream_function == sf);
+        let custom = conn
+            .config
+            .custom_responses
+            .iter()
+            .find(|c| c.stream_function == sf);
         match custom {
             Some(c) if self.engine.has_handler(&c.handler) => {
                 let payload = Payload(vec![
@@ -328,13 +417,24 @@ impl Core {
                 ]);
                 let outcome = self.engine.submit(name, &c.handler, payload);
                 let core = self.clone();
-                let (conn2, link2, primary, handler) = (conn.clone(), link.clone(), message.clone(), c.handler.clone());
+                let (conn2, link2, primary, handler) = (
+                    conn.clone(),
+                    link.clone(),
+                    message.clone(),
+                    c.handler.clone(),
+                );
                 tokio::spawn(async move {
                     let limit = core.settings.custom_response_timeout;
                     let why = match tokio::time::timeout(limit, outcome).await {
-                        Ok(Ok(Outcome::Done)) => "finished without calling sendResponse".to_string(),
-                        Ok(Ok(Outcome::Raised(_))) => "raised (see its traceback above)".to_string(),
-                        Ok(Ok(Outcome::TimedOut)) => "was interrupted at its time limit".to_string(),
+                        Ok(Ok(Outcome::Done)) => {
+                            "finished without calling sendResponse".to_string()
+                        }
+                        Ok(Ok(Outcome::Raised(_))) => {
+                            "raised (see its traceback above)".to_string()
+                        }
+                        Ok(Ok(Outcome::TimedOut)) => {
+                            "was interrupted at its time limit".to_string()
+                        }
                         Ok(Ok(Outcome::NoHandler)) | Ok(Err(_)) => "is not loaded".to_string(),
                         Err(_) => format!("did not reply within {limit:?}"),
                     };
@@ -351,7 +451,13 @@ impl Core {
                 self.default_reply(link, &message, txid).await;
             }
             None => {
-                if sf == (StreamFunction { stream: 1, function: 13 }) && conn.config.establish_communication {
+                if sf
+                    == (StreamFunction {
+                        stream: 1,
+                        function: 13,
+                    })
+                    && conn.config.establish_communication
+                {
                     conn.set_status(Status::Communicating);
                 }
                 self.default_reply(link, &message, txid).await;
@@ -397,14 +503,25 @@ impl Core {
             if link.state() != LinkState::Selected || conn.status() == Status::Communicating {
                 return;
             }
-            let s1f13 = Message::new(StreamFunction { stream: 1, function: 13 }, true, Some(Item::L(vec![])));
+            let s1f13 = Message::new(
+                StreamFunction {
+                    stream: 1,
+                    function: 13,
+                },
+                true,
+                Some(Item::L(vec![])),
+            );
             match link.request(s1f13).await {
                 Ok(reply) if reply.function == 14 && commack(&reply) == Some(0) => {
                     conn.set_status(Status::Communicating);
                     return;
                 }
-                Ok(reply) => warn!(equipment = %conn.config.name, reply = %reply, "establish communication refused; retrying in {retry:?}"),
-                Err(e) => warn!(equipment = %conn.config.name, "establish communication failed: {e}; retrying in {retry:?}"),
+                Ok(reply) => {
+                    warn!(equipment = %conn.config.name, reply = %reply, "establish communication refused; retrying in {retry:?}")
+                }
+                Err(e) => {
+                    warn!(equipment = %conn.config.name, "establish communication failed: {e}; retrying in {retry:?}")
+                }
             }
             tokio::time::sleep(retry).await;
         }
@@ -427,7 +544,9 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
                 stream_function,
                 error,
                 ..
-            } => warn!(equipment = %conn.config.name, %stream_function, %error, "malformed message from the equipment; dropped"),
+            } => {
+                warn!(equipment = %conn.config.name, %stream_function, %error, "malformed message from the equipment; dropped")
+            }
         }
     }
 }
@@ -485,7 +604,13 @@ impl GatewayHost {
 }
 
 impl Host for GatewayHost {
-    fn send_request(&self, sf: StreamFunction, reply: bool, body: Option<Item>, equipment: &str) -> Result<u32, String> {
+    fn send_request(
+        &self,
+        sf: StreamFunction,
+        reply: bool,
+        body: Option<Item>,
+        equipment: &str,
+    ) -> Result<u32, String> {
         let core = self.core()?;
         let link = core.communicating_link(equipment)?;
         let message = Message::new(sf, reply, body);
@@ -507,14 +632,22 @@ impl Host for GatewayHost {
             core.runtime
                 .block_on(link.send(message))
                 .map_err(|e| format!("cannot send {sf} to '{equipment}': {e}"))?;
-            Ok(core.transactions.sent(equipment, sf, ReplyState::NoReplyExpected))
+            Ok(core
+                .transactions
+                .sent(equipment, sf, ReplyState::NoReplyExpected))
         }
     }
 
-    fn get_response(&self, transaction_id: u32, equipment: &str, timeout: Duration) -> Result<Option<Message>, String> {
+    fn get_response(
+        &self,
+        transaction_id: u32,
+        equipment: &str,
+        timeout: Duration,
+    ) -> Result<Option<Message>, String> {
         let core = self.core()?;
         core.connection(equipment)?;
-        core.transactions.wait_reply(transaction_id, equipment, timeout)
+        core.transactions
+            .wait_reply(transaction_id, equipment, timeout)
     }
 
     fn send_response(
@@ -542,11 +675,17 @@ impl Host for GatewayHost {
                         "transaction {transaction_id} is {stream_function} from '{e}' with system bytes {sb}, not system bytes {system_bytes} from '{equipment}'"
                     ));
                 }
-                if sf.stream != stream_function.stream || sf.function != stream_function.function + 1 {
+                if sf.stream != stream_function.stream
+                    || sf.function != stream_function.function + 1
+                {
                     warn!(equipment, "answering {stream_function} with {sf}");
                 }
             }
-            _ => return Err(format!("transaction {transaction_id} is not a message received from '{equipment}'")),
+            _ => {
+                return Err(format!(
+                    "transaction {transaction_id} is not a message received from '{equipment}'"
+                ));
+            }
         }
         if !core.transactions.mark_replied(transaction_id) {
             return Err(format!(
@@ -618,5 +757,26 @@ impl Host for GatewayHost {
             }
         }
         problems
+    }
+
+    fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), String> {
+        let core = self.core()?;
+        let sims = core
+            .simulators
+            .lock()
+            .map_err(|_| "simulators unavailable".to_string())?;
+        let sim = sims.get(simulator).ok_or_else(|| {
+            let mut known: Vec<&str> = sims.keys().map(String::as_str).collect();
+            known.sort();
+            format!(
+                "unknown simulator '{simulator}' (running: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })?;
+        sim.start_event_run(run).map_err(|e| e.to_string())
     }
 }

@@ -148,25 +148,40 @@ impl Transactions {
 
     /// Whether a received primary has been answered.
     pub fn is_replied(&self, txid: u32) -> bool {
-        self.entries.lock().is_ok_and(|g| {
-            matches!(g.1.get(&txid), Some(Entry::Received { replied: true, .. }))
-        })
+        self.entries
+            .lock()
+            .is_ok_and(|g| matches!(g.1.get(&txid), Some(Entry::Received { replied: true, .. })))
     }
 
     /// The entry of a TxID.
     pub fn get(&self, txid: u32) -> Option<Entry> {
-        self.entries.lock().ok().and_then(|g| g.1.get(&txid).cloned())
+        self.entries
+            .lock()
+            .ok()
+            .and_then(|g| g.1.get(&txid).cloned())
     }
 
     /// Waits up to `timeout` for the reply of a sent request. `Ok(None)` when there is none by
     /// then (still pending, no reply expected, or failed); an error for an unknown TxID or one
     /// that belongs to other equipment.
-    pub fn wait_reply(&self, txid: u32, equipment: &str, timeout: Duration) -> Result<Option<Message>, String> {
+    pub fn wait_reply(
+        &self,
+        txid: u32,
+        equipment: &str,
+        timeout: Duration,
+    ) -> Result<Option<Message>, String> {
         let deadline = Instant::now() + timeout;
-        let mut guard = self.entries.lock().map_err(|_| "transaction table unavailable".to_string())?;
+        let mut guard = self
+            .entries
+            .lock()
+            .map_err(|_| "transaction table unavailable".to_string())?;
         loop {
             match guard.1.get(&txid) {
-                None => return Err(format!("unknown transaction ID {txid} (never sent, or older than the retention time)")),
+                None => {
+                    return Err(format!(
+                        "unknown transaction ID {txid} (never sent, or older than the retention time)"
+                    ));
+                }
                 Some(e) if e.equipment() != equipment => {
                     return Err(format!(
                         "transaction {txid} belongs to equipment '{}', not '{equipment}'",
@@ -174,7 +189,9 @@ impl Transactions {
                     ));
                 }
                 Some(Entry::Received { .. }) => {
-                    return Err(format!("transaction {txid} is a message the equipment sent, not a request"));
+                    return Err(format!(
+                        "transaction {txid} is a message the equipment sent, not a request"
+                    ));
                 }
                 Some(Entry::Sent { state, .. }) => match state {
                     ReplyState::Replied(m) => return Ok(Some(m.clone())),

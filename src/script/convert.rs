@@ -51,7 +51,9 @@ pub fn from_python(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
 
 fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
-        return Err(PyValueError::new_err("value nests too deeply to convert to JSON"));
+        return Err(PyValueError::new_err(
+            "value nests too deeply to convert to JSON",
+        ));
     }
     if obj.is_none() {
         return Ok(Value::Null);
@@ -66,7 +68,9 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         if let Ok(u) = obj.extract::<u64>() {
             return Ok(Value::from(u));
         }
-        return Err(PyValueError::new_err(format!("integer {obj} is too large for a SECS value")));
+        return Err(PyValueError::new_err(format!(
+            "integer {obj} is too large for a SECS value"
+        )));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         let v = f.value();

@@ -189,7 +189,10 @@ pub fn format_error(py: Python<'_>, err: &PyErr) -> String {
         let text: Vec<String> = lines.extract()?;
         Ok(text.concat())
     })();
-    formatted.unwrap_or_else(|_| err.to_string()).trim_end().to_string()
+    formatted
+        .unwrap_or_else(|_| err.to_string())
+        .trim_end()
+        .to_string()
 }
 
 /// Compiles a script as Python 3, or after the Python-2 rewrite when it does not compile as
@@ -228,7 +231,10 @@ fn format_exception_only(py: Python<'_>, err: &PyErr) -> String {
             .extract()?;
         Ok(lines.concat())
     })();
-    formatted.unwrap_or_else(|_| err.to_string()).trim_end().to_string()
+    formatted
+        .unwrap_or_else(|_| err.to_string())
+        .trim_end()
+        .to_string()
 }
 
 /// Every problem in a project's scripts (for `secsgate check`): each handler and library
@@ -306,7 +312,9 @@ impl ScriptEngine {
     /// not compile are logged and left out; the engine still starts.
     pub fn start(project: &Path, settings: EngineSettings) -> ScriptEngine {
         init_python();
-        let project = project.canonicalize().unwrap_or_else(|_| project.to_path_buf());
+        let project = project
+            .canonicalize()
+            .unwrap_or_else(|_| project.to_path_buf());
         let builtins = Python::attach(|py| -> PyResult<Py<PyDict>> {
             let sys = py.import("sys")?;
             let path = sys.getattr("path")?;
@@ -331,7 +339,9 @@ impl ScriptEngine {
             handlers: RwLock::new(HashMap::new()),
             queues: Mutex::new(Queues::default()),
             wake: Condvar::new(),
-            running: (0..workers).map(|_| Mutex::new(Running::default())).collect(),
+            running: (0..workers)
+                .map(|_| Mutex::new(Running::default()))
+                .collect(),
             next_job: AtomicU64::new(1),
             completed: AtomicU64::new(0),
             builtins,
@@ -458,7 +468,12 @@ def _install(lib):
     _sys.path_hooks.insert(0, hook)
     _sys.path_importer_cache.pop(lib, None)
 ";
-    let m = pyo3::types::PyModule::from_code(py, code, c"secsgate_lib_loader.py", c"secsgate_lib_loader")?;
+    let m = pyo3::types::PyModule::from_code(
+        py,
+        code,
+        c"secsgate_lib_loader.py",
+        c"secsgate_lib_loader",
+    )?;
     m.call_method1("_install", (lib,))?;
     Ok(())
 }
@@ -538,7 +553,13 @@ impl Inner {
         }
     }
 
-    fn run(&self, py: Python<'_>, system: &Bound<'_, pyo3::types::PyModule>, index: usize, job: &Job) -> Outcome {
+    fn run(
+        &self,
+        py: Python<'_>,
+        system: &Bound<'_, pyo3::types::PyModule>,
+        index: usize,
+        job: &Job,
+    ) -> Outcome {
         let handler = self
             .handlers
             .read()
@@ -581,7 +602,10 @@ impl Inner {
             }
             // Clear an interrupt that arrived after the script finished.
             unsafe {
-                pyo3::ffi::PyThreadState_SetAsyncExc(thread as std::os::raw::c_ulong as _, std::ptr::null_mut());
+                pyo3::ffi::PyThreadState_SetAsyncExc(
+                    thread as std::os::raw::c_ulong as _,
+                    std::ptr::null_mut(),
+                );
             }
             match result {
                 Ok(()) => Outcome::Done,
@@ -658,7 +682,10 @@ impl Inner {
                 .filter_map(|c| c.as_os_str().to_str())
                 .collect::<Vec<_>>()
                 .join(".");
-            let module = module.strip_suffix(".__init__").unwrap_or(&module).to_string();
+            let module = module
+                .strip_suffix(".__init__")
+                .unwrap_or(&module)
+                .to_string();
             Python::attach(|py| self.reload_module(py, path, &module));
         }
     }
@@ -689,8 +716,12 @@ impl Inner {
         })();
         match result {
             Ok(true) => info!(target: "script", module, "library module reloaded"),
-            Ok(false) => info!(target: "script", module, "library module changed (it loads on first import)"),
-            Err(e) => error!(target: "script", module, "library module failed to reload:\n{}", format_error(py, &e)),
+            Ok(false) => {
+                info!(target: "script", module, "library module changed (it loads on first import)")
+            }
+            Err(e) => {
+                error!(target: "script", module, "library module failed to reload:\n{}", format_error(py, &e))
+            }
         }
     }
 }
@@ -706,7 +737,9 @@ fn watchdog_loop(inner: std::sync::Weak<Inner>) {
         for slot in &inner.running {
             let due = slot.lock().ok().and_then(|r| {
                 let late = r.deadline.is_some_and(|d| now >= d);
-                let again = r.interrupted.is_none_or(|t| now >= t + Duration::from_millis(500));
+                let again = r
+                    .interrupted
+                    .is_none_or(|t| now >= t + Duration::from_millis(500));
                 (r.job != 0 && late && again).then_some(*r)
             });
             let Some(due) = due else {
@@ -722,7 +755,10 @@ fn watchdog_loop(inner: std::sync::Weak<Inner>) {
                 }
                 let exc = py.get_type::<system::ScriptTimeout>();
                 unsafe {
-                    pyo3::ffi::PyThreadState_SetAsyncExc(r.thread as std::os::raw::c_ulong as _, exc.as_ptr());
+                    pyo3::ffi::PyThreadState_SetAsyncExc(
+                        r.thread as std::os::raw::c_ulong as _,
+                        exc.as_ptr(),
+                    );
                 }
                 r.interrupted = Some(now);
             });
@@ -737,34 +773,38 @@ fn watch(inner: Arc<Inner>) -> notify_debouncer_full::notify::Result<WatcherHand
     use notify_debouncer_full::{DebounceEventResult, new_debouncer};
     let project = inner.project.clone();
     let weak = Arc::downgrade(&inner);
-    let mut debouncer = new_debouncer(Duration::from_millis(300), None, move |result: DebounceEventResult| {
-        let Some(inner) = weak.upgrade() else {
-            return;
-        };
-        match result {
-            Ok(events) => {
-                let mut paths: Vec<PathBuf> = events
-                    .iter()
-                    .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
-                    .flat_map(|e| e.event.paths.iter().cloned())
-                    .filter(|p| is_script(p))
-                    .collect();
-                paths.sort();
-                paths.dedup();
-                for p in paths {
-                    inner.reload(&p);
+    let mut debouncer = new_debouncer(
+        Duration::from_millis(300),
+        None,
+        move |result: DebounceEventResult| {
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            match result {
+                Ok(events) => {
+                    let mut paths: Vec<PathBuf> = events
+                        .iter()
+                        .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
+                        .flat_map(|e| e.event.paths.iter().cloned())
+                        .filter(|p| is_script(p))
+                        .collect();
+                    paths.sort();
+                    paths.dedup();
+                    for p in paths {
+                        inner.reload(&p);
+                    }
+                }
+                Err(errors) => {
+                    for e in errors {
+                        warn!(target: "script", "file watch error: {e}; rescanning handlers");
+                    }
+                    for path in python_files(&inner.project.join("handlers")) {
+                        inner.load_handler(&path);
+                    }
                 }
             }
-            Err(errors) => {
-                for e in errors {
-                    warn!(target: "script", "file watch error: {e}; rescanning handlers");
-                }
-                for path in python_files(&inner.project.join("handlers")) {
-                    inner.load_handler(&path);
-                }
-            }
-        }
-    })?;
+        },
+    )?;
     debouncer.watch(&project, RecursiveMode::Recursive)?;
     Ok(debouncer)
 }

@@ -61,6 +61,8 @@ pub trait Host: Send + Sync + 'static {
     /// Enables or disables connections; returns one message per name that could not be
     /// changed.
     fn enable_disable_equipment(&self, enable: bool, names: &[String]) -> Vec<String>;
+    /// Starts an event run of an in-process simulator.
+    fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), String>;
 }
 
 /// Arguments of `system.secsgem.copyEquipment`.
@@ -96,12 +98,17 @@ fn host() -> PyResult<Arc<dyn Host>> {
 
 fn stream_function(text: &str) -> PyResult<StreamFunction> {
     text.parse()
-        .map_err(|e: crate::secs2::message::StreamFunctionError| PyValueError::new_err(e.to_string()))
+        .map_err(|e: crate::secs2::message::StreamFunctionError| {
+            PyValueError::new_err(e.to_string())
+        })
 }
 
 fn seconds(value: f64, what: &str) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| PyValueError::new_err(format!("{what} must be a number of seconds >= 0, not {value}")))
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} must be a number of seconds >= 0, not {value}"
+        ))
+    })
 }
 
 /// A table of rows and named columns, as `toDataset` returns.
@@ -125,14 +132,17 @@ impl Dataset {
         if i < self.columns.len() {
             Ok(i)
         } else {
-            Err(PyIndexError::new_err(format!("column {i} out of range (0..{})", self.columns.len())))
+            Err(PyIndexError::new_err(format!(
+                "column {i} out of range (0..{})",
+                self.columns.len()
+            )))
         }
     }
 
     fn row(&self, row: usize) -> PyResult<&Vec<Py<PyAny>>> {
-        self.rows
-            .get(row)
-            .ok_or_else(|| PyIndexError::new_err(format!("row {row} out of range (0..{})", self.rows.len())))
+        self.rows.get(row).ok_or_else(|| {
+            PyIndexError::new_err(format!("row {row} out of range (0..{})", self.rows.len()))
+        })
     }
 }
 
@@ -148,7 +158,10 @@ impl Dataset {
             .ok_or_else(|| PyIndexError::new_err(format!("column {index} out of range")))
     }
     fn getColumnIndex(&self, name: &str) -> i64 {
-        self.columns.iter().position(|c| c == name).map_or(-1, |i| i as i64)
+        self.columns
+            .iter()
+            .position(|c| c == name)
+            .map_or(-1, |i| i as i64)
     }
     fn getColumnCount(&self) -> usize {
         self.columns.len()
@@ -156,7 +169,12 @@ impl Dataset {
     fn getRowCount(&self) -> usize {
         self.rows.len()
     }
-    fn getValueAt(&self, py: Python<'_>, row: usize, col: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    fn getValueAt(
+        &self,
+        py: Python<'_>,
+        row: usize,
+        col: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
         let c = self.column(col)?;
         Ok(self.row(row)?[c].clone_ref(py))
     }
@@ -205,20 +223,41 @@ fn item_rows(value: &Value, path: String, out: &mut Vec<ItemRow>) {
                 item_rows(c, format!("{path}/{i}"), out);
             }
         }
-        Value::Object(obj) if obj.get("format").and_then(Value::as_str).is_some_and(|f| f.eq_ignore_ascii_case("L")) => {
-            let inner = obj.get("value").cloned().unwrap_or(Value::Array(Vec::new()));
+        Value::Object(obj)
+            if obj
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.eq_ignore_ascii_case("L")) =>
+        {
+            let inner = obj
+                .get("value")
+                .cloned()
+                .unwrap_or(Value::Array(Vec::new()));
             let start = out.len();
             item_rows(&inner, path, out);
             if let Some(row) = out.get_mut(start) {
-                row.doc = obj.get("doc").cloned().unwrap_or(Value::String(String::new()));
+                row.doc = obj
+                    .get("doc")
+                    .cloned()
+                    .unwrap_or(Value::String(String::new()));
             }
         }
         Value::Object(obj) => out.push(ItemRow {
             path,
-            doc: obj.get("doc").cloned().unwrap_or(Value::String(String::new())),
-            format: obj.get("format").and_then(Value::as_str).unwrap_or("").to_string(),
+            doc: obj
+                .get("doc")
+                .cloned()
+                .unwrap_or(Value::String(String::new())),
+            format: obj
+                .get("format")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             value: obj.get("value").cloned().unwrap_or(Value::Null),
-            code_desc: obj.get("codeDesc").cloned().unwrap_or(Value::String(String::new())),
+            code_desc: obj
+                .get("codeDesc")
+                .cloned()
+                .unwrap_or(Value::String(String::new())),
         }),
         other => out.push(ItemRow {
             path,
@@ -265,12 +304,19 @@ fn item_label(format: &str, value: &Value, doc: &str, children: usize) -> String
     let what = if format == "L" {
         format!("L [{children}]")
     } else {
-        format!("{format} {}", match value {
-            Value::String(s) => format!("\"{s}\""),
-            other => other.to_string(),
-        })
+        format!(
+            "{format} {}",
+            match value {
+                Value::String(s) => format!("\"{s}\""),
+                other => other.to_string(),
+            }
+        )
     };
-    if doc.is_empty() { what } else { format!("{what} ({doc})") }
+    if doc.is_empty() {
+        what
+    } else {
+        format!("{what} ({doc})")
+    }
 }
 
 #[pymodule]
@@ -372,7 +418,9 @@ pub mod system {
             if !matches!(&body, Value::Null) && body != Value::String(String::new()) {
                 item_rows(&body, "0".into(), &mut rows);
             }
-            let columns = ["path", "doc", "format", "value", "codeDesc"].map(String::from).to_vec();
+            let columns = ["path", "doc", "format", "value", "codeDesc"]
+                .map(String::from)
+                .to_vec();
             let rows = rows
                 .into_iter()
                 .map(|r| -> PyResult<Vec<Py<PyAny>>> {
@@ -413,7 +461,11 @@ pub mod system {
                     match c {
                         Some(c) => {
                             let v = row[c].bind(py);
-                            if v.is_none() { Ok(String::new()) } else { Ok(v.str()?.to_string()) }
+                            if v.is_none() {
+                                Ok(String::new())
+                            } else {
+                                Ok(v.str()?.to_string())
+                            }
                         }
                         None => Ok(String::new()),
                     }
@@ -427,7 +479,8 @@ pub mod system {
                     .iter()
                     .filter(|r| {
                         r[pc].bind(py).extract::<String>().is_ok_and(|p| {
-                            p.strip_prefix(&format!("{path}/")).is_some_and(|rest| !rest.contains('/'))
+                            p.strip_prefix(&format!("{path}/"))
+                                .is_some_and(|rest| !rest.contains('/'))
                         })
                     })
                     .count();
@@ -466,7 +519,12 @@ pub mod system {
                     &doc,
                     "",
                 ];
-                out.push(cells.iter().map(|c| PyString::new(py, c).into_any().unbind()).collect());
+                out.push(
+                    cells
+                        .iter()
+                        .map(|c| PyString::new(py, c).into_any().unbind())
+                        .collect(),
+                );
             }
             Ok(Dataset {
                 columns: TREE_COLUMNS.map(String::from).to_vec(),
@@ -502,9 +560,9 @@ pub mod system {
             let port = |p: Option<i64>, what: &str| -> PyResult<Option<u16>> {
                 match p {
                     None | Some(0) => Ok(None),
-                    Some(n) => u16::try_from(n)
-                        .map(Some)
-                        .map_err(|_| PyValueError::new_err(format!("{what} {n} is not a TCP port"))),
+                    Some(n) => u16::try_from(n).map(Some).map_err(|_| {
+                        PyValueError::new_err(format!("{what} {n} is not a TCP port"))
+                    }),
                 }
             };
             let copy = CopyEquipment {
@@ -518,21 +576,46 @@ pub mod system {
                 device_id: u16::try_from(deviceId)
                     .ok()
                     .filter(|d| *d <= 0x7FFF)
-                    .ok_or_else(|| PyValueError::new_err(format!("deviceId {deviceId} is out of range 0..=32767")))?,
+                    .ok_or_else(|| {
+                        PyValueError::new_err(format!(
+                            "deviceId {deviceId} is out of range 0..=32767"
+                        ))
+                    })?,
                 description,
             };
             let host = host()?;
-            py.detach(move || host.copy_equipment(copy)).map_err(SecsGemError::new_err)
+            py.detach(move || host.copy_equipment(copy))
+                .map_err(SecsGemError::new_err)
+        }
+
+        /// Starts an event run (a configured sequence of event reports) of a simulator that runs
+        /// in this gateway (`[[simulator]]` in project.toml).
+        #[pyfunction]
+        fn startSimEventRun(
+            py: Python<'_>,
+            simulatorName: String,
+            eventRunName: String,
+        ) -> PyResult<()> {
+            let host = host()?;
+            py.detach(move || host.start_sim_event_run(&simulatorName, &eventRunName))
+                .map_err(SecsGemError::new_err)
         }
 
         /// Enables or disables connections by name; returns a message for each one that could
         /// not be changed (an empty list is success).
         #[pyfunction]
-        fn enableDisableEquipment(py: Python<'_>, enable: &Bound<'_, PyAny>, names: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+        fn enableDisableEquipment(
+            py: Python<'_>,
+            enable: &Bound<'_, PyAny>,
+            names: &Bound<'_, PyAny>,
+        ) -> PyResult<Vec<String>> {
             let enable = truthy(enable)?;
             let names: Vec<String> = match names.cast::<PyString>() {
                 Ok(s) => vec![s.to_str()?.to_owned()],
-                Err(_) => names.try_iter()?.map(|n| n?.extract::<String>()).collect::<PyResult<_>>()?,
+                Err(_) => names
+                    .try_iter()?
+                    .map(|n| n?.extract::<String>())
+                    .collect::<PyResult<_>>()?,
             };
             let host = host()?;
             Ok(py.detach(move || host.enable_disable_equipment(enable, &names)))

@@ -99,7 +99,11 @@ pub fn message_to_json_string(message: &Message) -> String {
     push_display(&mut out, message.stream);
     out.extend_from_slice(b",\"function\":");
     push_display(&mut out, message.function);
-    out.extend_from_slice(if message.w_bit { b",\"reply\":true},\"body\":" } else { b",\"reply\":false},\"body\":" });
+    out.extend_from_slice(if message.w_bit {
+        b",\"reply\":true},\"body\":"
+    } else {
+        b",\"reply\":false},\"body\":"
+    });
     match &message.body {
         Some(item) => write_item(&mut out, item),
         None => out.extend_from_slice(b"\"\""),
@@ -152,7 +156,9 @@ fn write_item(out: &mut Vec<u8>, item: &Item) {
             let int = |out: &mut Vec<u8>, v: &dyn std::fmt::Display| push_display(out, v);
             match leaf {
                 Item::B(v) | Item::U1(v) => write_values(out, v, |o, x| int(o, x)),
-                Item::Boolean(v) => write_values(out, v, |o, b| o.extend_from_slice(if *b { b"true" } else { b"false" })),
+                Item::Boolean(v) => write_values(out, v, |o, b| {
+                    o.extend_from_slice(if *b { b"true" } else { b"false" })
+                }),
                 Item::I1(v) => write_values(out, v, |o, x| int(o, x)),
                 Item::I2(v) => write_values(out, v, |o, x| int(o, x)),
                 Item::I4(v) => write_values(out, v, |o, x| int(o, x)),
@@ -160,7 +166,9 @@ fn write_item(out: &mut Vec<u8>, item: &Item) {
                 Item::U2(v) => write_values(out, v, |o, x| int(o, x)),
                 Item::U4(v) => write_values(out, v, |o, x| int(o, x)),
                 Item::U8(v) => write_values(out, v, |o, x| int(o, x)),
-                Item::A(_) | Item::J(_) | Item::W { .. } | Item::F4(_) | Item::F8(_) => push_value(out, &leaf_value(leaf)),
+                Item::A(_) | Item::J(_) | Item::W { .. } | Item::F4(_) | Item::F8(_) => {
+                    push_value(out, &leaf_value(leaf))
+                }
                 Item::L(_) => {}
             }
             out.push(b'}');

@@ -1,0 +1,17 @@
+//! The equipment simulator: a GEM equipment ([`crate::gem::Equipment`]) described by a TOML
+//! config file, served over a passive HSMS link, with live variables, event runs, a durable
+//! spool and process programs kept in a folder.
+//!
+//! - [`config`]: the config file ([`SimConfig`]); the default ships in `sdl/simulator.toml`.
+//! - [`runtime`]: the tokio task ([`Simulator`]).
+//! - [`runs`]: event runs and live variables, driven by the instants they are given.
+//!
+//! `secsgate sim` runs one on its own; the gateway runs the `[[simulator]]`s of a project
+//! beside its connections.
+
+pub mod config;
+pub mod runs;
+pub mod runtime;
+
+pub use config::{ConfigError, EventRun, SimConfig};
+pub use runtime::{Operation, SimError, SimStatus, Simulator, spool_file};
