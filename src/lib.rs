@@ -4,15 +4,22 @@
 //!
 //! - [`secs2`]: SECS-II data (SEMI E5): items, messages, the binary codec, SML and the JSON
 //!   form of the scripting API. Pure data, no I/O.
-//! - [`hsms`]: HSMS (SEMI E37): framing of SECS-II messages over TCP.
+//! - [`hsms`]: HSMS (SEMI E37): framing, the sans-IO protocol state machine, the tokio driver.
+//! - [`link`]: what any transport gives the engine: request/reply, incoming primaries, state.
 //! - [`gem`]: GEM (SEMI E30) equipment behaviour, sans-IO: model, state machines, every
 //!   message of the GEM tool table, spooling.
 //! - [`sim`]: the equipment simulator: a GEM equipment from a TOML file, over HSMS.
 //! - [`store`]: durable storage: the equipment spool (SQLite), process programs (files).
-//! - [`cli`]: the `secsgate` command line.
+//! - [`config`]: `project.toml`, with file, line and key in every error.
+//! - [`gateway`]: equipment connections, transactions (TxID), routing of received messages to
+//!   handlers and default replies, the host side of `system.secsgem`.
+//! - [`script`]: embedded CPython: worker threads, the `system` module, hot reload.
+//! - [`cli`]: the `secsgate` command line (`run`, `check`, `sim`, `send`, `sml`).
 //!
-//! Bytes flow `hsms::frame` -> `secs2::Message` -> the engine; the engine's replies flow back
-//! the same way.
+//! Receive: bytes -> `hsms::frame` -> `secs2::Message` -> `link` -> `gateway` (TxID, custom
+//! response handler or default reply, realtime handler on a `script` worker). Send: a script's
+//! `system.secsgem.sendRequest` -> `gateway` -> `link` -> `hsms` -> bytes; the reply comes
+//! back the same way into the transaction table for `getResponse`.
 
 pub mod cli;
 pub mod config;
