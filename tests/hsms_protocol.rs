@@ -586,7 +586,7 @@ fn reject_req_for_open_data_transaction_fails_it() {
     assert_eq!(p.open_transactions(), 2);
 
     p.handle_input(
-        &control_bytes(SType::RejectReq, sb, 0, reject_reason::NOT_SELECTED),
+        &control_bytes(SType::RejectReq, sb, 0, reject_reason::TRANSACTION_NOT_OPEN),
         t0 + secs(1),
     );
     assert_eq!(
@@ -594,7 +594,7 @@ fn reject_req_for_open_data_transaction_fails_it() {
         [Event::TransactionFailed {
             system_bytes: sb,
             stream_function: sf(1, 1),
-            reason: TransactionFailure::Rejected(reject_reason::NOT_SELECTED),
+            reason: TransactionFailure::Rejected(reject_reason::TRANSACTION_NOT_OPEN),
         }]
     );
     assert!(sent(&mut p).is_empty(), "Reject.req is never answered");
@@ -1734,4 +1734,61 @@ fn unexpected_frames_while_selected() {
     assert_eq!(events(&mut p), [Event::Received(stray)]);
     assert!(sent(&mut p).is_empty());
     assert_eq!(p.state(), State::Selected);
+}
+
+#[test]
+fn not_selected_reject_while_selected_makes_the_active_end_select_again() {
+    let t0 = Instant::now();
+    let (mut p, _) = active_selected(config(), t0);
+    let sb = p.send(message(1, 13, true, 0, None), t0).unwrap();
+    sent(&mut p);
+    p.handle_input(
+        &control_bytes(SType::RejectReq, sb, 0, reject_reason::NOT_SELECTED),
+        t0 + secs(1),
+    );
+    let evs = events_no_warnings(&mut p);
+    assert_eq!(
+        evs,
+        [
+            Event::TransactionFailed {
+                system_bytes: sb,
+                stream_function: sf(1, 13),
+                reason: TransactionFailure::Rejected(reject_reason::NOT_SELECTED),
+            },
+            Event::State(State::NotSelected),
+        ]
+    );
+    let frames = sent(&mut p);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].0.stype, SType::SelectReq);
+    assert_eq!(p.poll_timeout(), Some(t0 + secs(1) + config().t6));
+    assert!(p.send(message(1, 1, true, 0, None), t0).is_err());
+    p.handle_input(
+        &control(SType::SelectRsp, frames[0].0.system_bytes),
+        t0 + secs(1),
+    );
+    assert_eq!(p.state(), State::Selected);
+    assert_eq!(events(&mut p), [Event::State(State::Selected)]);
+}
+
+#[test]
+fn not_selected_reject_while_selected_closes_the_passive_end() {
+    let t0 = Instant::now();
+    let mut p = passive_selected(config(), t0);
+    let sb = p.send(message(5, 1, false, 0, None), t0).unwrap();
+    sent(&mut p);
+    p.handle_input(
+        &control_bytes(SType::RejectReq, sb, 0, reject_reason::NOT_SELECTED),
+        t0,
+    );
+    let evs = events_no_warnings(&mut p);
+    assert!(
+        matches!(evs.first(), Some(Event::PeerRejected { reason: 4, .. })),
+        "{evs:?}"
+    );
+    assert_eq!(
+        evs.last(),
+        Some(&Event::Closed(CloseReason::PeerNotSelected))
+    );
+    assert_eq!(p.state(), State::NotConnected);
 }

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from test_hsms_interop import free_port, stop
+from helpers import free_port, stop
 
 DEMO = pathlib.Path(__file__).resolve().parents[2] / "projects" / "demo"
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from test_hsms_interop import free_port, start_equipment, stop
+from helpers import free_port, start_equipment, stop
 
 STUBS = pathlib.Path(__file__).resolve().parents[1] / "system.pyi"
 
@@ -92,7 +92,11 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
     )
     gateway = run_gateway(secsgate_bin, project)
     try:
-        startup = wait_for(project / "out" / "startup.json")
+        try:
+            startup = wait_for(project / "out" / "startup.json")
+        except AssertionError as e:
+            stop(gateway)
+            raise AssertionError(f"{e}\ngateway log:\n{gateway.stderr.read()}") from None
         assert startup["payload"] == {"Equipment": ["Tool1"], "Communicating": ["Tool1"]}
         assert startup["svs"]["body"] == [{"format": "U4", "value": 23}, {"format": "A", "value": "LOT-1"}]
         assert {"format": "U4", "value": 300} in startup["ecs"]["body"]

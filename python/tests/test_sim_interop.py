@@ -15,6 +15,8 @@ import secsgem.gem
 import secsgem.hsms
 from secsgem.secs.functions.base import SecsStreamFunction
 
+from helpers import stop
+
 CONFIG = """
 [equipment]
 mdln = "INTEROP"
@@ -125,17 +127,6 @@ class SecsS02F32(SecsStreamFunction):
     _has_reply = False
     _is_reply_required = False
     _is_multi_block = False
-
-
-def stop(proc):
-    """Stops a process we started, by its PID: terminate, then kill."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def wait_until(check, what, timeout=TIMEOUT):

@@ -6,11 +6,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{EXIT_BAD_INPUT, SendArgs};
 use crate::hsms::driver::{self, Mode, Settings};
-use crate::link::{Link, Received};
+use crate::link::{Link, LinkError, Received};
 use crate::secs2::{Message, json, sml};
 
 /// Exit code for a failed exchange: no connection, a timeout, a reject, an S9Fx or SxF0.
 pub const EXIT_FAILED: i32 = 1;
+
+/// Reject.req reason "entity not selected".
+const NOT_SELECTED: u8 = crate::hsms::protocol::reject_reason::NOT_SELECTED;
+
+/// How long to wait for the link to select again after the peer lost track of the session.
+const RESELECT_WAIT: Duration = Duration::from_secs(10);
 
 /// One thing to send.
 enum Step {
@@ -246,7 +252,22 @@ async fn exchange(link: &Link, step: Step, as_json: bool) -> i32 {
             }
         };
     }
-    match link.request(message).await {
+    let mut result = link.request(message.clone()).await;
+    if let Err(LinkError::Rejected {
+        reason: NOT_SELECTED,
+        ..
+    }) = result
+    {
+        // The peer lost track of the session; the link selects again: send once more.
+        eprintln!(
+            "secsgate: the peer rejected {sf} as not selected; selecting again and resending"
+        );
+        result = match link.wait_selected(RESELECT_WAIT).await {
+            Ok(()) => link.request(message).await,
+            Err(e) => Err(e),
+        };
+    }
+    match result {
         Ok(reply) => {
             if as_json {
                 println!("{}", json::message_to_json(&reply));

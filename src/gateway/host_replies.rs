@@ -3,6 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::gem::clock::DateTime;
 use crate::secs2::{Item, Message};
 
 /// Ack code 0 (accepted) as `<B 0x00>`.
@@ -22,7 +23,7 @@ pub fn default_reply(primary: &Message) -> Option<Message> {
         // Establish Communications: COMMACK 0 and the host's empty MDLN/SOFTREV list.
         (1, 13) => Some(Item::L(vec![Item::B(vec![0]), Item::L(vec![])])),
         // Date and time request: TIME as YYYYMMDDhhmmsscc.
-        (2, 17) => Some(Item::A(time_16(SystemTime::now()).into_bytes())),
+        (2, 17) => Some(Item::A(now_text(1).into_bytes())),
         // Event reports, alarms, trace data, terminal display, and the multi-block inquiries
         // (S2F39, S3F15, S4F25, S6F5, S7F1, S13F11, S14F23, S15F1, S16F1, S19F19): accepted.
         (5, 1)
@@ -52,40 +53,19 @@ pub fn default_reply(primary: &Message) -> Option<Message> {
     Some(primary.reply_with(body))
 }
 
-/// `YYYYMMDDhhmmsscc` (UTC, centiseconds), the 16-byte TIME format of SEMI E5.
-pub fn time_16(now: SystemTime) -> String {
-    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}{:02}{:02}{:02}{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        since.subsec_millis() / 10
-    )
-}
-
-/// Year, month, day of a count of days since 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// The current UTC time in a TIME format of SEMI E5 (0: YYMMDDhhmmss, 1: YYYYMMDDhhmmsscc,
+/// 2: ISO 8601).
+pub fn now_text(time_format: u64) -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    DateTime::from_unix_millis(ms).format(time_format)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::secs2::sml::parse_message;
-    use std::time::Duration;
 
     fn reply(text: &str) -> Option<String> {
         let mut m = parse_message(text).unwrap();
@@ -114,15 +94,5 @@ mod tests {
         assert_eq!(reply("S99F1 W").as_deref(), Some("S99F0 ."));
         assert_eq!(reply("S6F11 <L>"), None);
         assert!(reply("S2F17 W").unwrap().starts_with("S2F18 <A \"20"));
-    }
-
-    #[test]
-    fn time_format() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(time_16(t), "2023111422132012");
-        assert_eq!(
-            time_16(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000022900000000"
-        );
     }
 }

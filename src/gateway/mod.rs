@@ -16,7 +16,7 @@ pub mod transactions;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -286,23 +286,6 @@ async fn start_simulators(configs: &[SimulatorConfig]) -> HashMap<String, Simula
     running
 }
 
-fn now_iso() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let t = host_replies::time_16(SystemTime::now());
-    format!(
-        "{}-{}-{}T{}:{}:{}.{:03}Z",
-        &t[0..4],
-        &t[4..6],
-        &t[6..8],
-        &t[8..10],
-        &t[10..12],
-        &t[12..14],
-        since.subsec_millis()
-    )
-}
-
 impl Core {
     /// Adds a connection and starts it if enabled.
     async fn add(self: &Arc<Self>, config: EquipmentConfig) -> std::io::Result<Arc<Connection>> {
@@ -477,7 +460,7 @@ impl Core {
                     ("Message", Arg::Str(message_json)),
                     ("StreamFunction", Arg::Str(sf.to_string())),
                     ("SystemBytes", Arg::Int(i64::from(message.system_bytes))),
-                    ("Timestamp", Arg::Str(now_iso())),
+                    ("Timestamp", Arg::Str(host_replies::now_text(2))),
                 ]),
             );
         }

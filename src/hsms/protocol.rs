@@ -113,6 +113,8 @@ pub enum CloseReason {
     PeerClosed,
     #[error("the peer sent Separate.req")]
     PeerSeparated,
+    #[error("the peer rejected a data message as not selected while this end was selected")]
+    PeerNotSelected,
     #[error("separated by this end")]
     Separated,
     #[error("T6: no {0} within the control transaction timeout")]
@@ -572,7 +574,7 @@ impl Protocol {
                     );
                 }
             }
-            SType::RejectReq => self.reject_req(&header),
+            SType::RejectReq => self.reject_req(&header, now),
             SType::SeparateReq => self.close(CloseReason::PeerSeparated),
             SType::Other(code) => self.reject(&header, code, reject_reason::STYPE),
         }
@@ -650,8 +652,11 @@ impl Protocol {
         }
     }
 
-    fn reject_req(&mut self, header: &Header) {
+    fn reject_req(&mut self, header: &Header, now: Instant) {
         let (sb, reason) = (header.system_bytes, header.byte3);
+        let peer_not_selected = reason == reject_reason::NOT_SELECTED
+            && header.byte2 == SType::Data.code()
+            && self.state == State::Selected;
         if let Some(c) = self.finish_control_any(sb) {
             let what = match c.stype {
                 SType::SelectReq => "Select.req",
@@ -666,13 +671,34 @@ impl Protocol {
                 stream_function,
                 reason: TransactionFailure::Rejected(reason),
             });
-            return;
+        } else {
+            self.events.push_back(Event::PeerRejected {
+                system_bytes: sb,
+                reason,
+                byte2: header.byte2,
+            });
         }
-        self.events.push_back(Event::PeerRejected {
-            system_bytes: sb,
-            reason,
-            byte2: header.byte2,
-        });
+        if peer_not_selected {
+            self.resynchronise(now);
+        }
+    }
+
+    /// The peer rejected our data message as "not selected" although it answered our select:
+    /// the two ends disagree about the session. The active end selects again (T6 bounds it;
+    /// a failure closes the connection); the passive end closes, and the peer reconnects.
+    fn resynchronise(&mut self, now: Instant) {
+        match self.role {
+            Role::Active => {
+                self.events.push_back(Event::Warning(
+                    "the peer says it is not selected; sending Select.req again".into(),
+                ));
+                self.set_state(State::NotSelected);
+                self.next_linktest = None;
+                self.t7_deadline = Some(now + self.config.t7);
+                self.start_control(SType::SelectReq, now);
+            }
+            Role::Passive => self.close(CloseReason::PeerNotSelected),
+        }
     }
 
     fn become_selected(&mut self, now: Instant) {

@@ -4,7 +4,7 @@
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use crate::secs2::{Item, json};
 
@@ -73,22 +73,7 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         )));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
-        let v = f.value();
-        return Ok(Number::from_f64(v).map_or_else(
-            || {
-                Value::String(
-                    if v.is_nan() {
-                        "NaN"
-                    } else if v > 0.0 {
-                        "Infinity"
-                    } else {
-                        "-Infinity"
-                    }
-                    .into(),
-                )
-            },
-            Value::Number,
-        ));
+        return Ok(json::float_value(f.value()));
     }
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Value::String(s.to_str()?.to_owned()));

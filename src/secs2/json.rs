@@ -183,7 +183,9 @@ fn scalar_or_array<T>(values: &[T], one: impl Fn(&T) -> Value) -> Value {
     }
 }
 
-fn float_value(v: f64) -> Value {
+/// A float as JSON: a number, or `"NaN"`, `"Infinity"`, `"-Infinity"` for what JSON
+/// numbers cannot hold.
+pub fn float_value(v: f64) -> Value {
     Number::from_f64(v).map_or_else(
         || {
             Value::String(
