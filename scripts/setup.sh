@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build, the tests and the benchmarks need on a fresh machine:
-# Debian packages (socat for serial pty pairs) and a Python venv in .venv with pytest and
+# Debian packages (socat for serial pty pairs, python3-dev when the python3 on PATH has no
+# shared libpython for the embedded interpreter) and a Python venv in .venv with pytest and
 # secsgem==0.3.0 (the independent peer of the interop tests and the benchmark baselines).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
@@ -9,6 +10,10 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+# The gateway embeds CPython: the build links the python3 on PATH's shared libpython.
+if ! python3 -c 'import sysconfig, sys; sys.exit(0 if sysconfig.get_config_var("Py_ENABLE_SHARED") else 1)' 2>/dev/null; then
+  need_apt+=(python3-dev)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   sudo_cmd=""
