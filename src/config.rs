@@ -25,12 +25,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::hsms::driver::{Mode, Settings};
+use crate::sdl::Sdl;
 use crate::secs2::StreamFunction;
 
 /// File name of the project settings inside a project folder.
@@ -105,14 +107,18 @@ pub enum Realtime {
     All,
     /// Only these.
     Only(Vec<StreamFunction>),
+    /// Those the equipment's SDL marks `"realtime": true`.
+    Sdl,
 }
 
 impl Realtime {
-    /// Whether a received primary of this S/F goes to the realtime handler.
-    pub fn includes(&self, sf: StreamFunction) -> bool {
+    /// Whether a received primary of this S/F goes to the realtime handler (`sdl` answers
+    /// for [`Realtime::Sdl`]).
+    pub fn includes(&self, sf: StreamFunction, sdl: Option<&Sdl>) -> bool {
         match self {
             Realtime::All => true,
             Realtime::Only(list) => list.contains(&sf),
+            Realtime::Sdl => sdl.is_some_and(|s| s.realtime(sf)),
         }
     }
 }
@@ -129,6 +135,8 @@ pub struct EquipmentConfig {
     pub establish_communication: bool,
     pub realtime: Realtime,
     pub custom_responses: Vec<CustomResponse>,
+    /// The equipment's SDL: what it sends and accepts; `None` checks nothing.
+    pub sdl: Option<Arc<Sdl>>,
 }
 
 /// An in-process simulator (`[[simulator]]`).
@@ -252,6 +260,7 @@ struct RawEquipment {
     max_message_size: Option<Spanned<i64>>,
     establish_communication: Option<bool>,
     realtime: Option<Spanned<Vec<Spanned<String>>>>,
+    sdl: Option<Spanned<String>>,
     #[serde(default)]
     custom_response: Vec<Spanned<RawCustomResponse>>,
 }
@@ -540,7 +549,18 @@ impl Validator<'_> {
                 0x7FFF_FFFF,
             ) as usize;
         }
+        let sdl = e.sdl.as_ref().and_then(|path| {
+            let file = dir.join(path.get_ref());
+            match Sdl::load(&file) {
+                Ok(sdl) => Some(Arc::new(sdl)),
+                Err(err) => {
+                    self.error(path.span(), k("sdl"), err.to_string());
+                    None
+                }
+            }
+        });
         let realtime = match e.realtime {
+            None if e.sdl.is_some() => Realtime::Sdl,
             None => Realtime::All,
             Some(list) => {
                 let mut sfs = Vec::new();
@@ -619,6 +639,7 @@ impl Validator<'_> {
             establish_communication: e.establish_communication.unwrap_or(true),
             realtime,
             custom_responses,
+            sdl,
         })
     }
 
@@ -721,8 +742,8 @@ enabled = false
         assert_eq!(t1.hsms.device_id, 3);
         assert_eq!(t1.hsms.protocol.t3, Duration::from_secs(2));
         assert_eq!(t1.hsms.protocol.linktest, None);
-        assert!(t1.realtime.includes("S6F11".parse().unwrap()));
-        assert!(!t1.realtime.includes("S1F1".parse().unwrap()));
+        assert!(t1.realtime.includes("S6F11".parse().unwrap(), None));
+        assert!(!t1.realtime.includes("S1F1".parse().unwrap(), None));
         assert!(!p.equipment[1].enabled);
         assert_eq!(p.equipment[1].realtime, Realtime::All);
     }

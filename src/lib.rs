@@ -14,6 +14,8 @@
 //! - [`gateway`]: equipment connections, transactions (TxID), routing of received messages to
 //!   handlers and default replies, the host side of `system.secsgem`.
 //! - [`script`]: embedded CPython: worker threads, the `system` module, hot reload.
+//! - [`sdl`]: the SECS Definition Language: an equipment's messages and items; checks and
+//!   `doc`/`codeDesc` annotation.
 //! - [`cli`]: the `secsgate` command line (`run`, `check`, `sim`, `send`, `sml`).
 //!
 //! Receive: bytes -> `hsms::frame` -> `secs2::Message` -> `link` -> `gateway` (TxID, custom
@@ -28,6 +30,7 @@ pub mod gem;
 pub mod hsms;
 pub mod link;
 pub mod script;
+pub mod sdl;
 pub mod secs2;
 pub mod sim;
 pub mod store;

@@ -626,3 +626,145 @@ fn check_lists_config_and_script_problems() {
     assert_eq!(problems.len(), 4, "{all}");
     let _ = Item::L(vec![]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdl_checks_what_scripts_send_routes_realtime_and_annotates() {
+    let _g = SERIAL.lock().await;
+    let eq = equipment(Duration::ZERO).await;
+    let sdl = serde_json::json!({
+        "doc": ["test tool"],
+        "items": {
+            "ACKC6": {"doc": "ACKC6, Acknowledge Code", "format": "B", "codes": {"0": "Accepted", ">0": "Error, not accepted"}},
+            "SVID": {"doc": "SVID, Status Variable ID", "format": ["U4", "A"]},
+            "SV": {"doc": "SV, Status Variable Value"},
+            "DATAID": {"format": "U"}, "CEID": {"doc": "CEID, Collected Event ID", "format": "U"},
+            "RPTID": {"format": "U"}, "V": {}, "ALCD": {"format": "B"}, "ALID": {"format": "U"}, "ALTX": {"format": "A"}
+        },
+        "messages": {
+            "S1": {"F3": {"doc": "Selected Equipment Status Request", "direction": "h->e", "reply": true, "body": "SVID*"},
+                   "F4": {"doc": "Selected Equipment Status Data", "direction": "h<-e", "body": "SV*"}},
+            "S5": {"F1": {"doc": "Alarm Report Send", "direction": "h<-e", "reply": true, "body": ["ALCD", "ALID", "ALTX"]}},
+            "S6": {"F11": {"doc": "Event Report Send", "direction": "h<-e", "reply": true, "realtime": true,
+                           "body": ["DATAID", "CEID", {"L*": ["RPTID", "V*"]}]},
+                   "F12": {"doc": "Event Report Acknowledge", "direction": "h->e", "body": "ACKC6"}}
+        }
+    });
+    let realtime = "import json, os\np = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'out', 'rt.log')\nwith open(p, 'a') as f:\n    f.write(payload['Message'] + '\\n')\n";
+    let startup = format!(
+        r#"
+sg = system.secsgem
+out = {{}}
+tx = sg.sendRequest("S1F3", True, [{{"format": "U4", "value": 10}}], "Tool1")
+out["reply"] = sg.getResponse(tx, "Tool1", 5)
+for name, body, sf in [("undefined", "", "S2F41"), ("format", [{{"format": "I4", "value": 1}}], "S1F3"), ("direction", [], "S6F11")]:
+    try:
+        sg.sendRequest(sf, True, body, "Tool1")
+        out[name] = None
+    except Exception as e:
+        out[name] = str(e)
+{}"#,
+        emit("sdl", "out")
+    );
+    let dir = project(
+        "sdl",
+        &toml(eq.port, "sdl = \"tool.sdl\"")
+            .replace("handler_timeout = 1\n", "handler_timeout = 30\n"),
+        &[
+            ("handlers/onStartup.py", &startup),
+            ("handlers/onSecsGemRealtimeUpdate.py", realtime),
+        ],
+    );
+    std::fs::write(
+        dir.join("tool.sdl"),
+        serde_json::to_string_pretty(&sdl).unwrap(),
+    )
+    .unwrap();
+    let gateway = start(&dir).await;
+    let out = output(&dir, "sdl", Duration::from_secs(10));
+    assert_eq!(
+        out["reply"]["header"]["doc"],
+        "Selected Equipment Status Data"
+    );
+    assert_eq!(
+        out["reply"]["body"][0],
+        serde_json::json!({"doc": "SV, Status Variable Value", "format": "U4", "value": 23})
+    );
+    assert!(
+        out["undefined"]
+            .as_str()
+            .unwrap()
+            .contains("S2F41 for 'Tool1' does not match its SDL: S2F41: not defined in the SDL"),
+        "{out}"
+    );
+    assert!(
+        out["format"]
+            .as_str()
+            .unwrap()
+            .contains("body[0]: SVID must be U4 or A, not I4"),
+        "{out}"
+    );
+    assert!(
+        out["direction"]
+            .as_str()
+            .unwrap()
+            .contains("the SDL says the equipment sends it"),
+        "{out}"
+    );
+
+    // Only S6F11 is realtime in the SDL: the S5F1 does not reach the handler.
+    eq.link
+        .request(msg("S5F1 W <L [3] <B 0x81> <U4 7> <A \"hot\">>"))
+        .await
+        .unwrap();
+    let reply = eq
+        .link
+        .request(msg(
+            "S6F11 W <L [3] <U4 1> <U4 4001> <L [1] <L [2] <U4 9> <L [1] <U4 5>>>>>",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(reply.to_string(), "S6F12 <B 0x00> .");
+    let log = dir.join("out/rt.log");
+    let until = Instant::now() + Duration::from_secs(5);
+    while !log.exists() {
+        assert!(Instant::now() < until, "no realtime update");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["header"]["doc"], "Event Report Send");
+    assert_eq!(
+        lines[0]["body"][1],
+        serde_json::json!({"doc": "CEID, Collected Event ID", "format": "U4", "value": 4001})
+    );
+    gateway.shutdown().await;
+}
+
+#[test]
+fn sdl_errors_are_config_errors_with_the_sdl_line() {
+    let dir = project(
+        "sdlbad",
+        "[[equipment]]\nname = \"T\"\nport = 5000\nsdl = \"tool.sdl\"\n",
+        &[],
+    );
+    std::fs::write(
+        dir.join("tool.sdl"),
+        "{\n  \"messages\": {\n    \"S1\": {\"F3\": {\"body\": \"NOPE\"}}\n  }\n}\n",
+    )
+    .unwrap();
+    let errors = Project::load(&dir).unwrap_err();
+    let text = errors[0].to_string();
+    assert!(text.contains("project.toml:4: equipment[0].sdl:"), "{text}");
+    assert!(
+        text.contains("messages.S1.F3.body: item 'NOPE' is not defined"),
+        "{text}"
+    );
+    std::fs::write(dir.join("tool.sdl"), "{\n  \"items\": {,\n}\n").unwrap();
+    let text = Project::load(&dir).unwrap_err()[0].to_string();
+    assert!(text.contains("tool.sdl:2:"), "{text}");
+}

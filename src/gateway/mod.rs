@@ -361,6 +361,20 @@ impl Core {
         })
     }
 
+    /// Checks a message a script sends against the equipment's SDL, if it has one.
+    fn check_sdl(&self, equipment: &str, message: &Message) -> Result<(), String> {
+        let conn = self.connection(equipment)?;
+        match &conn.config.sdl {
+            Some(sdl) => sdl.check(message, true).map_err(|m| {
+                format!(
+                    "{} for '{equipment}' does not match its SDL: {m}",
+                    message.stream_function()
+                )
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The link of a connection that can exchange messages now.
     fn communicating_link(&self, name: &str) -> Result<Link, String> {
         let conn = self.connection(name)?;
@@ -383,7 +397,18 @@ impl Core {
             return;
         }
         let txid = self.transactions.received(name, &message);
-        let message_json = secs_json::message_to_json_string(&message);
+        let sdl = conn.config.sdl.as_deref();
+        if let Some(Err(mismatch)) = sdl.map(|s| s.check(&message, false)) {
+            warn!(equipment = name, %sf, "received message does not match the SDL: {mismatch}");
+        }
+        let message_json = match sdl {
+            Some(s) => {
+                let mut value = secs_json::message_to_json(&message);
+                s.annotate(&message, &mut value);
+                value.to_string()
+            }
+            None => secs_json::message_to_json_string(&message),
+        };
         let custom = conn
             .config
             .custom_responses
@@ -446,7 +471,7 @@ impl Core {
                 self.default_reply(link, &message, txid).await;
             }
         }
-        if conn.config.realtime.includes(sf) && self.engine.has_handler(REALTIME_HANDLER) {
+        if conn.config.realtime.includes(sf, sdl) && self.engine.has_handler(REALTIME_HANDLER) {
             self.engine.post(
                 name,
                 REALTIME_HANDLER,
@@ -597,6 +622,7 @@ impl Host for GatewayHost {
         let core = self.core()?;
         let link = core.communicating_link(equipment)?;
         let message = Message::new(sf, reply, body);
+        core.check_sdl(equipment, &message)?;
         debug!(equipment, message = %message, "sending");
         if reply && sf.is_primary() {
             let pending = core
@@ -626,11 +652,19 @@ impl Host for GatewayHost {
         transaction_id: u32,
         equipment: &str,
         timeout: Duration,
-    ) -> Result<Option<Message>, String> {
+    ) -> Result<Option<serde_json::Value>, String> {
         let core = self.core()?;
-        core.connection(equipment)?;
-        core.transactions
-            .wait_reply(transaction_id, equipment, timeout)
+        let conn = core.connection(equipment)?;
+        let reply = core
+            .transactions
+            .wait_reply(transaction_id, equipment, timeout)?;
+        Ok(reply.map(|m| {
+            let mut value = secs_json::message_to_json(&m);
+            if let Some(sdl) = &conn.config.sdl {
+                sdl.annotate(&m, &mut value);
+            }
+            value
+        }))
     }
 
     fn send_response(
@@ -670,13 +704,17 @@ impl Host for GatewayHost {
                 ));
             }
         }
+        let mut checked = Message::new(sf, false, body);
+        checked.system_bytes = system_bytes;
+        // Checked before the transaction counts as answered, so a refused reply still leaves
+        // the default reply to the fallback.
+        core.check_sdl(equipment, &checked)?;
         if !core.transactions.mark_replied(transaction_id) {
             return Err(format!(
                 "transaction {transaction_id} was already answered (the default reply goes out when a handler is too late)"
             ));
         }
-        let mut reply = Message::new(sf, false, body);
-        reply.system_bytes = system_bytes;
+        let reply = checked;
         debug!(equipment, message = %reply, "sending response");
         core.runtime
             .block_on(link.send(reply))

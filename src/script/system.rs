@@ -14,7 +14,7 @@ use pyo3::types::{PyList, PyString, PyTuple};
 use serde_json::Value;
 
 use super::convert::{body_from_python, from_python, to_python};
-use crate::secs2::{Item, Message, StreamFunction, json};
+use crate::secs2::{Item, StreamFunction};
 
 pyo3::create_exception!(
     system,
@@ -40,13 +40,14 @@ pub trait Host: Send + Sync + 'static {
         body: Option<Item>,
         equipment: &str,
     ) -> Result<u32, String>;
-    /// Waits up to `timeout` for the reply of a transaction; `None` when there is none.
+    /// Waits up to `timeout` for the reply of a transaction, in the JSON form (with `doc` and
+    /// `codeDesc` where the equipment's SDL gives them); `None` when there is none.
     fn get_response(
         &self,
         transaction_id: u32,
         equipment: &str,
         timeout: Duration,
-    ) -> Result<Option<Message>, String>;
+    ) -> Result<Option<Value>, String>;
     /// Replies to a primary received from the equipment.
     fn send_response(
         &self,
@@ -387,7 +388,7 @@ pub mod system {
                 .detach(move || host.get_response(transactionID, &equipment, timeout))
                 .map_err(SecsGemError::new_err)?;
             match reply {
-                Some(m) => Ok(to_python(py, &json::message_to_json(&m))?.unbind()),
+                Some(m) => Ok(to_python(py, &m)?.unbind()),
                 None => Ok(py.None()),
             }
         }
