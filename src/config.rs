@@ -550,6 +550,9 @@ impl Validator<'_> {
             ) as usize;
         }
         let sdl = e.sdl.as_ref().and_then(|path| {
+            if path.get_ref() == crate::sdl::STANDARD_NAME {
+                return Some(Arc::new(Sdl::standard()));
+            }
             let file = dir.join(path.get_ref());
             match Sdl::load(&file) {
                 Ok(sdl) => Some(Arc::new(sdl)),

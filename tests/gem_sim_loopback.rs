@@ -312,6 +312,8 @@ async fn every_message_of_the_gem_tool_table() {
     let sim = simulator(dir.path(), Duration::from_secs(3)).await;
     let host = host(&sim, 0, true).await;
     host.establish().await;
+    // Every reply also matches the standard SDL the gateway ships.
+    let standard = secsgate::sdl::Sdl::standard();
     for (request, expect) in TABLE {
         let got = host.request(request).await;
         match (expect, got) {
@@ -319,6 +321,9 @@ async fn every_message_of_the_gem_tool_table() {
                 assert_eq!(reply.function % 2, 0, "{request}: {reply}");
                 assert_ne!(reply.function, 0, "{request}: aborted");
                 assert_eq!(reply.body, Some(item(body)), "{request}");
+                if let Err(e) = standard.check(&reply, false) {
+                    panic!("{request} -> {reply}: does not match sdl/messages.sdl: {e}");
+                }
             }
             (Expect::S9(f), Err(LinkError::StreamNine { function, .. })) => {
                 assert_eq!(function, *f, "{request}")

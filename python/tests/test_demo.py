@@ -40,8 +40,10 @@ def test_demo_project(secsgate_bin, tmp_path):
         assert "started the simulator's 'lot' event run" in log, log
         assert re.search(r"event 102 \(DATAID \d+\): \{9000: \['\d{16}', 'LOT-0001', 'RCP-A'\]\}", log), log
         assert "event report CEID 102 with 1 report(s)" in log, log
+        assert '"doc":"Selected Equipment Status Data"' in log, log  # annotated by the standard SDL
         assert "event 103" in log, log
         assert "ERROR" not in log, log
+        assert "does not match the SDL" not in log, log
     finally:
         gateway.send_signal(signal.SIGTERM)
         try:

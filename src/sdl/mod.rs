@@ -19,8 +19,9 @@
 //! ```
 //!
 //! Items may also be listed flat (`"items": {"ACKC6": {...}}`). A body is an item name, a JSON
-//! array (a list of exactly those elements), `"NAME*"` or `{"L*": spec}` (a list of any
-//! number of that element), `"ANY"` (any one item), or absent/`null` (no body). An item's
+//! array (a list of exactly those elements), `{"L?": [...]}` (those elements or an empty
+//! list), `"NAME*"` or `{"L*": spec}` (a list of any number of that element), `"ANY"` (any
+//! one item), or absent/`null` (no body). An item's
 //! `format` is one format, a list of them, or a group (`U`, `I`, `F`: every size); absent
 //! means any. `codes` keys are a value (`"0"`), `">N"`, `"<N"`, a range `"1-63"`, or `"*"`.
 //!
@@ -115,6 +116,8 @@ pub enum Spec {
     List(Vec<Spec>),
     /// A list of any number of this element.
     Repeat(Box<Spec>),
+    /// A list of exactly these elements, or an empty list (E5's "L,n or L,0").
+    ListOrEmpty(Vec<Spec>),
     /// Any one item.
     Any,
 }
@@ -167,7 +170,26 @@ fn format_group(name: &str) -> Option<Vec<Format>> {
     })
 }
 
+/// The standard catalogue shipped in `sdl/messages.sdl` (`sdl = "standard"`).
+const STANDARD: &str = include_str!("../../sdl/messages.sdl");
+
+/// The name that selects the standard catalogue in project.toml.
+pub const STANDARD_NAME: &str = "standard";
+
 impl Sdl {
+    /// The standard SDL: the SEMI E5 messages of the GEM tool table (streams 1, 2, 5, 6, 7, 9,
+    /// 10) with their items and code tables.
+    pub fn standard() -> Sdl {
+        let value: Value = match serde_json::from_str(STANDARD) {
+            Ok(v) => v,
+            Err(e) => panic!("the shipped sdl/messages.sdl is not JSON: {e}"),
+        };
+        match Sdl::from_value(Path::new("sdl/messages.sdl"), &value) {
+            Ok(sdl) => sdl,
+            Err(e) => panic!("the shipped sdl/messages.sdl is invalid: {e}"),
+        }
+    }
+
     /// Reads and checks an SDL file: JSON syntax (with its line), the sections, every
     /// message body's item names.
     pub fn load(path: &Path) -> Result<Sdl, SdlError> {
@@ -360,6 +382,10 @@ impl Sdl {
                 }
                 other => fail(format!("expected a list, found {}", other.format())),
             },
+            Spec::ListOrEmpty(specs) => match item {
+                Item::L(children) if children.is_empty() => Ok(()),
+                _ => self.match_spec(&Spec::List(specs.clone()), item, path),
+            },
         }
     }
 
@@ -401,7 +427,11 @@ impl Sdl {
                 }
                 *obj = out;
             }
-            (Spec::List(specs), Item::L(children), Value::Array(values)) => {
+            (
+                Spec::List(specs) | Spec::ListOrEmpty(specs),
+                Item::L(children),
+                Value::Array(values),
+            ) => {
                 for ((s, c), v) in specs.iter().zip(children).zip(values.iter_mut()) {
                     self.annotate_item(s, c, v);
                 }
@@ -534,6 +564,10 @@ fn parse_spec(spec: &Value, key: &str, items: &HashMap<String, ItemDef>) -> Resu
                     &format!("{key}.L*"),
                     items,
                 )?))),
+                "L?" => match parse_spec(v, &format!("{key}.L?"), items)? {
+                    Spec::List(specs) => Ok(Spec::ListOrEmpty(specs)),
+                    _ => Err(format!("{key}.L?: expected an array of elements")),
+                },
                 "L" => match v {
                     Value::Array(_) => parse_spec(v, &format!("{key}.L"), items),
                     other => Ok(Spec::Repeat(Box::new(parse_spec(
@@ -543,12 +577,12 @@ fn parse_spec(spec: &Value, key: &str, items: &HashMap<String, ItemDef>) -> Resu
                     )?))),
                 },
                 other => Err(format!(
-                    "{key}: '{other}' is not a body form (use an item name, an array, \"NAME*\" or {{\"L*\": ...}})"
+                    "{key}: '{other}' is not a body form (use an item name, an array, \"NAME*\", {{\"L*\": ...}} or {{\"L?\": [...]}})"
                 )),
             }
         }
         other => Err(format!(
-            "{key}: {other} is not a body form (use an item name, an array, \"NAME*\" or {{\"L*\": ...}})"
+            "{key}: {other} is not a body form (use an item name, an array, \"NAME*\", {{\"L*\": ...}} or {{\"L?\": [...]}})"
         )),
     }
 }
@@ -649,6 +683,89 @@ mod tests {
             v["body"][0],
             json!({"doc": "SVID, Status Variable ID", "format": "U4", "value": 5})
         );
+    }
+
+    #[test]
+    fn the_standard_catalogue_describes_gem_traffic() {
+        let s = Sdl::standard();
+        let host = [
+            "S1F1 W",
+            "S1F3 W <L [2] <U4 1> <A \"SV2\">>",
+            "S1F11 W <L>",
+            "S1F13 W <L>",
+            "S1F15 W",
+            "S1F17 W",
+            "S2F13 W <L [1] <U2 5>>",
+            "S2F15 W <L [1] <L [2] <U4 20> <F4 80.5>>>",
+            "S2F17 W",
+            "S2F23 W <L [5] <U4 1> <A \"000010\"> <U4 10> <U4 1> <L [1] <U4 1>>>",
+            "S2F31 W <A \"2026112300000000\">",
+            "S2F33 W <L [2] <U4 1> <L [1] <L [2] <U4 9000> <L [2] <U4 1> <U4 2>>>>>",
+            "S2F35 W <L [2] <U4 1> <L [1] <L [2] <U4 100> <L [1] <U4 9000>>>>>",
+            "S2F37 W <L [2] <BOOLEAN TRUE> <L>>",
+            "S2F41 W <L [2] <A \"START\"> <L [1] <L [2] <A \"LOTID\"> <A \"L1\">>>>",
+            "S2F43 W <L [1] <L [2] <U1 6> <L [1] <U1 11>>>>",
+            "S2F45 W <L [2] <U4 1> <L [1] <L [2] <U4 1> <L [1] <L [2] <B 0x01> <L [2] <F4 90> <F4 80>>>>>>>",
+            "S2F49 W <L [4] <U4 1> <A \"OBJ\"> <A \"START\"> <L>>",
+            "S5F3 W <L [2] <B 0x80> <U4 1>>",
+            "S5F5 W <U4>",
+            "S5F7 W",
+            "S6F12 <B 0x00>",
+            "S6F15 W <U4 100>",
+            "S6F19 W <U4 9000>",
+            "S6F23 W <U1 0>",
+            "S7F1 W <L [2] <A \"P\"> <U4 10>>",
+            "S7F3 W <L [2] <A \"P\"> <B 0x01 0x02>>",
+            "S7F17 W <L>",
+            "S7F19 W",
+            "S10F3 W <L [2] <B 0x00> <A \"hi\">>",
+        ];
+        let equipment = [
+            "S1F2 <L [2] <A \"MDLN\"> <A \"1.0\">>",
+            "S1F4 <L [2] <U4 23> <L>>",
+            "S1F12 <L [1] <L [3] <U4 1> <A \"T\"> <A \"C\">>>",
+            "S1F14 <L [2] <B 0x00> <L [2] <A \"M\"> <A \"1\">>>",
+            "S1F16 <B 0x00>",
+            "S1F18 <B 0x00>",
+            "S2F14 <L [1] <F4 80>>",
+            "S2F16 <B 0x00>",
+            "S2F18 <A \"2026112300000000\">",
+            "S2F30 <L [1] <L [6] <U4 20> <A \"Max\"> <F4 0> <F4 150> <F4 80> <A \"C\">>>",
+            "S2F34 <B 0x00>",
+            "S2F42 <L [2] <B 0x04> <L>>",
+            "S2F44 <L [2] <B 0x00> <L>>",
+            "S5F1 W <L [3] <B 0x82> <U4 1> <A \"hot\">>",
+            "S5F6 <L [1] <L [3] <B 0x02> <U4 1> <A \"hot\">>>",
+            "S6F1 W <L [4] <U4 1> <U4 1> <A \"2026\"> <L [1] <F4 1>>>",
+            "S6F11 W <L [3] <U4 1> <U4 100> <L [1] <L [2] <U4 9000> <L [2] <A \"L\"> <U2 3>>>>>",
+            "S6F20 <L>",
+            "S6F24 <B 0x02>",
+            "S7F6 <L [2] <A \"P\"> <A \"body\">>",
+            "S7F20 <L [1] <A \"P\">>",
+            "S9F5 <B 0x00 0x00 0x81 0x63 0x00 0x00 0x00 0x00 0x00 0x01>",
+        ];
+        for text in host {
+            assert!(
+                s.check(&m(text), true).is_ok(),
+                "{text}: {:?}",
+                s.check(&m(text), true)
+            );
+        }
+        for text in equipment {
+            assert!(
+                s.check(&m(text), false).is_ok(),
+                "{text}: {:?}",
+                s.check(&m(text), false)
+            );
+        }
+        let nak = m("S2F34 <B 0x04>");
+        let mut v = json::message_to_json(&nak);
+        s.annotate(&nak, &mut v);
+        assert_eq!(
+            v["body"]["codeDesc"],
+            "Denied, at least one VID does not exist"
+        );
+        assert!(s.realtime("S6F11".parse().unwrap()) && s.realtime("S5F1".parse().unwrap()));
     }
 
     #[test]
