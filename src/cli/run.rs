@@ -55,46 +55,19 @@ pub(super) fn run(dir: &Path, hot_reload: bool) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::server_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("secsgate: cannot start the runtime: {e}");
+            eprintln!("secsgate: {e}");
             return 1;
         }
     };
     runtime.block_on(async move {
         let gateway = Gateway::start(&project, hot_reload).await;
         info!(project = %project.dir.display(), equipment = project.equipment.len(), "gateway running; Ctrl-C stops it");
-        wait_for_stop().await;
+        super::wait_for_stop().await;
         info!("stopping");
         gateway.shutdown().await;
         0
     })
-}
-
-async fn wait_for_stop() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

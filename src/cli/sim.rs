@@ -71,14 +71,10 @@ pub(super) fn run(args: SimArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::server_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("secsgate: cannot start the runtime: {e}");
+            eprintln!("secsgate: {e}");
             return EXIT_FAILED;
         }
     };
@@ -106,23 +102,7 @@ async fn serve(args: SimArgs, config: SimConfig, t3: std::time::Duration) -> i32
             eprintln!("secsgate: {e}");
         }
     }
-    wait_for_signal().await;
+    super::wait_for_stop().await;
     simulator.shutdown().await;
     0
-}
-
-/// Waits for SIGINT (Ctrl-C) or SIGTERM.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -56,8 +56,12 @@ impl Entry {
     }
 }
 
+/// How many transactions go by between prunes of old ones.
+const PRUNE_EVERY: u32 = 1024;
+
 /// The TxID table.
 pub struct Transactions {
+    /// Last TxID given out, and the entries.
     entries: Mutex<(u32, HashMap<u32, Entry>)>,
     changed: Condvar,
     retention: Duration,
@@ -79,8 +83,9 @@ impl Transactions {
         };
         let (next, map) = &mut *guard;
         let now = Instant::now();
-        // Forget what is older than the retention (pending requests are bounded by T3 anyway).
-        if map.len() > 1024 && map.len().is_power_of_two() {
+        // Every 1024 transactions, forget those older than the retention (a pending request
+        // is refreshed when it completes, and T3 bounds how long it stays pending).
+        if next.is_multiple_of(PRUNE_EVERY) {
             map.retain(|_, e| now.duration_since(e.since()) < self.retention);
         }
         loop {

@@ -161,13 +161,12 @@ pub fn init_python() {
                     )?;
                     sys.setattr(name, writer)?;
                 }
-                let compat = pyo3::types::PyModule::from_code(
+                pyo3::types::PyModule::from_code(
                     py,
                     &std::ffi::CString::new(PY2COMPAT)?,
                     c"secsgate_py2compat.py",
                     c"secsgate_py2compat",
                 )?;
-                let _ = compat;
                 py.import("system")?;
                 Ok(())
             })();

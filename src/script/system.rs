@@ -454,10 +454,22 @@ pub mod system {
                 ));
             };
             let (dc, cc) = (col("doc"), col("codeDesc"));
-            // Labels by path, to build each row's parent path out of its ancestors' labels.
-            let mut labels: std::collections::HashMap<String, String> = Default::default();
+            let paths: Vec<String> = ds
+                .rows
+                .iter()
+                .map(|r| r[pc].bind(py).extract())
+                .collect::<PyResult<_>>()?;
+            // Children per item path, counted once.
+            let mut children: std::collections::HashMap<&str, usize> = Default::default();
+            for p in &paths {
+                if let Some((parent, _)) = p.rsplit_once('/') {
+                    *children.entry(parent).or_default() += 1;
+                }
+            }
+            // The tree path (labels joined by '/') of each item path seen so far.
+            let mut tree_paths: std::collections::HashMap<&str, String> = Default::default();
             let mut out = Vec::new();
-            for (i, row) in ds.rows.iter().enumerate() {
+            for (row, path) in ds.rows.iter().zip(&paths) {
                 let text_of = |c: Option<usize>| -> PyResult<String> {
                     match c {
                         Some(c) => {
@@ -471,40 +483,31 @@ pub mod system {
                         None => Ok(String::new()),
                     }
                 };
-                let path: String = row[pc].bind(py).extract()?;
                 let format: String = row[fc].bind(py).extract()?;
                 let value = from_python(row[vc].bind(py)).unwrap_or(Value::Null);
                 let doc = text_of(dc)?;
                 let code_desc = text_of(cc)?;
-                let children = ds.rows[i + 1..]
-                    .iter()
-                    .filter(|r| {
-                        r[pc].bind(py).extract::<String>().is_ok_and(|p| {
-                            p.strip_prefix(&format!("{path}/"))
-                                .is_some_and(|rest| !rest.contains('/'))
-                        })
-                    })
-                    .count();
+                let children = children.get(path.as_str()).copied().unwrap_or(0);
                 let index = path.rsplit('/').next().unwrap_or("0");
                 let mut text = format!("{index}: {}", item_label(&format, &value, &doc, children));
                 if !code_desc.is_empty() {
                     text.push_str(&format!(" = {code_desc}"));
                 }
-                let parent = path.rsplit_once('/').map(|(p, _)| p.to_string());
-                let parent_path = match parent {
-                    Some(p) => {
-                        let mut parts = Vec::new();
-                        let mut cur = Some(p);
-                        while let Some(c) = cur {
-                            parts.push(labels.get(&c).cloned().unwrap_or_else(|| c.clone()));
-                            cur = c.rsplit_once('/').map(|(p, _)| p.to_string());
-                        }
-                        parts.reverse();
-                        parts.join("/")
-                    }
-                    None => String::new(),
+                let parent_path = path
+                    .rsplit_once('/')
+                    .map(|(parent, _)| {
+                        tree_paths
+                            .get(parent)
+                            .cloned()
+                            .unwrap_or_else(|| parent.to_string())
+                    })
+                    .unwrap_or_default();
+                let tree_path = if parent_path.is_empty() {
+                    text.clone()
+                } else {
+                    format!("{parent_path}/{text}")
                 };
-                labels.insert(path.clone(), text.clone());
+                tree_paths.insert(path.as_str(), tree_path);
                 let cells: [&str; 13] = [
                     &parent_path,
                     &text,
