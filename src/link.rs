@@ -68,6 +68,14 @@ pub enum LinkError {
         message: Box<Message>,
     },
     #[error(
+        "the reply to {stream_function} (system bytes 0x{system_bytes:08x}) could not be decoded: {error}"
+    )]
+    MalformedReply {
+        stream_function: StreamFunction,
+        system_bytes: u32,
+        error: DecodeError,
+    },
+    #[error(
         "the connection closed before {stream_function} (system bytes 0x{system_bytes:08x}) was answered"
     )]
     ConnectionLost {
@@ -115,11 +123,12 @@ pub enum Received {
 #[derive(Debug)]
 pub enum Command {
     /// Send a message. For a W-bit primary `reply` receives the reply (or the failure);
-    /// `sent` receives the system bytes once the message is queued on the wire.
+    /// `sent`, if given, receives the system bytes once the message is queued on the wire (a
+    /// reply queued with [`Link::post_reply`] has none: a failure to send it is logged).
     Send {
         message: Message,
         reply: Option<oneshot::Sender<Result<Message, LinkError>>>,
-        sent: oneshot::Sender<Result<u32, LinkError>>,
+        sent: Option<oneshot::Sender<Result<u32, LinkError>>>,
     },
     /// Send a link test and report when it is answered.
     Linktest {
@@ -172,8 +181,9 @@ impl LinkTask {
 }
 
 /// Queue sizes: commands waiting for the transport task, received messages waiting for the
-/// engine. When full, senders wait (back-pressure), nothing is dropped.
-const QUEUE: usize = 1024;
+/// engine. When the command queue is full, senders wait; when the incoming queue is full, the
+/// transport stops reading its connection (back-pressure to the peer). Nothing is dropped.
+pub const QUEUE: usize = 1024;
 
 /// A new link, its incoming stream, and the task end a transport serves.
 pub fn channel() -> (Link, Incoming, LinkTask) {
@@ -261,7 +271,7 @@ impl Link {
         self.command(Command::Send {
             message,
             reply: Some(reply),
-            sent,
+            sent: Some(sent),
         })
         .await?;
         let system_bytes = sent_rx.await.unwrap_or(Err(LinkError::Shutdown))?;
@@ -284,15 +294,29 @@ impl Link {
         self.command(Command::Send {
             message,
             reply: None,
-            sent,
+            sent: Some(sent),
         })
         .await?;
         sent_rx.await.unwrap_or(Err(LinkError::Shutdown))
     }
 
-    /// Replies to a received primary with `body` (same device ID and system bytes).
+    /// Queues a reply (a secondary whose system bytes are those of the primary it answers)
+    /// without waiting for the transport to take it: returns once it is in the queue, waiting
+    /// only while the queue is full. If the link cannot send it (it went down meanwhile), the
+    /// transport logs that.
+    pub async fn post_reply(&self, reply: Message) -> Result<(), LinkError> {
+        self.command(Command::Send {
+            message: reply,
+            reply: None,
+            sent: None,
+        })
+        .await
+    }
+
+    /// Replies to a received primary with `body` (same device ID and system bytes), queued as
+    /// [`Link::post_reply`] does.
     pub async fn reply(&self, primary: &Message, body: Option<Item>) -> Result<(), LinkError> {
-        self.send(primary.reply_with(body)).await.map(|_| ())
+        self.post_reply(primary.reply_with(body)).await
     }
 
     /// Sends a link test and waits for its answer.

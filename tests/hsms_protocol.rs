@@ -595,6 +595,7 @@ fn reject_req_for_open_data_transaction_fails_it() {
             system_bytes: sb,
             stream_function: sf(1, 1),
             reason: TransactionFailure::Rejected(reject_reason::TRANSACTION_NOT_OPEN),
+            context: (),
         }]
     );
     assert!(sent(&mut p).is_empty(), "Reject.req is never answered");
@@ -611,7 +612,7 @@ fn reject_req_for_open_data_transaction_fails_it() {
     // The other one is still answered normally.
     let reply = message(1, 4, false, other, None);
     p.handle_input(&data_bytes(&reply), t0 + secs(2));
-    assert_eq!(events(&mut p), [Event::Reply(reply)]);
+    assert_eq!(events(&mut p), [Event::Reply(reply, ())]);
     assert_eq!(p.open_transactions(), 0);
 }
 
@@ -848,7 +849,7 @@ fn t3_reply_is_matched() {
         Some(Item::L(vec![Item::ascii("MDLN"), Item::ascii("1.0")])),
     );
     p.handle_input(&data_bytes(&reply), t1 + secs(3));
-    assert_eq!(events(&mut p), [Event::Reply(reply)]);
+    assert_eq!(events(&mut p), [Event::Reply(reply, ())]);
     assert_eq!(p.open_transactions(), 0);
     assert_eq!(p.poll_timeout(), None);
     assert!(sent(&mut p).is_empty());
@@ -872,7 +873,8 @@ fn t3_reply_timeout_keeps_connection() {
         events(&mut p),
         [Event::ReplyTimeout {
             system_bytes: sb,
-            stream_function: sf(1, 1)
+            stream_function: sf(1, 1),
+            context: ()
         }]
     );
     assert_eq!(p.state(), State::Selected);
@@ -918,7 +920,7 @@ fn many_outstanding_transactions_get_unique_system_bytes() {
         p.handle_input(&data_bytes(&message(1, 2, false, sb, None)), t0 + secs(1));
         assert_eq!(
             events(&mut p),
-            [Event::Reply(message(1, 2, false, sb, None))]
+            [Event::Reply(message(1, 2, false, sb, None), ())]
         );
     }
     assert_eq!(p.open_transactions(), 100);
@@ -935,7 +937,8 @@ fn many_outstanding_transactions_get_unique_system_bytes() {
             .into_iter()
             .map(|system_bytes| Event::ReplyTimeout {
                 system_bytes,
-                stream_function: sf(1, 1)
+                stream_function: sf(1, 1),
+                context: ()
             })
             .collect::<Vec<_>>()
     );
@@ -955,7 +958,7 @@ fn reply_with_other_stream_is_not_a_reply() {
     // An abort (S1F0) ends the transaction as its reply.
     let abort = message(1, 0, false, sb, None);
     p.handle_input(&data_bytes(&abort), t0);
-    assert_eq!(events(&mut p), [Event::Reply(abort)]);
+    assert_eq!(events(&mut p), [Event::Reply(abort, ())]);
     assert_eq!(p.open_transactions(), 0);
 }
 
@@ -1299,7 +1302,19 @@ fn malformed_reply_ends_its_transaction() {
     let body = [0xFF];
     p.handle_input(&raw_frame(&header, &body), t0);
     let error = Item::decode_body(&body, &DecodeLimits::default()).unwrap_err();
-    assert_eq!(events(&mut p), [Event::Malformed { header, error }]);
+    // Whoever waits for the reply learns why it will not come; the engine sees the message.
+    assert_eq!(
+        events(&mut p),
+        [
+            Event::TransactionFailed {
+                system_bytes: sb,
+                stream_function: sf(1, 1),
+                reason: TransactionFailure::Malformed(error.clone()),
+                context: (),
+            },
+            Event::Malformed { header, error }
+        ]
+    );
     assert_eq!(p.open_transactions(), 0);
     assert_eq!(p.poll_timeout(), None);
 }
@@ -1454,7 +1469,8 @@ fn peer_separate_req_closes() {
             Event::TransactionFailed {
                 system_bytes: sb,
                 stream_function: sf(1, 1),
-                reason: TransactionFailure::ConnectionClosed
+                reason: TransactionFailure::ConnectionClosed,
+                context: ()
             },
             Event::State(State::NotConnected),
             Event::Closed(CloseReason::PeerSeparated)
@@ -1481,17 +1497,20 @@ fn disconnected_fails_open_transactions_then_closes() {
             Event::TransactionFailed {
                 system_bytes: a,
                 stream_function: sf(1, 1),
-                reason: TransactionFailure::ConnectionClosed
+                reason: TransactionFailure::ConnectionClosed,
+                context: ()
             },
             Event::TransactionFailed {
                 system_bytes: b,
                 stream_function: sf(2, 13),
-                reason: TransactionFailure::ConnectionClosed
+                reason: TransactionFailure::ConnectionClosed,
+                context: ()
             },
             Event::TransactionFailed {
                 system_bytes: c,
                 stream_function: sf(5, 1),
-                reason: TransactionFailure::ConnectionClosed
+                reason: TransactionFailure::ConnectionClosed,
+                context: ()
             },
             Event::State(State::NotConnected),
             Event::Closed(CloseReason::PeerClosed)
@@ -1754,6 +1773,7 @@ fn not_selected_reject_while_selected_makes_the_active_end_select_again() {
                 system_bytes: sb,
                 stream_function: sf(1, 13),
                 reason: TransactionFailure::Rejected(reject_reason::NOT_SELECTED),
+                context: (),
             },
             Event::State(State::NotSelected),
         ]
@@ -1791,4 +1811,207 @@ fn not_selected_reject_while_selected_closes_the_passive_end() {
         Some(&Event::Closed(CloseReason::PeerNotSelected))
     );
     assert_eq!(p.state(), State::NotConnected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The transaction table: contexts, stream 9 errors, T3 order, held input
+// ---------------------------------------------------------------------------------------------
+
+/// A selected passive protocol whose transactions carry a `u32` context.
+fn selected_with_context(config: Config, t0: Instant) -> Protocol<u32> {
+    let mut p: Protocol<u32> = Protocol::with_context(config, Role::Passive);
+    p.connected(t0);
+    p.handle_input(&control(SType::SelectReq, 0x5E1E), t0);
+    assert_eq!(p.state(), State::Selected);
+    let mut out = Vec::new();
+    p.take_transmit(&mut out);
+    while p.poll_event().is_some() {}
+    p
+}
+
+fn drain<T>(p: &mut Protocol<T>) -> Vec<Event<T>> {
+    std::iter::from_fn(|| p.poll_event()).collect()
+}
+
+/// An S9Fx whose MHEAD is the header of `primary` as it went on the wire.
+fn stream_nine(function: u8, primary: &Message, system_bytes: u32) -> Message {
+    let mhead = Header::data(primary).to_bytes().to_vec();
+    message(9, function, false, system_bytes, Some(Item::B(mhead)))
+}
+
+#[test]
+fn contexts_come_back_with_reply_timeout_reject_and_close() {
+    let t0 = Instant::now();
+    let cfg = config();
+    let mut p = selected_with_context(cfg.clone(), t0);
+    let replied = p.send_with(message(1, 1, true, 0, None), 10, t0).unwrap();
+    let timed_out = p.send_with(message(1, 3, true, 0, None), 20, t0).unwrap();
+    let rejected = p.send_with(message(2, 13, true, 0, None), 30, t0).unwrap();
+    let closed = p.send_with(message(2, 15, true, 0, None), 40, t0).unwrap();
+    // A primary without W-bit and a secondary open nothing; their context is dropped.
+    p.send_with(message(6, 11, false, 0, None), 99, t0).unwrap();
+    assert_eq!(p.open_transactions(), 4);
+
+    let reply = message(1, 2, false, replied, None);
+    p.handle_input(&data_bytes(&reply), t0 + secs(1));
+    assert_eq!(drain(&mut p), [Event::Reply(reply, 10)]);
+
+    p.handle_input(
+        &control_bytes(SType::RejectReq, rejected, 0, reject_reason::TRANSACTION_NOT_OPEN),
+        t0 + secs(2),
+    );
+    assert_eq!(
+        drain(&mut p),
+        [Event::TransactionFailed {
+            system_bytes: rejected,
+            stream_function: sf(2, 13),
+            reason: TransactionFailure::Rejected(reject_reason::TRANSACTION_NOT_OPEN),
+            context: 30,
+        }]
+    );
+    // The one answered and the one rejected no longer hold T3: the first live one does.
+    assert_eq!(p.poll_timeout(), Some(t0 + cfg.t3));
+    p.cancel_transaction(closed).map(|c| assert_eq!(c, 40)).unwrap();
+    p.handle_timeout(t0 + cfg.t3);
+    assert_eq!(
+        drain(&mut p),
+        [Event::ReplyTimeout {
+            system_bytes: timed_out,
+            stream_function: sf(1, 3),
+            context: 20,
+        }]
+    );
+    assert_eq!(p.poll_timeout(), None);
+
+    let last = p.send_with(message(1, 1, true, 0, None), 50, t0 + secs(50)).unwrap();
+    p.disconnected(CloseReason::PeerClosed);
+    assert_eq!(
+        drain(&mut p),
+        [
+            Event::TransactionFailed {
+                system_bytes: last,
+                stream_function: sf(1, 1),
+                reason: TransactionFailure::ConnectionClosed,
+                context: 50,
+            },
+            Event::State(State::NotConnected),
+            Event::Closed(CloseReason::PeerClosed),
+        ]
+    );
+}
+
+#[test]
+fn every_stream_nine_with_mhead_ends_the_transaction_it_names() {
+    for function in [1u8, 3, 5, 7, 9, 11] {
+        let t0 = Instant::now();
+        let mut p = selected_with_context(config(), t0);
+        let sb = p.send_with(message(7, 3, true, 0, None), 1, t0).unwrap();
+        let other = p.send_with(message(7, 5, true, 0, None), 2, t0).unwrap();
+        let mut wire = message(7, 3, true, sb, None);
+        wire.device_id = 0;
+        let s9 = stream_nine(function, &wire, 0x900 + u32::from(function));
+        p.handle_input(&data_bytes(&s9), t0 + secs(1));
+        assert_eq!(
+            drain(&mut p),
+            [
+                Event::TransactionFailed {
+                    system_bytes: sb,
+                    stream_function: sf(7, 3),
+                    reason: TransactionFailure::StreamNine(Box::new(s9.clone())),
+                    context: 1,
+                },
+                Event::Received(s9),
+            ],
+            "S9F{function}"
+        );
+        assert_eq!(p.open_transactions(), 1, "S9F{function} ends only its own");
+        let reply = message(7, 6, false, other, None);
+        p.handle_input(&data_bytes(&reply), t0 + secs(1));
+        assert_eq!(drain(&mut p), [Event::Reply(reply, 2)]);
+    }
+}
+
+#[test]
+fn stream_nine_naming_nothing_open_is_only_received() {
+    let t0 = Instant::now();
+    let mut p = selected_with_context(config(), t0);
+    let sb = p.send_with(message(1, 3, true, 0, None), 7, t0).unwrap();
+    // MHEAD of a transaction that is not open.
+    let s9 = stream_nine(7, &message(1, 3, true, sb + 100, None), 0x77);
+    p.handle_input(&data_bytes(&s9), t0);
+    assert_eq!(drain(&mut p), [Event::Received(s9)]);
+    // MHEAD of the wrong length, S9F13 (no MHEAD) and a non-B body name nothing.
+    let mut short = stream_nine(5, &message(1, 3, true, sb, None), 0x78);
+    if let Some(Item::B(b)) = &mut short.body {
+        b.truncate(9);
+    }
+    let s9f13 = message(
+        9,
+        13,
+        false,
+        0x79,
+        Some(Item::L(vec![Item::A(b"S1F3".to_vec()), Item::A(b"x".to_vec())])),
+    );
+    let listed = message(9, 7, false, 0x7A, Some(Item::L(vec![])));
+    for m in [short, s9f13, listed] {
+        p.handle_input(&data_bytes(&m), t0);
+        assert_eq!(drain(&mut p), [Event::Received(m)]);
+    }
+    assert_eq!(p.open_transactions(), 1);
+}
+
+#[test]
+fn t3_runs_in_send_order_over_many_transactions() {
+    let t0 = Instant::now();
+    let cfg = config();
+    let mut p = selected_with_context(cfg.clone(), t0);
+    let sbs: Vec<u32> = (0..10_000u32)
+        .map(|i| {
+            let at = t0 + Duration::from_millis(u64::from(i));
+            p.send_with(message(1, 1, true, 0, None), i, at).unwrap()
+        })
+        .collect();
+    // Answer every even one; the odd ones time out, each at its own T3, in order.
+    for (i, sb) in sbs.iter().enumerate().step_by(2) {
+        p.handle_input(&data_bytes(&message(1, 2, false, *sb, None)), t0);
+        assert!(matches!(drain(&mut p).as_slice(), [Event::Reply(_, c)] if *c as usize == i));
+    }
+    assert_eq!(p.poll_timeout(), Some(t0 + cfg.t3 + Duration::from_millis(1)));
+    p.handle_timeout(t0 + cfg.t3 + Duration::from_millis(5));
+    let contexts: Vec<u32> = drain(&mut p)
+        .into_iter()
+        .map(|e| match e {
+            Event::ReplyTimeout { context, .. } => context,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(contexts, [1, 3, 5]);
+    assert_eq!(p.poll_timeout(), Some(t0 + cfg.t3 + Duration::from_millis(7)));
+    assert_eq!(p.open_transactions(), 4_997);
+}
+
+#[test]
+fn held_input_suspends_t8_and_restarts_it_on_resume() {
+    let t0 = Instant::now();
+    let cfg = config();
+    let mut p = passive_selected(cfg.clone(), t0);
+    let frame = data_bytes(&message(1, 1, true, 5, None));
+    p.handle_input(&frame[..6], t0);
+    assert_eq!(p.poll_timeout(), Some(t0 + cfg.t8));
+    // The driver stops reading (its receive queue is full): the cut frame is not the peer's
+    // fault, so T8 does not run.
+    p.hold_input(true, t0 + secs(1));
+    assert_eq!(p.poll_timeout(), None);
+    p.handle_timeout(t0 + cfg.t8 + secs(10));
+    assert_eq!(p.state(), State::Selected);
+    // Reading again: T8 runs from then.
+    let resumed = t0 + secs(20);
+    p.hold_input(false, resumed);
+    assert_eq!(p.poll_timeout(), Some(resumed + cfg.t8));
+    p.handle_input(&frame[6..], resumed + secs(1));
+    assert_eq!(
+        events(&mut p),
+        [Event::Received(message(1, 1, true, 5, None))]
+    );
+    assert_eq!(p.poll_timeout(), None);
 }

@@ -147,11 +147,10 @@ mod run;
 mod send;
 mod sim;
 
-/// The multi-threaded runtime the long-running commands (`run`, `sim`) use: two workers, as
-/// many as this class of machine has cores.
+/// The multi-threaded runtime the long-running commands (`run`, `sim`) use: tokio's default
+/// worker count (one per core). Storage and Python run on threads of their own.
 fn server_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))

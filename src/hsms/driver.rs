@@ -10,13 +10,13 @@
 //! Every loss of the connection is one state change to [`LinkState::Disconnected`], logged
 //! with its reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::frame::{self, HEADER_LEN, Header, SType};
@@ -24,7 +24,7 @@ use super::protocol::{self, CloseReason, Event, Protocol, Role, State, Transacti
 use crate::link::{
     self, Command, Incoming, Link, LinkError, LinkState, LinkTask, Received, stream_nine_meaning,
 };
-use crate::secs2::{Item, Message};
+use crate::secs2::Message;
 
 /// How the connection is made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +50,9 @@ pub struct Settings {
     pub reconnect_max: Duration,
     /// Name used in logs.
     pub name: String,
+    /// How long bytes may wait for a peer that reads nothing before the connection is
+    /// dropped (a peer that sends but never reads must not hold this end's memory).
+    pub write_timeout: Duration,
 }
 
 impl Settings {
@@ -61,6 +64,7 @@ impl Settings {
             protocol: protocol::Config::default(),
             reconnect_max: Duration::from_secs(60),
             name: "hsms".into(),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -162,7 +166,9 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
 fn refuse_command(command: Command, state: LinkState) -> bool {
     match command {
         Command::Send { sent, reply, .. } => {
-            let _ = sent.send(Err(LinkError::NotReady(state)));
+            if let Some(sent) = sent {
+                let _ = sent.send(Err(LinkError::NotReady(state)));
+            }
             drop(reply);
         }
         Command::Linktest { done } => {
@@ -277,6 +283,13 @@ fn link_state(state: State) -> LinkState {
 
 /// One TCP session. Returns why it ended, whether it was ever selected, and whether every
 /// link handle is gone (shutdown).
+///
+/// The loop never waits for its users. Received messages go to the link's bounded incoming
+/// queue with `try_send`; when it is full they wait in a small backlog and the socket is not
+/// read until the engine has taken them, so back-pressure reaches TCP and the peer. Commands
+/// are taken while fewer than [`MAX_QUEUED_WRITE`] bytes wait to be written; past that the
+/// socket is not read either, and a peer that reads nothing for `write_timeout` is dropped.
+/// The timers (T3, T6, T7, T8, linktest, write timeout) fire whatever the queues hold.
 async fn session(
     stream: TcpStream,
     role: Role,
@@ -286,37 +299,45 @@ async fn session(
 ) -> (CloseReason, bool, bool) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    let mut proto = Protocol::new(settings.protocol.clone(), role);
+    let mut proto: Proto = Protocol::with_context(settings.protocol.clone(), role);
     let mut session = Session {
-        waiters: HashMap::new(),
         linktests: HashMap::new(),
         separating: Vec::new(),
+        backlog: VecDeque::new(),
         selected_once: false,
         shutdown: false,
     };
-    proto.connected(Instant::now());
+    proto.connected(now());
     let mut rbuf = vec![0u8; 64 * 1024];
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut written = 0usize;
-    // One timer for the whole session, re-armed only when the protocol needs it earlier than
-    // it is set (or after it fired): making a new one on every pass costs a timer-wheel
-    // insert and removal per message. Firing early is harmless; handle_timeout checks.
+    // When the peer last took bytes from us (or we had nothing for it): the write timeout runs
+    // from here while bytes wait.
+    let mut write_progress = now();
+    // One timer for the whole session, re-armed only when it is needed earlier than it is set
+    // (or after it fired): making a new one on every pass costs a timer-wheel insert and
+    // removal per message. Firing early is harmless; each check looks at the time.
     let timer = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
     let mut armed: Option<tokio::time::Instant> = None;
+    let incoming = task.incoming.clone();
     let reason = loop {
-        if let Some(reason) = session.drain_events(&mut proto, task, settings).await {
+        if let Some(reason) = session.drain_events(&mut proto, task, settings) {
             break reason;
         }
         if written == out.len() {
             out.clear();
             written = 0;
+            write_progress = now();
         }
         proto.take_transmit(&mut out);
         // Write at once while the socket takes it; the select below waits only when it is full.
         while written < out.len() {
             match wr.try_write(&out[written..]) {
-                Ok(n) => written += n,
+                Ok(n) => {
+                    written += n;
+                    write_progress = now();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     proto.disconnected(CloseReason::Io(e.to_string()));
@@ -327,23 +348,45 @@ async fn session(
         if proto.state() == State::NotConnected {
             continue; // drain_events returns the close reason
         }
-        if let Some(deadline) = proto.poll_timeout().map(tokio::time::Instant::from_std)
+        let unwritten = out.len() - written;
+        let writes_full = unwritten >= MAX_QUEUED_WRITE;
+        let read_input = session.backlog.is_empty() && !writes_full;
+        proto.hold_input(!read_input, now());
+        let write_deadline = (unwritten > 0).then(|| write_progress + settings.write_timeout);
+        if let Some(deadline) = [proto.poll_timeout(), write_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std)
             && armed.is_none_or(|a| deadline < a)
         {
             timer.as_mut().reset(deadline);
             armed = Some(deadline);
         }
         tokio::select! {
-            result = rd.read(&mut rbuf) => match result {
+            result = rd.read(&mut rbuf), if read_input => match result {
                 Ok(0) => proto.disconnected(CloseReason::PeerClosed),
-                Ok(n) => proto.handle_input(&rbuf[..n], Instant::now()),
+                Ok(n) => proto.handle_input(&rbuf[..n], now()),
                 Err(e) => proto.disconnected(CloseReason::Io(e.to_string())),
+            },
+            permit = incoming.reserve(), if !session.backlog.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some(received) = session.backlog.pop_front() {
+                        permit.send(received);
+                    }
+                    session.flush_backlog(task);
+                }
+                // Nobody takes received messages any more: nothing to keep them for.
+                Err(_) => session.backlog.clear(),
             },
             result = wr.write(&out[written..]), if written < out.len() => match result {
-                Ok(n) => written += n,
+                Ok(n) => {
+                    written += n;
+                    write_progress = now();
+                }
                 Err(e) => proto.disconnected(CloseReason::Io(e.to_string())),
             },
-            command = task.commands.recv() => match command {
+            command = task.commands.recv(), if !writes_full => match command {
                 Some(c) => {
                     session.command(c, &mut proto, settings);
                     // Take what else is queued, so that it goes out in one write.
@@ -373,7 +416,15 @@ async fn session(
             },
             _ = &mut timer, if armed.is_some() => {
                 armed = None;
-                proto.handle_timeout(Instant::now());
+                let now = now();
+                if written < out.len() && now >= write_progress + settings.write_timeout {
+                    proto.disconnected(CloseReason::WriteStalled {
+                        waited: settings.write_timeout,
+                        unwritten: out.len() - written,
+                    });
+                } else {
+                    proto.handle_timeout(now);
+                }
             }
             accepted = accept_extra(listener) => {
                 if let Ok((extra, addr)) = accepted {
@@ -392,11 +443,19 @@ async fn session(
     for done in session.separating.drain(..) {
         let _ = done.send(());
     }
-    for (_, (_, waiter)) in session.waiters.drain() {
-        let _ = waiter.send(Err(LinkError::NotReady(LinkState::Disconnected)));
+    // Messages already read are handed on in order; the engine may still answer or log them.
+    for received in session.backlog.drain(..) {
+        if task.incoming.send(received).await.is_err() {
+            break;
+        }
     }
     let _ = task.state.send(LinkState::Disconnected);
     (reason, session.selected_once, session.shutdown)
+}
+
+/// The driver's clock: tokio's, so that tests can run with paused time.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 async fn accept_extra(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
@@ -413,13 +472,22 @@ const COMMAND_BATCH: usize = 63;
 /// they leave in one write (a slow handler must not delay the replies already made).
 const REPLY_COALESCE: Duration = Duration::from_micros(50);
 
+/// Bytes waiting to be written past which no more commands are taken and the socket is not
+/// read (a peer that does not read must not make this end buffer without bound).
+pub const MAX_QUEUED_WRITE: usize = 1024 * 1024;
+
+/// Who waits for the reply of a W-bit primary: the protocol keeps it with the transaction.
 type Waiter = oneshot::Sender<Result<Message, LinkError>>;
 
+/// The protocol of a session: each open transaction carries its waiter, if anyone waits.
+type Proto = Protocol<Option<Waiter>>;
+
 struct Session {
-    /// W-bit primaries waiting for replies: system bytes -> (S/F, waiter).
-    waiters: HashMap<u32, (crate::secs2::StreamFunction, Waiter)>,
     linktests: HashMap<u32, oneshot::Sender<Result<(), LinkError>>>,
     separating: Vec<oneshot::Sender<()>>,
+    /// Received messages the engine's full queue could not take yet, in order. The socket is
+    /// not read while any wait, so this holds at most what one read brought.
+    backlog: VecDeque<Received>,
     selected_once: bool,
     shutdown: bool,
 }
@@ -444,7 +512,7 @@ impl Session {
     /// returns whether there were any.
     fn take_commands(
         &mut self,
-        proto: &mut Protocol,
+        proto: &mut Proto,
         task: &mut LinkTask,
         settings: &Settings,
     ) -> bool {
@@ -461,7 +529,7 @@ impl Session {
         any
     }
 
-    fn command(&mut self, command: Command, proto: &mut Protocol, settings: &Settings) {
+    fn command(&mut self, command: Command, proto: &mut Proto, settings: &Settings) {
         match command {
             Command::Send {
                 mut message,
@@ -470,22 +538,24 @@ impl Session {
             } => {
                 message.device_id = settings.device_id;
                 let sf = message.stream_function();
-                match proto.send(message, Instant::now()) {
-                    Ok(system_bytes) => {
-                        if let Some(reply) = reply {
-                            self.waiters.insert(system_bytes, (sf, reply));
-                        }
-                        let _ = sent.send(Ok(system_bytes));
-                    }
+                let result = match proto.send_with(message, reply, now()) {
+                    Ok(system_bytes) => Ok(system_bytes),
                     Err(protocol::SendError::NotSelected(state)) => {
-                        let _ = sent.send(Err(LinkError::NotReady(link_state(state))));
+                        Err(LinkError::NotReady(link_state(state)))
                     }
-                    Err(e) => {
-                        let _ = sent.send(Err(LinkError::Invalid(e.to_string())));
+                    Err(e) => Err(LinkError::Invalid(e.to_string())),
+                };
+                match (sent, result) {
+                    (Some(sent), result) => {
+                        let _ = sent.send(result);
+                    }
+                    (None, Ok(_)) => {}
+                    (None, Err(e)) => {
+                        debug!(endpoint = %settings.name, %sf, "not sent: {e}");
                     }
                 }
             }
-            Command::Linktest { done } => match proto.linktest(Instant::now()) {
+            Command::Linktest { done } => match proto.linktest(now()) {
                 Ok(sb) => {
                     self.linktests.insert(sb, done);
                 }
@@ -505,10 +575,41 @@ impl Session {
         }
     }
 
+    /// Hands a received message to the engine without waiting: into its queue if there is
+    /// room and nothing is waiting before it, else into the backlog.
+    fn deliver(&mut self, received: Received, task: &LinkTask) {
+        if self.backlog.is_empty() {
+            match task.incoming.try_send(received) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(received)) => self.backlog.push_back(received),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        } else {
+            self.backlog.push_back(received);
+        }
+    }
+
+    /// Moves what the engine's queue has room for from the backlog into it.
+    fn flush_backlog(&mut self, task: &LinkTask) {
+        while let Some(received) = self.backlog.pop_front() {
+            match task.incoming.try_send(received) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(received)) => {
+                    self.backlog.push_front(received);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
     /// Handles queued protocol events; returns the close reason when the session is over.
-    async fn drain_events(
+    fn drain_events(
         &mut self,
-        proto: &mut Protocol,
+        proto: &mut Proto,
         task: &mut LinkTask,
         settings: &Settings,
     ) -> Option<CloseReason> {
@@ -523,17 +624,18 @@ impl Session {
                     }
                     let _ = task.state.send(link_state(state));
                 }
-                Event::Reply(message) => {
-                    if let Some((_, waiter)) = self.waiters.remove(&message.system_bytes) {
+                Event::Reply(message, waiter) => {
+                    if let Some(waiter) = waiter {
                         let _ = waiter.send(Ok(message));
                     }
                 }
                 Event::ReplyTimeout {
                     system_bytes,
                     stream_function,
+                    context,
                 } => {
                     warn!(endpoint = %name, %stream_function, system_bytes = format_args!("0x{system_bytes:08x}"), "T3 reply timeout");
-                    if let Some((_, waiter)) = self.waiters.remove(&system_bytes) {
+                    if let Some(waiter) = context {
                         let _ = waiter.send(Err(LinkError::Timeout {
                             stream_function,
                             system_bytes,
@@ -545,42 +647,51 @@ impl Session {
                     system_bytes,
                     stream_function,
                     reason,
+                    context,
                 } => {
-                    if let Some((_, waiter)) = self.waiters.remove(&system_bytes) {
-                        let _ = waiter.send(Err(match reason {
-                            TransactionFailure::Rejected(reason) => LinkError::Rejected {
-                                stream_function,
-                                system_bytes,
-                                reason,
-                            },
-                            TransactionFailure::ConnectionClosed => LinkError::ConnectionLost {
-                                stream_function,
-                                system_bytes,
-                            },
-                        }));
-                    }
+                    let Some(waiter) = context else { continue };
+                    let _ = waiter.send(Err(match reason {
+                        TransactionFailure::Rejected(reason) => LinkError::Rejected {
+                            stream_function,
+                            system_bytes,
+                            reason,
+                        },
+                        TransactionFailure::StreamNine(message) => LinkError::StreamNine {
+                            stream_function,
+                            system_bytes,
+                            function: message.function,
+                            meaning: stream_nine_meaning(message.function),
+                            message,
+                        },
+                        TransactionFailure::Malformed(error) => LinkError::MalformedReply {
+                            stream_function,
+                            system_bytes,
+                            error,
+                        },
+                        TransactionFailure::ConnectionClosed => LinkError::ConnectionLost {
+                            stream_function,
+                            system_bytes,
+                        },
+                    }));
                 }
-                Event::Received(message) => {
-                    self.stream_nine(&message, proto);
-                    let _ = task.incoming.send(Received::Message(message)).await;
-                }
+                Event::Received(message) => self.deliver(Received::Message(message), task),
                 Event::Malformed { header, error } => {
                     warn!(endpoint = %name, stream = header.stream(), function = header.function(), %error, "malformed message");
                     let sf = crate::secs2::StreamFunction {
                         stream: header.stream(),
                         function: header.function(),
                     };
-                    let _ = task
-                        .incoming
-                        .send(Received::Malformed {
+                    self.deliver(
+                        Received::Malformed {
                             header: header.to_bytes(),
                             stream_function: sf,
                             w_bit: header.w_bit(),
                             device_id: header.device_id(),
                             system_bytes: header.system_bytes,
                             error,
-                        })
-                        .await;
+                        },
+                        task,
+                    );
                 }
                 Event::LinktestOk { system_bytes } => {
                     if let Some(done) = self.linktests.remove(&system_bytes) {
@@ -604,29 +715,5 @@ impl Session {
             }
         }
         None
-    }
-
-    /// An S9Fx whose MHEAD names one of our open primaries ends that transaction at once.
-    fn stream_nine(&mut self, message: &Message, proto: &mut Protocol) {
-        if message.stream != 9 {
-            return;
-        }
-        let Some(Item::B(mhead)) = &message.body else {
-            return;
-        };
-        let Some(sb) = mhead.get(6..10) else {
-            return;
-        };
-        let system_bytes = u32::from_be_bytes([sb[0], sb[1], sb[2], sb[3]]);
-        if let Some((stream_function, waiter)) = self.waiters.remove(&system_bytes) {
-            proto.cancel_transaction(system_bytes);
-            let _ = waiter.send(Err(LinkError::StreamNine {
-                stream_function,
-                system_bytes,
-                function: message.function,
-                meaning: stream_nine_meaning(message.function),
-                message: Box::new(message.clone()),
-            }));
-        }
     }
 }

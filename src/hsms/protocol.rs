@@ -133,11 +133,14 @@ pub enum CloseReason {
     BadFrame(String),
     #[error("connection error: {0}")]
     Io(String),
+    #[error("write stalled: the peer read nothing for {waited:?} with {unwritten} bytes waiting")]
+    WriteStalled { waited: Duration, unwritten: usize },
 }
 
-/// Something the driver or the engine must know.
+/// Something the driver or the engine must know. `T` is the caller's context of an open
+/// transaction (see [`Protocol::send_with`]), handed back when the transaction ends.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Event {
+pub enum Event<T = ()> {
     /// The state changed.
     State(State),
     /// A data message that is not a reply to one of ours: a primary, or an unexpected
@@ -145,18 +148,22 @@ pub enum Event {
     Received(Message),
     /// A data message whose body failed to decode (the equipment answers S9F7).
     Malformed { header: Header, error: DecodeError },
-    /// The reply to a W-bit primary we sent (an SxF0 reply means the peer aborted it).
-    Reply(Message),
+    /// The reply to a W-bit primary we sent (an SxF0 reply means the peer aborted it), with
+    /// the transaction's context.
+    Reply(Message, T),
     /// T3 expired for a primary we sent; the connection stays up.
     ReplyTimeout {
         system_bytes: u32,
         stream_function: StreamFunction,
+        context: T,
     },
-    /// A primary we sent was rejected with Reject.req, or its connection closed.
+    /// A primary we sent was rejected with Reject.req, answered with a stream 9 error, or its
+    /// connection closed.
     TransactionFailed {
         system_bytes: u32,
         stream_function: StreamFunction,
         reason: TransactionFailure,
+        context: T,
     },
     /// A Linktest.req we sent was answered.
     LinktestOk { system_bytes: u32 },
@@ -173,10 +180,15 @@ pub enum Event {
 }
 
 /// Why an open transaction ended without a reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum TransactionFailure {
     /// The peer answered with Reject.req and this reason code.
     Rejected(u8),
+    /// The peer answered with a stream 9 error message (S9F1, S9F3, S9F5, S9F7, S9F9, S9F11)
+    /// whose MHEAD carries this transaction's system bytes.
+    StreamNine(Box<Message>),
+    /// The reply arrived but its body did not decode.
+    Malformed(DecodeError),
     /// The connection closed first.
     ConnectionClosed,
 }
@@ -200,9 +212,19 @@ struct ControlTransaction {
     deadline: Instant,
 }
 
-/// The HSMS-SS protocol state of one connection.
+/// An open data transaction: a W-bit primary we sent, waiting for its reply.
 #[derive(Debug)]
-pub struct Protocol {
+struct Open<T> {
+    stream_function: StreamFunction,
+    /// T3 expiry.
+    deadline: Instant,
+    context: T,
+}
+
+/// The HSMS-SS protocol state of one connection. `T` is what the caller keeps with each open
+/// transaction (a waiter, a tag); the protocol is the only table of open transactions.
+#[derive(Debug)]
+pub struct Protocol<T = ()> {
     config: Config,
     role: Role,
     state: State,
@@ -211,16 +233,35 @@ pub struct Protocol {
     /// When the last byte of an incomplete frame arrived (for T8).
     rx_since: Option<Instant>,
     tx: Vec<u8>,
-    events: VecDeque<Event>,
+    events: VecDeque<Event<T>>,
     t7_deadline: Option<Instant>,
     control: Vec<ControlTransaction>,
-    /// Open data transactions: system bytes -> (S/F, T3 deadline).
-    open: HashMap<u32, (StreamFunction, Instant)>,
+    /// Open data transactions by system bytes.
+    open: HashMap<u32, Open<T>>,
+    /// T3 deadlines in the order the transactions were opened (the same T3 for all, so also
+    /// in deadline order); entries whose transaction has ended are skipped lazily.
+    t3_order: VecDeque<(Instant, u32)>,
+    /// Whether the driver has stopped reading input (its receive queue is full): T8 waits.
+    input_held: bool,
     next_linktest: Option<Instant>,
     next_system_bytes: u32,
     /// System bytes of our Select.req that a simultaneous select made moot: its Select.rsp is
     /// accepted once, silently.
     superseded_select: Option<u32>,
+}
+
+/// The system bytes named by a stream 9 error message's MHEAD (`<B[10]>`, the header of the
+/// message it answers), for the S9Fx that carry one (S9F1, S9F3, S9F5, S9F7, S9F9, S9F11).
+pub fn stream_nine_mhead(message: &Message) -> Option<u32> {
+    if message.stream != 9 || !matches!(message.function, 1 | 3 | 5 | 7 | 9 | 11) {
+        return None;
+    }
+    match &message.body {
+        Some(Item::B(mhead)) if mhead.len() == HEADER_LEN => {
+            Some(u32::from_be_bytes([mhead[6], mhead[7], mhead[8], mhead[9]]))
+        }
+        _ => None,
+    }
 }
 
 fn name(stype: SType) -> &'static str {
@@ -232,9 +273,16 @@ fn name(stype: SType) -> &'static str {
     }
 }
 
-impl Protocol {
-    /// A protocol in NOT CONNECTED.
+impl Protocol<()> {
+    /// A protocol in NOT CONNECTED whose transactions carry no context.
     pub fn new(config: Config, role: Role) -> Self {
+        Protocol::with_context(config, role)
+    }
+}
+
+impl<T> Protocol<T> {
+    /// A protocol in NOT CONNECTED whose open transactions each carry a `T`.
+    pub fn with_context(config: Config, role: Role) -> Self {
         Protocol {
             config,
             role,
@@ -246,6 +294,8 @@ impl Protocol {
             t7_deadline: None,
             control: Vec::new(),
             open: HashMap::new(),
+            t3_order: VecDeque::new(),
+            input_held: false,
             next_linktest: None,
             next_system_bytes: 1,
             superseded_select: None,
@@ -320,10 +370,25 @@ impl Protocol {
         Ok(self.start_control(SType::DeselectReq, now))
     }
 
+    /// Sends a data message with no context: see [`Protocol::send_with`].
+    pub fn send(&mut self, message: Message, now: Instant) -> Result<u32, SendError>
+    where
+        T: Default,
+    {
+        self.send_with(message, T::default(), now)
+    }
+
     /// Sends a data message. A primary (odd function) gets fresh system bytes; a W-bit primary
-    /// opens a transaction with T3. A secondary keeps the system bytes it was given (those of
-    /// the primary it answers). Returns the system bytes sent.
-    pub fn send(&mut self, mut message: Message, now: Instant) -> Result<u32, SendError> {
+    /// opens a transaction with T3 that keeps `context` until its reply, T3, a Reject.req, an
+    /// S9Fx naming it, or the end of the connection hands it back in an [`Event`]. A secondary
+    /// keeps the system bytes it was given (those of the primary it answers). Returns the
+    /// system bytes sent.
+    pub fn send_with(
+        &mut self,
+        mut message: Message,
+        context: T,
+        now: Instant,
+    ) -> Result<u32, SendError> {
         if self.state != State::Selected {
             return Err(SendError::NotSelected(self.state));
         }
@@ -342,18 +407,47 @@ impl Protocol {
             });
         }
         if primary && message.w_bit {
+            let deadline = now + self.config.t3;
             self.open.insert(
                 message.system_bytes,
-                (message.stream_function(), now + self.config.t3),
+                Open {
+                    stream_function: message.stream_function(),
+                    deadline,
+                    context,
+                },
             );
+            self.t3_order.push_back((deadline, message.system_bytes));
         }
         Ok(message.system_bytes)
     }
 
-    /// Ends an open transaction without waiting for its reply (for example when the peer
-    /// answered it with a stream 9 error). Returns whether it was open.
-    pub fn cancel_transaction(&mut self, system_bytes: u32) -> bool {
-        self.open.remove(&system_bytes).is_some()
+    /// Ends an open transaction without waiting for its reply; returns its context if it was
+    /// open.
+    pub fn cancel_transaction(&mut self, system_bytes: u32) -> Option<T> {
+        let open = self.open.remove(&system_bytes)?;
+        self.prune_t3();
+        Some(open.context)
+    }
+
+    /// Drops T3 entries of transactions that have ended from the front of the order, so that
+    /// its front is the earliest live deadline.
+    fn prune_t3(&mut self) {
+        while let Some(&(deadline, sb)) = self.t3_order.front() {
+            if self.open.get(&sb).is_some_and(|o| o.deadline == deadline) {
+                return;
+            }
+            self.t3_order.pop_front();
+        }
+    }
+
+    /// Tells the protocol whether the driver has stopped reading input because its receive
+    /// queue is full (back-pressure). While input is held T8 does not run: a frame cut short
+    /// by the pause is not the peer's fault. It restarts from `now` when input resumes.
+    pub fn hold_input(&mut self, held: bool, now: Instant) {
+        if self.input_held && !held && self.rx_since.is_some() {
+            self.rx_since = Some(now);
+        }
+        self.input_held = held;
     }
 
     /// Moves the bytes to transmit into `out` (appending); returns whether there were any.
@@ -370,14 +464,17 @@ impl Protocol {
     }
 
     /// The next queued event.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<Event<T>> {
         self.events.pop_front()
     }
 
     /// The earliest instant at which [`Protocol::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let t8 = self.rx_since.map(|t| t + self.config.t8);
-        let t3 = self.open.values().map(|(_, d)| *d).min();
+        let t8 = self
+            .rx_since
+            .filter(|_| !self.input_held)
+            .map(|t| t + self.config.t8);
+        let t3 = self.t3_order.front().map(|(d, _)| *d);
         let t6 = self.control.iter().map(|c| c.deadline).min();
         let link = if self.state == State::Selected {
             self.next_linktest
@@ -397,7 +494,7 @@ impl Protocol {
         if self.state == State::NotConnected {
             return;
         }
-        if self.rx_since.is_some_and(|t| now >= t + self.config.t8) {
+        if !self.input_held && self.rx_since.is_some_and(|t| now >= t + self.config.t8) {
             return self.close(CloseReason::T8);
         }
         if let Some(c) = self.control.iter().find(|c| now >= c.deadline) {
@@ -407,19 +504,20 @@ impl Protocol {
         if self.state == State::NotSelected && self.t7_deadline.is_some_and(|d| now >= d) {
             return self.close(CloseReason::T7);
         }
-        let mut expired: Vec<(u32, StreamFunction)> = self
-            .open
-            .iter()
-            .filter(|(_, (_, d))| now >= *d)
-            .map(|(sb, (sf, _))| (*sb, *sf))
-            .collect();
-        expired.sort_by_key(|(sb, _)| *sb);
-        for (system_bytes, stream_function) in expired {
-            self.open.remove(&system_bytes);
-            self.events.push_back(Event::ReplyTimeout {
-                system_bytes,
-                stream_function,
-            });
+        self.prune_t3();
+        while let Some(&(deadline, system_bytes)) = self.t3_order.front() {
+            if now < deadline {
+                break;
+            }
+            self.t3_order.pop_front();
+            if let Some(open) = self.open.remove(&system_bytes) {
+                self.events.push_back(Event::ReplyTimeout {
+                    system_bytes,
+                    stream_function: open.stream_function,
+                    context: open.context,
+                });
+            }
+            self.prune_t3();
         }
         if self.state == State::Selected && self.next_linktest.is_some_and(|t| now >= t) {
             if self.control.iter().any(|c| c.stype == SType::LinktestReq) {
@@ -588,8 +686,16 @@ impl Protocol {
             Ok(body) => body,
             Err(error) => {
                 // A malformed reply still ends its transaction (it will not come again).
-                if header.function().is_multiple_of(2) {
-                    self.open.remove(&header.system_bytes);
+                if header.function().is_multiple_of(2)
+                    && let Some(open) = self.open.remove(&header.system_bytes)
+                {
+                    self.prune_t3();
+                    self.events.push_back(Event::TransactionFailed {
+                        system_bytes: header.system_bytes,
+                        stream_function: open.stream_function,
+                        reason: TransactionFailure::Malformed(error.clone()),
+                        context: open.context,
+                    });
                 }
                 self.events.push_back(Event::Malformed { header, error });
                 return;
@@ -598,12 +704,26 @@ impl Protocol {
         let message = header.into_message(body);
         let is_reply = message.function.is_multiple_of(2);
         if is_reply
-            && let Some((sf, _)) = self.open.get(&message.system_bytes)
-            && sf.stream == message.stream
+            && let Some(open) = self.open.get(&message.system_bytes)
+            && open.stream_function.stream == message.stream
+            && let Some(open) = self.open.remove(&message.system_bytes)
         {
-            self.open.remove(&message.system_bytes);
-            self.events.push_back(Event::Reply(message));
+            self.prune_t3();
+            self.events.push_back(Event::Reply(message, open.context));
             return;
+        }
+        if let Some(system_bytes) = stream_nine_mhead(&message)
+            && let Some(open) = self.open.remove(&system_bytes)
+        {
+            // The peer could not take our primary: the S9Fx names it by its header (MHEAD),
+            // so the transaction ends now rather than at T3.
+            self.prune_t3();
+            self.events.push_back(Event::TransactionFailed {
+                system_bytes,
+                stream_function: open.stream_function,
+                reason: TransactionFailure::StreamNine(Box::new(message.clone())),
+                context: open.context,
+            });
         }
         self.events.push_back(Event::Received(message));
     }
@@ -665,11 +785,13 @@ impl Protocol {
             };
             return self.close(CloseReason::ControlRejected(what, reason));
         }
-        if let Some((stream_function, _)) = self.open.remove(&sb) {
+        if let Some(open) = self.open.remove(&sb) {
+            self.prune_t3();
             self.events.push_back(Event::TransactionFailed {
                 system_bytes: sb,
-                stream_function,
+                stream_function: open.stream_function,
                 reason: TransactionFailure::Rejected(reason),
+                context: open.context,
             });
         } else {
             self.events.push_back(Event::PeerRejected {
@@ -779,15 +901,24 @@ impl Protocol {
         self.control.clear();
         self.superseded_select = None;
         self.next_linktest = None;
-        let mut open: Vec<_> = self.open.drain().collect();
-        open.sort_by_key(|(sb, _)| *sb);
-        for (system_bytes, (stream_function, _)) in open {
-            self.events.push_back(Event::TransactionFailed {
-                system_bytes,
-                stream_function,
-                reason: TransactionFailure::ConnectionClosed,
-            });
+        // Fail what is open in the order it was sent.
+        for (deadline, system_bytes) in std::mem::take(&mut self.t3_order) {
+            if self
+                .open
+                .get(&system_bytes)
+                .is_some_and(|o| o.deadline == deadline)
+                && let Some(open) = self.open.remove(&system_bytes)
+            {
+                self.events.push_back(Event::TransactionFailed {
+                    system_bytes,
+                    stream_function: open.stream_function,
+                    reason: TransactionFailure::ConnectionClosed,
+                    context: open.context,
+                });
+            }
         }
+        self.open.clear();
+        self.input_held = false;
         self.set_state(State::NotConnected);
         self.events.push_back(Event::Closed(reason));
     }

@@ -141,7 +141,11 @@ impl Simulator {
             up: false,
         };
         let span = info_span!("simulator", name = %name);
-        let task = tokio::spawn(task.run(endpoint.incoming, control_rx).instrument(span));
+        // The equipment writes its spool (SQLite, fsync) inline: run it on a blocking-pool
+        // thread, not on a runtime worker that also drives sockets.
+        let runtime = tokio::runtime::Handle::current();
+        let run = task.run(endpoint.incoming, control_rx).instrument(span);
+        let task = tokio::task::spawn_blocking(move || runtime.block_on(run));
         info!(simulator = %name, addr = ?endpoint.local_addr, programs = %programs_dir.display(), "simulator started");
         Ok(Simulator {
             name,
@@ -431,7 +435,13 @@ impl Task {
 
     async fn send(&mut self, message: Message, tag: Option<Tag>) {
         let Some(tag) = tag else {
-            if let Err(e) = self.link.send(message).await {
+            // A reply is queued without waiting for the link to take it.
+            let sent = if message.function.is_multiple_of(2) {
+                self.link.post_reply(message).await
+            } else {
+                self.link.send(message).await.map(|_| ())
+            };
+            if let Err(e) = sent {
                 debug!(error = %e, "not sent");
             }
             return;
