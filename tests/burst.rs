@@ -1,0 +1,347 @@
+//! Bursts on real sockets (127.0.0.1, ephemeral ports): a peer that pipelines 100,000 W-bit
+//! primaries without waiting for any reply, against the simulator and against the gateway
+//! (no handler, a realtime handler, a custom response handler). Every one must be answered,
+//! in order. The peer is a plain TCP socket speaking HSMS through `hsms::frame`, as a tool or
+//! a test rig would, so nothing of the engine's own client path helps it.
+//!
+//! Each test prints its time and the process's peak RSS (the figures to compare live in
+//! `scripts/bench.sh burst`, built with optimisations).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use secsgate::config::Project;
+use secsgate::gateway::{Gateway, Status};
+use secsgate::hsms::driver::{Mode, Settings};
+use secsgate::hsms::frame::{self, Header, SType};
+use secsgate::secs2::{Item, Message, StreamFunction};
+use secsgate::sim::{SimConfig, Simulator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How many primaries each burst sends.
+const BURST: u32 = 100_000;
+
+/// Bounds each wait for the peer's next frame: a stalled connection fails the test instead of
+/// hanging it (nothing waits on this clock when all is well).
+const STALL: Duration = Duration::from_secs(60);
+
+fn sf(stream: u8, function: u8) -> StreamFunction {
+    StreamFunction::new(stream, function).unwrap()
+}
+
+/// One frame read from the socket: a control message, or a data message.
+enum Frame {
+    Control(Header),
+    Data(Message),
+}
+
+async fn read_frame(rd: &mut BufReader<OwnedReadHalf>) -> Frame {
+    let read = async {
+        let mut length = [0u8; 4];
+        rd.read_exact(&mut length).await?;
+        let mut bytes = vec![0u8; u32::from_be_bytes(length) as usize + 4];
+        bytes[..4].copy_from_slice(&length);
+        rd.read_exact(&mut bytes[4..]).await?;
+        Ok::<_, std::io::Error>(bytes)
+    };
+    let bytes = tokio::time::timeout(STALL, read)
+        .await
+        .expect("the connection stalled: no frame within a minute")
+        .expect("the connection closed");
+    let (header, body) = frame::split_frame(&bytes).unwrap();
+    if header.stype != SType::Data {
+        return Frame::Control(header);
+    }
+    let body = Item::decode_body(body, &Default::default()).unwrap();
+    Frame::Data(header.into_message(body))
+}
+
+/// Reads frames until a data message comes, answering linktests; returns it.
+async fn next_data(rd: &mut BufReader<OwnedReadHalf>) -> Message {
+    loop {
+        match read_frame(rd).await {
+            Frame::Data(m) => return m,
+            Frame::Control(h) => panic!("unexpected control message {:?}", h.stype),
+        }
+    }
+}
+
+async fn write_message(wr: &mut OwnedWriteHalf, message: &Message) {
+    let mut out = Vec::new();
+    frame::encode_message(message, &mut out).unwrap();
+    wr.write_all(&out).await.unwrap();
+}
+
+/// Writes `BURST` primaries made by `make(i)` (system bytes i, from 1) in large writes,
+/// without reading anything.
+fn pipeline(mut wr: OwnedWriteHalf, make: fn(u32) -> Message) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut out = Vec::with_capacity(1 << 20);
+        for i in 1..=BURST {
+            frame::encode_message(&make(i), &mut out).unwrap();
+            if out.len() >= 1 << 20 {
+                wr.write_all(&out).await.unwrap();
+                out.clear();
+            }
+        }
+        wr.write_all(&out).await.unwrap();
+        // Keep the write half open until the test ends (closing it would be a half-close).
+        std::future::pending::<()>().await;
+    })
+}
+
+/// Reads until `BURST` replies of `reply_sf` came, checking they come in the order sent and
+/// that `check` accepts each body; other data messages go to `other`. Returns nothing: the
+/// asserts are the result.
+async fn collect_replies(
+    rd: &mut BufReader<OwnedReadHalf>,
+    reply_sf: StreamFunction,
+    check: impl Fn(&Message),
+    mut other: impl FnMut(Message),
+) {
+    let mut expected = 1u32;
+    while expected <= BURST {
+        let m = next_data(rd).await;
+        if m.stream_function() != reply_sf {
+            other(m);
+            continue;
+        }
+        assert_eq!(
+            m.system_bytes, expected,
+            "replies come in the order the primaries were sent"
+        );
+        check(&m);
+        expected += 1;
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn report(what: &str, started: Instant) {
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{what}: {BURST} answered in {:.2} s ({:.0}/s), peak RSS {} KiB",
+        elapsed.as_secs_f64(),
+        f64::from(BURST) / elapsed.as_secs_f64(),
+        peak_rss_kib()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_answers_a_burst_of_100k_pipelined_s1f1() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(Mode::Passive("127.0.0.1:0".into()));
+    settings.protocol.linktest = None;
+    let sim = Simulator::start(
+        "Burst".into(),
+        SimConfig::default_config(),
+        settings,
+        spool.path().to_path_buf(),
+    )
+    .await
+    .unwrap();
+    let stream = TcpStream::connect(sim.local_addr().unwrap()).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(1 << 16, rd);
+    let mut select = Vec::new();
+    frame::encode_control(&Header::control(SType::SelectReq, 0xFFFF_0001), &mut select);
+    wr.write_all(&select).await.unwrap();
+    match read_frame(&mut rd).await {
+        Frame::Control(h) => assert_eq!((h.stype, h.byte3), (SType::SelectRsp, 0)),
+        Frame::Data(m) => panic!("expected Select.rsp, got {m}"),
+    }
+    // Establish communication (the equipment answers S1F1 only when communicating); answer
+    // its own S1F13 if it sends one meanwhile.
+    let mut s1f13 = Message::new(sf(1, 13), true, Some(Item::L(vec![])));
+    s1f13.system_bytes = 0xFFFF_0002;
+    write_message(&mut wr, &s1f13).await;
+    loop {
+        let m = next_data(&mut rd).await;
+        if m.stream_function() == sf(1, 13) {
+            let ack = Item::L(vec![Item::B(vec![0]), Item::L(vec![])]);
+            write_message(&mut wr, &m.reply_with(Some(ack))).await;
+        } else if m.stream_function() == sf(1, 14) {
+            assert_eq!(m.system_bytes, 0xFFFF_0002);
+            break;
+        }
+    }
+
+    let started = Instant::now();
+    let writer = pipeline(wr, |i| {
+        let mut m = Message::new(sf(1, 1), true, None);
+        m.system_bytes = i;
+        m
+    });
+    collect_replies(&mut rd, sf(1, 2), |_| {}, |_| {}).await;
+    report("simulator, S1F1 W", started);
+    writer.abort();
+    sim.shutdown().await;
+}
+
+/// A project in a fresh folder: one equipment connecting to `port`, and handler files.
+fn project(name: &str, port: u16, extra: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("secsgate-burst-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("handlers")).unwrap();
+    std::fs::create_dir_all(dir.join("lib")).unwrap();
+    std::fs::write(
+        dir.join("project.toml"),
+        format!(
+            "[gateway]\nworkers = 2\nhandler_timeout = 30\ncustom_response_timeout = 60\nstartup_wait = 1\n\n\
+             [[equipment]]\nname = \"Tool1\"\nport = {port}\ntimers = {{ t3 = 60, t5 = 0.2, linktest = 0 }}\n{extra}\n"
+        ),
+    )
+    .unwrap();
+    for (path, text) in files {
+        std::fs::write(dir.join(path), text).unwrap();
+    }
+    dir
+}
+
+/// Accepts the gateway's connection and plays the equipment up to COMMUNICATING: answers its
+/// Select.req and its S1F13.
+async fn equipment_side(
+    listener: TcpListener,
+    dir: &Path,
+) -> (Gateway, BufReader<OwnedReadHalf>, OwnedWriteHalf) {
+    let project = Project::load(dir).unwrap_or_else(|e| panic!("{e:?}"));
+    let gateway = Gateway::start(&project, false).await;
+    let (stream, _) = listener.accept().await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(1 << 16, rd);
+    match read_frame(&mut rd).await {
+        Frame::Control(h) if h.stype == SType::SelectReq => {
+            let mut out = Vec::new();
+            frame::encode_control(&Header::control(SType::SelectRsp, h.system_bytes), &mut out);
+            wr.write_all(&out).await.unwrap();
+        }
+        _ => panic!("expected Select.req"),
+    }
+    let s1f13 = next_data(&mut rd).await;
+    assert_eq!(s1f13.stream_function(), sf(1, 13));
+    let body = Item::L(vec![Item::B(vec![0]), Item::L(vec![])]);
+    write_message(&mut wr, &s1f13.reply_with(Some(body))).await;
+    let conn = gateway.connection("Tool1").unwrap();
+    conn.watch_status()
+        .wait_for(|s| *s == Status::Communicating)
+        .await
+        .unwrap();
+    (gateway, rd, wr)
+}
+
+/// S6F11 W number `i`: DATAID i, CEID 100, no reports.
+fn s6f11(i: u32) -> Message {
+    let body = Item::L(vec![
+        Item::U4(vec![i]),
+        Item::U4(vec![100]),
+        Item::L(vec![]),
+    ]);
+    let mut m = Message::new(sf(6, 11), true, Some(body));
+    m.system_bytes = i;
+    m
+}
+
+async fn gateway_burst(name: &str, extra: &str, files: &[(&str, &str)], ack: u8) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = project(name, port, extra, files);
+    let (gateway, mut rd, wr) = equipment_side(listener, &dir).await;
+    let started = Instant::now();
+    let writer = pipeline(wr, s6f11);
+    let check = |m: &Message| assert_eq!(m.body, Some(Item::B(vec![ack])), "S6F12 {m}");
+    collect_replies(&mut rd, sf(6, 12), check, |m| panic!("unexpected {m}")).await;
+    report(&format!("gateway, S6F11 W, {name}"), started);
+    writer.abort();
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_a_burst_of_100k_s6f11_with_no_handler() {
+    gateway_burst("plain", "", &[], 0).await;
+}
+
+/// The realtime handler reads the payload and counts what it sees; at the last message of the
+/// burst it sends the count to the equipment as an S1F3 SVID, so the test knows every message
+/// went through it.
+const COUNTING_HANDLER: &str = "\
+import counter
+counter.seen += 1
+if payload['StreamFunction'] == 'S6F11' and counter.seen == counter.expected:
+    system.secsgem.sendRequest('S1F3', False, [{'format': 'U4', 'value': counter.seen}], payload['Equipment'])
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_a_burst_of_100k_s6f11_with_a_realtime_handler() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counter = format!("seen = 0\nexpected = {BURST}\n");
+    let dir = project(
+        "realtime",
+        port,
+        "realtime = [\"S6F11\"]",
+        &[
+            ("handlers/onSecsGemRealtimeUpdate.py", COUNTING_HANDLER),
+            ("lib/counter.py", &counter),
+        ],
+    );
+    let (gateway, mut rd, wr) = equipment_side(listener, &dir).await;
+    let started = Instant::now();
+    let writer = pipeline(wr, s6f11);
+    let mut count = None;
+    collect_replies(
+        &mut rd,
+        sf(6, 12),
+        |m| assert_eq!(m.body, Some(Item::B(vec![0]))),
+        |m| {
+            assert_eq!(m.stream_function(), sf(1, 3), "unexpected {m}");
+            count = Some(m.body);
+        },
+    )
+    .await;
+    // The handler runs behind the replies: its report may come after the last S6F12.
+    let count = match count {
+        Some(body) => body,
+        None => next_data(&mut rd).await.body,
+    };
+    assert_eq!(
+        count,
+        Some(Item::U4(vec![BURST])),
+        "the handler saw every S6F11"
+    );
+    report("gateway, S6F11 W, realtime handler", started);
+    writer.abort();
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A custom response handler answers each S6F11 itself, with an ACKC6 the default reply never
+/// uses, so the test sees that every reply came from the handler.
+const ANSWERING_HANDLER: &str = "\
+system.secsgem.sendResponse(payload['TxID'], payload['SystemBytes'], 'S6F12', {'format': 'B', 'value': 7}, payload['Equipment'])
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_a_burst_of_100k_s6f11_with_a_custom_response_handler() {
+    gateway_burst(
+        "custom",
+        "[[equipment.custom_response]]\nstream_function = \"S6F11\"\nhandler = \"onEvent\"\n",
+        &[("handlers/onEvent.py", ANSWERING_HANDLER)],
+        7,
+    )
+    .await;
+}
