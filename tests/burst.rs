@@ -320,7 +320,7 @@ async fn gateway_answers_a_burst_of_100k_s6f11_with_a_realtime_handler() {
     };
     assert_eq!(
         count,
-        Some(Item::U4(vec![BURST])),
+        Some(Item::L(vec![Item::U4(vec![BURST])])),
         "the handler saw every S6F11"
     );
     report("gateway, S6F11 W, realtime handler", started);
