@@ -1857,7 +1857,12 @@ fn contexts_come_back_with_reply_timeout_reject_and_close() {
     assert_eq!(drain(&mut p), [Event::Reply(reply, 10)]);
 
     p.handle_input(
-        &control_bytes(SType::RejectReq, rejected, 0, reject_reason::TRANSACTION_NOT_OPEN),
+        &control_bytes(
+            SType::RejectReq,
+            rejected,
+            0,
+            reject_reason::TRANSACTION_NOT_OPEN,
+        ),
         t0 + secs(2),
     );
     assert_eq!(
@@ -1871,7 +1876,9 @@ fn contexts_come_back_with_reply_timeout_reject_and_close() {
     );
     // The one answered and the one rejected no longer hold T3: the first live one does.
     assert_eq!(p.poll_timeout(), Some(t0 + cfg.t3));
-    p.cancel_transaction(closed).map(|c| assert_eq!(c, 40)).unwrap();
+    p.cancel_transaction(closed)
+        .map(|c| assert_eq!(c, 40))
+        .unwrap();
     p.handle_timeout(t0 + cfg.t3);
     assert_eq!(
         drain(&mut p),
@@ -1883,7 +1890,9 @@ fn contexts_come_back_with_reply_timeout_reject_and_close() {
     );
     assert_eq!(p.poll_timeout(), None);
 
-    let last = p.send_with(message(1, 1, true, 0, None), 50, t0 + secs(50)).unwrap();
+    let last = p
+        .send_with(message(1, 1, true, 0, None), 50, t0 + secs(50))
+        .unwrap();
     p.disconnected(CloseReason::PeerClosed);
     assert_eq!(
         drain(&mut p),
@@ -1950,7 +1959,10 @@ fn stream_nine_naming_nothing_open_is_only_received() {
         13,
         false,
         0x79,
-        Some(Item::L(vec![Item::A(b"S1F3".to_vec()), Item::A(b"x".to_vec())])),
+        Some(Item::L(vec![
+            Item::A(b"S1F3".to_vec()),
+            Item::A(b"x".to_vec()),
+        ])),
     );
     let listed = message(9, 7, false, 0x7A, Some(Item::L(vec![])));
     for m in [short, s9f13, listed] {
@@ -1976,7 +1988,10 @@ fn t3_runs_in_send_order_over_many_transactions() {
         p.handle_input(&data_bytes(&message(1, 2, false, *sb, None)), t0);
         assert!(matches!(drain(&mut p).as_slice(), [Event::Reply(_, c)] if *c as usize == i));
     }
-    assert_eq!(p.poll_timeout(), Some(t0 + cfg.t3 + Duration::from_millis(1)));
+    assert_eq!(
+        p.poll_timeout(),
+        Some(t0 + cfg.t3 + Duration::from_millis(1))
+    );
     p.handle_timeout(t0 + cfg.t3 + Duration::from_millis(5));
     let contexts: Vec<u32> = drain(&mut p)
         .into_iter()
@@ -1986,7 +2001,10 @@ fn t3_runs_in_send_order_over_many_transactions() {
         })
         .collect();
     assert_eq!(contexts, [1, 3, 5]);
-    assert_eq!(p.poll_timeout(), Some(t0 + cfg.t3 + Duration::from_millis(7)));
+    assert_eq!(
+        p.poll_timeout(),
+        Some(t0 + cfg.t3 + Duration::from_millis(7))
+    );
     assert_eq!(p.open_transactions(), 4_997);
 }
 
