@@ -212,14 +212,19 @@ impl Connection {
         self.local_addr.lock().ok().and_then(|a| *a)
     }
 
-    /// Changes what the status is derived from, and the status with it.
+    /// Changes what the status is derived from; the status watch hears of the status only
+    /// when it changes.
     fn observe(&self, change: impl FnOnce(&mut Observed)) {
         let Ok(mut observed) = self.observed.lock() else {
             return;
         };
         change(&mut observed);
         let status = Status::derive(observed.link, observed.tried, observed.gem);
-        let old = self.status.send_replace(status);
+        let mut old = status;
+        self.status.send_if_modified(|current| {
+            old = std::mem::replace(current, status);
+            old != status
+        });
         if old != status {
             info!(equipment = %self.config.name, from = %old, to = %status, "equipment status");
         }
@@ -233,23 +238,33 @@ impl Connection {
         });
     }
 
-    /// The link's state changed; `failed` says it reported a problem.
-    fn set_link_state(&self, state: LinkState, failed: bool) {
+    /// The link's state changed (`failed`: it reported a problem). The GEM host hears of it
+    /// (link up when SELECTED, link down otherwise) and the status follows both at once.
+    fn link_changed(&self, state: LinkState, failed: bool, now: Instant) {
+        let Ok(mut host) = self.host.lock() else {
+            return;
+        };
+        if state == LinkState::Selected {
+            host.link_up(now);
+        } else {
+            host.link_down(now);
+        }
+        let gem = host.communication_state();
         self.observe(|o| {
             if o.link.is_some() {
                 o.link = Some(state);
                 o.tried |= failed || state != LinkState::Disconnected;
             }
+            o.gem = gem;
         });
     }
 
-    /// Runs `f` on the GEM host, then updates the status from its communication state.
+    /// Runs `f` on the GEM host and updates the status from its communication state (under
+    /// the host's lock, so that updates are seen in the order the host made them).
     fn with_host<R>(&self, f: impl FnOnce(&mut gem::Host) -> R) -> Option<R> {
-        let (result, gem) = {
-            let mut host = self.host.lock().ok()?;
-            let result = f(&mut host);
-            (result, host.communication_state())
-        };
+        let mut host = self.host.lock().ok()?;
+        let result = f(&mut host);
+        let gem = host.communication_state();
         self.observe(|o| o.gem = gem);
         Some(result)
     }
@@ -695,7 +710,6 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
 async fn host_loop(conn: Arc<Connection>, link: Link) {
     let mut watch = link.watch_state();
     let mut outcomes: JoinSet<(gem::Tag, gem::Outcome)> = JoinSet::new();
-    let mut up = false;
     let mut state_changed = true;
     loop {
         if state_changed {
@@ -703,20 +717,11 @@ async fn host_loop(conn: Arc<Connection>, link: Link) {
             if conn.link().is_none() {
                 break;
             }
-            conn.set_link_state(state, link.last_problem().is_some());
-            let now = Instant::now();
-            match (state == LinkState::Selected, up) {
-                (true, false) => {
-                    up = true;
-                    conn.with_host(|h| h.link_up(now));
-                }
-                (false, true) => {
-                    up = false;
-                    outcomes.abort_all();
-                    conn.with_host(|h| h.link_down(now));
-                }
-                _ => {}
+            if state != LinkState::Selected {
+                // Whatever was in flight ended with the session.
+                outcomes.abort_all();
             }
+            conn.link_changed(state, link.last_problem().is_some(), Instant::now());
             state_changed = false;
         }
         carry_out(&conn, &link, &mut outcomes).await;
@@ -739,7 +744,8 @@ async fn host_loop(conn: Arc<Connection>, link: Link) {
             }
         }
     }
-    if up {
+    if conn.link().is_none() {
+        // Disabled: no link to communicate over (a link that replaced this one is left alone).
         conn.with_host(|h| h.link_down(Instant::now()));
     }
 }
