@@ -649,16 +649,18 @@ impl Core {
     /// Sends the GEM host's default reply to `primary` (see [`gem::Host::default_reply`]),
     /// unless transaction `txid` was answered already.
     async fn default_reply(&self, link: &Link, primary: &Message, txid: u32) {
+        // The connection the primary came from: its GEM host answers.
         let conn = match self.transactions.get(txid) {
-            Some(transactions::Entry::Received { equipment, .. }) => self.connection(&equipment),
-            _ => Err(format!("transaction {txid} is not a received primary")),
+            Some(transactions::Entry::Received { equipment, .. }) => self
+                .connections
+                .read()
+                .ok()
+                .and_then(|c| c.get(&equipment).cloned()),
+            _ => None,
         };
-        let conn = match conn {
-            Ok(conn) => conn,
-            Err(e) => {
-                warn!(stream_function = %primary.stream_function(), "no default reply: {e}");
-                return;
-            }
+        let Some(conn) = conn else {
+            warn!(stream_function = %primary.stream_function(), txid, "no default reply: the transaction's equipment is gone");
+            return;
         };
         let reply = conn
             .with_host(|h| h.default_reply(primary, Instant::now()))
