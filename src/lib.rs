@@ -6,13 +6,15 @@
 //!   form of the scripting API. Pure data, no I/O.
 //! - [`hsms`]: HSMS (SEMI E37): framing, the sans-IO protocol state machine, the tokio driver.
 //! - [`link`]: what any transport gives the engine: request/reply, incoming primaries, state.
-//! - [`gem`]: GEM (SEMI E30) equipment behaviour, sans-IO: model, state machines, every
-//!   message of the GEM tool table, spooling.
+//! - [`gem`]: GEM (SEMI E30) behaviour, sans-IO: the equipment (model, state machines, every
+//!   message of the GEM tool table, spooling) and the host (communication state, default
+//!   replies).
 //! - [`sim`]: the equipment simulator: a GEM equipment from a TOML file, over HSMS.
 //! - [`store`]: durable storage: the equipment spool (SQLite), process programs (files).
 //! - [`config`]: `project.toml`, with file, line and key in every error.
-//! - [`gateway`]: equipment connections, transactions (TxID), routing of received messages to
-//!   handlers and default replies, the host side of `system.secsgem`.
+//! - [`gateway`]: equipment connections (each driving a `gem::Host` over its link),
+//!   transactions (TxID), routing of received messages to handlers or the host's default
+//!   replies, the host side of `system.secsgem`.
 //! - [`script`]: embedded CPython: worker threads, the `system` module, hot reload.
 //! - [`sdl`]: the SECS Definition Language: an equipment's messages and items; checks and
 //!   `doc`/`codeDesc` annotation.

@@ -10,20 +10,22 @@
 //! Send path: `sendRequest` checks the equipment is communicating, sends, and returns a TxID;
 //! the reply is kept for `getResponse`.
 
-pub mod host_replies;
 pub mod transactions;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{EquipmentConfig, GatewaySettings, Project, SimulatorConfig};
+use crate::gem::clock::DateTime;
+use crate::gem::{self, CommunicationState, HostConfig, hsms_header};
 use crate::hsms::driver::{self, Mode};
-use crate::link::{Incoming, Link, LinkState, Received};
+use crate::link::{Incoming, Link, LinkError, LinkState, Received};
 use crate::script::{Arg, CopyEquipment, EngineSettings, Host, Outcome, Payload, ScriptEngine};
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
 use crate::sim::{SimConfig, Simulator};
@@ -34,7 +36,8 @@ pub const REALTIME_HANDLER: &str = "onSecsGemRealtimeUpdate";
 /// Name of the script run once at start (`handlers/onStartup.py`).
 pub const STARTUP_HANDLER: &str = "onStartup";
 
-/// The state of an equipment connection, as shown to engineers.
+/// The state of an equipment connection, as shown to engineers: derived from the link's state
+/// (HSMS) and the GEM host's communication state ([`Status::derive`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     /// Switched off.
@@ -51,6 +54,25 @@ pub enum Status {
     Communicating,
 }
 
+impl Status {
+    /// The status of a connection whose link is in `link` (`None`: the connection is
+    /// disabled) and whose GEM host is in `gem`. `tried` says the link has connected or failed
+    /// before (a link that is down is then "Not Connected" rather than "Connecting").
+    /// Communicating needs both HSMS SELECTED and GEM COMMUNICATING.
+    pub fn derive(link: Option<LinkState>, tried: bool, gem: CommunicationState) -> Status {
+        match link {
+            None => Status::Disabled,
+            Some(LinkState::Disconnected) if tried => Status::NotConnected,
+            Some(LinkState::Disconnected) => Status::Connecting,
+            Some(LinkState::Connected) => Status::NotSelected,
+            Some(LinkState::Selected) if gem == CommunicationState::Communicating => {
+                Status::Communicating
+            }
+            Some(LinkState::Selected) => Status::Selected,
+        }
+    }
+}
+
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -64,15 +86,100 @@ impl std::fmt::Display for Status {
     }
 }
 
-/// One equipment connection.
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn status_is_derived_from_link_and_gem_states() {
+        use CommunicationState::{Communicating, WaitCra, WaitDelay};
+        let all_gem = [WaitCra, WaitDelay, Communicating];
+        for gem in all_gem {
+            assert_eq!(Status::derive(None, true, gem), Status::Disabled);
+            assert_eq!(
+                Status::derive(Some(LinkState::Disconnected), false, gem),
+                Status::Connecting
+            );
+            // Never "Communicating" while the link is down or not selected.
+            assert_eq!(
+                Status::derive(Some(LinkState::Disconnected), true, gem),
+                Status::NotConnected
+            );
+            assert_eq!(
+                Status::derive(Some(LinkState::Connected), true, gem),
+                Status::NotSelected
+            );
+        }
+        assert_eq!(
+            Status::derive(Some(LinkState::Selected), true, WaitCra),
+            Status::Selected
+        );
+        assert_eq!(
+            Status::derive(Some(LinkState::Selected), true, WaitDelay),
+            Status::Selected
+        );
+        assert_eq!(
+            Status::derive(Some(LinkState::Selected), true, Communicating),
+            Status::Communicating
+        );
+        assert_eq!(Status::NotConnected.to_string(), "Not Connected");
+    }
+}
+
+/// One equipment connection: its link (HSMS) and the GEM host that communicates over it.
 pub struct Connection {
     pub config: EquipmentConfig,
     link: Mutex<Option<Link>>,
+    /// The GEM host's communication with the equipment.
+    host: Mutex<gem::Host>,
+    /// Wakes the connection's host task after a received primary changed `host`.
+    host_changed: Notify,
+    /// What `status` is derived from.
+    observed: Mutex<Observed>,
     status: watch::Sender<Status>,
     local_addr: Mutex<Option<SocketAddr>>,
 }
 
+/// The states a connection's [`Status`] is derived from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Observed {
+    /// The link's state; `None` while the connection is disabled.
+    link: Option<LinkState>,
+    /// The link has connected, or failed to, since the connection was enabled.
+    tried: bool,
+    /// The GEM host's communication state.
+    gem: CommunicationState,
+}
+
 impl Connection {
+    /// A connection for `config`, enabled or not as it says.
+    fn new(config: EquipmentConfig) -> Connection {
+        let host = gem::Host::new(
+            HostConfig {
+                establish_communication: config.establish_communication,
+                retry_delay: HostConfig::retry_delay_for_t5(config.hsms.protocol.t5),
+                ..HostConfig::default()
+            },
+            Instant::now(),
+            SystemTime::now(),
+        );
+        let observed = Observed {
+            link: config.enabled.then_some(LinkState::Disconnected),
+            tried: false,
+            gem: host.communication_state(),
+        };
+        let (status, _) = watch::channel(Status::derive(observed.link, false, observed.gem));
+        Connection {
+            config,
+            link: Mutex::new(None),
+            host: Mutex::new(host),
+            host_changed: Notify::new(),
+            observed: Mutex::new(observed),
+            status,
+            local_addr: Mutex::new(None),
+        }
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
         *self.status.borrow()
@@ -81,6 +188,18 @@ impl Connection {
     /// A watch on the status.
     pub fn watch_status(&self) -> watch::Receiver<Status> {
         self.status.subscribe()
+    }
+
+    /// The link's state (HSMS), or `None` while the connection is disabled.
+    pub fn link_state(&self) -> Option<LinkState> {
+        self.observed.lock().ok().and_then(|o| o.link)
+    }
+
+    /// The GEM host's communication state with the equipment.
+    pub fn communication_state(&self) -> CommunicationState {
+        self.host
+            .lock()
+            .map_or(CommunicationState::WaitCra, |h| h.communication_state())
     }
 
     /// The link, while enabled.
@@ -93,11 +212,68 @@ impl Connection {
         self.local_addr.lock().ok().and_then(|a| *a)
     }
 
-    fn set_status(&self, status: Status) {
-        let old = self.status.send_replace(status);
+    /// Changes what the status is derived from; the status watch hears of the status only
+    /// when it changes.
+    fn observe(&self, change: impl FnOnce(&mut Observed)) {
+        let Ok(mut observed) = self.observed.lock() else {
+            return;
+        };
+        change(&mut observed);
+        let status = Status::derive(observed.link, observed.tried, observed.gem);
+        let mut old = status;
+        self.status.send_if_modified(|current| {
+            old = std::mem::replace(current, status);
+            old != status
+        });
         if old != status {
             info!(equipment = %self.config.name, from = %old, to = %status, "equipment status");
         }
+    }
+
+    /// The connection was switched on (its link starts connecting) or off.
+    fn set_enabled(&self, enabled: bool) {
+        self.observe(|o| {
+            o.link = enabled.then_some(LinkState::Disconnected);
+            o.tried = false;
+        });
+    }
+
+    /// The link's state changed (`failed`: it reported a problem). The GEM host hears of it
+    /// (link up when SELECTED, link down otherwise) and the status follows both at once.
+    fn link_changed(&self, state: LinkState, failed: bool, now: Instant) {
+        let Ok(mut host) = self.host.lock() else {
+            return;
+        };
+        if state == LinkState::Selected {
+            host.link_up(now);
+        } else {
+            host.link_down(now);
+        }
+        let gem = host.communication_state();
+        self.observe(|o| {
+            if o.link.is_some() {
+                o.link = Some(state);
+                o.tried |= failed || state != LinkState::Disconnected;
+            }
+            o.gem = gem;
+        });
+    }
+
+    /// Runs `f` on the GEM host and updates the status from its communication state (under
+    /// the host's lock, so that updates are seen in the order the host made them).
+    fn with_host<R>(&self, f: impl FnOnce(&mut gem::Host) -> R) -> Option<R> {
+        let mut host = self.host.lock().ok()?;
+        let result = f(&mut host);
+        let gem = host.communication_state();
+        self.observe(|o| o.gem = gem);
+        Some(result)
+    }
+
+    /// A message from the equipment reaches the GEM host (S1F13 makes it COMMUNICATING);
+    /// the host task is woken to carry out what follows.
+    fn host_receive(&self, message: &Message) {
+        self.with_host(|h| h.receive(message, Instant::now()));
+        self.host_changed.notify_one();
     }
 }
 
@@ -228,7 +404,7 @@ impl Gateway {
             if let Some(link) = link {
                 link.shutdown().await;
             }
-            c.set_status(Status::Disabled);
+            c.set_enabled(false);
         }
         let sims: Vec<Simulator> = self
             .core
@@ -291,17 +467,7 @@ impl Core {
     async fn add(self: &Arc<Self>, config: EquipmentConfig) -> std::io::Result<Arc<Connection>> {
         let name = config.name.clone();
         let enabled = config.enabled;
-        let (status, _) = watch::channel(if enabled {
-            Status::Connecting
-        } else {
-            Status::Disabled
-        });
-        let conn = Arc::new(Connection {
-            config,
-            link: Mutex::new(None),
-            status,
-            local_addr: Mutex::new(None),
-        });
+        let conn = Arc::new(Connection::new(config));
         if let Ok(mut map) = self.connections.write() {
             map.insert(name, conn.clone());
         }
@@ -316,7 +482,7 @@ impl Core {
         if conn.link().is_some() {
             return Ok(());
         }
-        conn.set_status(Status::Connecting);
+        conn.set_enabled(true);
         let endpoint = driver::start(conn.config.hsms.clone()).await?;
         if let Ok(mut a) = conn.local_addr.lock() {
             *a = endpoint.local_addr;
@@ -330,7 +496,7 @@ impl Core {
             endpoint.link.clone(),
             endpoint.incoming,
         ));
-        tokio::spawn(status_loop(self.clone(), conn.clone(), endpoint.link));
+        tokio::spawn(host_loop(conn.clone(), endpoint.link));
         Ok(())
     }
 
@@ -339,7 +505,7 @@ impl Core {
         if let Some(link) = link {
             link.shutdown().await;
         }
-        conn.set_status(Status::Disabled);
+        conn.set_enabled(false);
     }
 
     fn connection(&self, name: &str) -> Result<Arc<Connection>, String> {
@@ -458,18 +624,7 @@ impl Core {
                 warn!(equipment = name, %sf, handler = %c.handler, "custom response handler is not loaded; sending the default reply");
                 self.default_reply(link, &message, txid).await;
             }
-            None => {
-                if sf
-                    == (StreamFunction {
-                        stream: 1,
-                        function: 13,
-                    })
-                    && conn.config.establish_communication
-                {
-                    conn.set_status(Status::Communicating);
-                }
-                self.default_reply(link, &message, txid).await;
-            }
+            None => self.default_reply(link, &message, txid).await,
         }
         if conn.config.realtime.includes(sf, sdl) && self.engine.has_handler(REALTIME_HANDLER) {
             self.engine.post(
@@ -485,14 +640,32 @@ impl Core {
                     ("Message", Arg::Str(message_json)),
                     ("StreamFunction", Arg::Str(sf.to_string())),
                     ("SystemBytes", Arg::Int(i64::from(message.system_bytes))),
-                    ("Timestamp", Arg::Str(host_replies::now_text(2))),
+                    ("Timestamp", Arg::Str(now_text(2))),
                 ]),
             );
         }
     }
 
+    /// Sends the GEM host's default reply to `primary` (see [`gem::Host::default_reply`]),
+    /// unless transaction `txid` was answered already.
     async fn default_reply(&self, link: &Link, primary: &Message, txid: u32) {
-        let Some(reply) = host_replies::default_reply(primary) else {
+        // The connection the primary came from: its GEM host answers.
+        let conn = match self.transactions.get(txid) {
+            Some(transactions::Entry::Received { equipment, .. }) => self
+                .connections
+                .read()
+                .ok()
+                .and_then(|c| c.get(&equipment).cloned()),
+            _ => None,
+        };
+        let Some(conn) = conn else {
+            warn!(stream_function = %primary.stream_function(), txid, "no default reply: the transaction's equipment is gone");
+            return;
+        };
+        let reply = conn
+            .with_host(|h| h.default_reply(primary, Instant::now()))
+            .flatten();
+        let Some(reply) = reply else {
             return;
         };
         if !self.transactions.mark_replied(txid) {
@@ -503,51 +676,24 @@ impl Core {
             warn!(stream_function = %primary.stream_function(), "cannot send the default reply: {e}");
         }
     }
-
-    /// GEM host: establish communication (S1F13) after each select, retrying after T5.
-    async fn establish(self: Arc<Self>, conn: Arc<Connection>, link: Link) {
-        let retry = conn.config.hsms.protocol.t5.max(Duration::from_secs(1));
-        loop {
-            if link.state() != LinkState::Selected || conn.status() == Status::Communicating {
-                return;
-            }
-            let s1f13 = Message::new(
-                StreamFunction {
-                    stream: 1,
-                    function: 13,
-                },
-                true,
-                Some(Item::L(vec![])),
-            );
-            match link.request(s1f13).await {
-                Ok(reply) if reply.function == 14 && commack(&reply) == Some(0) => {
-                    conn.set_status(Status::Communicating);
-                    return;
-                }
-                Ok(reply) => {
-                    warn!(equipment = %conn.config.name, reply = %reply, "establish communication refused; retrying in {retry:?}")
-                }
-                Err(e) => {
-                    warn!(equipment = %conn.config.name, "establish communication failed: {e}; retrying in {retry:?}")
-                }
-            }
-            tokio::time::sleep(retry).await;
-        }
-    }
 }
 
-/// COMMACK of an S1F14 body `<L [2] <B COMMACK> <L ...>>`.
-fn commack(reply: &Message) -> Option<u8> {
-    match reply.body.as_ref()?.as_list()? {
-        [ack, ..] => ack.as_int().and_then(|v| u8::try_from(v).ok()),
-        _ => None,
-    }
+/// The current UTC time in a TIME format of SEMI E5 (0: YYMMDDhhmmss, 1: YYYYMMDDhhmmsscc,
+/// 2: ISO 8601).
+fn now_text(time_format: u64) -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    DateTime::from_unix_millis(ms).format(time_format)
 }
 
 async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut incoming: Incoming) {
     while let Some(received) = incoming.recv().await {
         match received {
-            Received::Message(m) => core.on_primary(&conn, &link, m).await,
+            Received::Message(m) => {
+                conn.host_receive(&m);
+                core.on_primary(&conn, &link, m).await
+            }
             Received::Malformed {
                 stream_function,
                 error,
@@ -559,42 +705,106 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
     }
 }
 
-async fn status_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link) {
+/// A connection's GEM host task: feeds [`gem::Host`] the link's state changes, the fate of
+/// its S1F13s and its retry timer, carries out its actions on the link, and keeps the
+/// connection's link state for its [`Status`]. Received primaries reach the host from the
+/// receive loop, which wakes this task. Ends when the link shuts down.
+async fn host_loop(conn: Arc<Connection>, link: Link) {
     let mut watch = link.watch_state();
-    let mut ever_connected = false;
+    let mut outcomes: JoinSet<(gem::Tag, gem::Outcome)> = JoinSet::new();
+    let mut state_changed = true;
     loop {
-        let state = *watch.borrow_and_update();
-        let still_ours = conn.link().is_some();
-        if !still_ours {
-            return;
+        if state_changed {
+            let state = *watch.borrow_and_update();
+            if conn.link().is_none() {
+                break;
+            }
+            if state != LinkState::Selected {
+                // Whatever was in flight ended with the session.
+                outcomes.abort_all();
+            }
+            conn.link_changed(state, link.last_problem().is_some(), Instant::now());
+            state_changed = false;
         }
-        match state {
-            LinkState::Disconnected => {
-                conn.set_status(if ever_connected || link.last_problem().is_some() {
-                    Status::NotConnected
-                } else {
-                    Status::Connecting
-                });
+        carry_out(&conn, &link, &mut outcomes).await;
+        let deadline = conn.host.lock().ok().and_then(|h| h.poll_timeout());
+        tokio::select! {
+            changed = watch.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                state_changed = true;
             }
-            LinkState::Connected => {
-                ever_connected = true;
-                conn.set_status(Status::NotSelected);
-            }
-            LinkState::Selected => {
-                ever_connected = true;
-                if conn.config.establish_communication {
-                    if conn.status() != Status::Communicating {
-                        conn.set_status(Status::Selected);
-                        tokio::spawn(core.clone().establish(conn.clone(), link.clone()));
-                    }
-                } else {
-                    conn.set_status(Status::Communicating);
+            Some(joined) = outcomes.join_next(), if !outcomes.is_empty() => {
+                if let Ok((tag, outcome)) = joined {
+                    conn.with_host(|h| h.outcome(tag, outcome, Instant::now()));
                 }
             }
+            _ = conn.host_changed.notified() => {}
+            _ = sleep_until(deadline) => {
+                conn.with_host(|h| h.handle_timeout(Instant::now()));
+            }
         }
-        if watch.changed().await.is_err() {
-            return;
+    }
+    if conn.link().is_none() {
+        // Disabled: no link to communicate over (a link that replaced this one is left alone).
+        conn.with_host(|h| h.link_down(Instant::now()));
+    }
+}
+
+/// Carries out the GEM host's actions on the link: its S1F13 goes with
+/// [`Link::send_request`], and the reply or failure becomes an outcome in `outcomes`.
+async fn carry_out(
+    conn: &Connection,
+    link: &Link,
+    outcomes: &mut JoinSet<(gem::Tag, gem::Outcome)>,
+) {
+    let actions: Vec<gem::Action> = conn
+        .with_host(|h| std::iter::from_fn(|| h.poll_action()).collect())
+        .unwrap_or_default();
+    for action in actions {
+        // The host only ever sends; remote commands are the equipment's.
+        let gem::Action::Send { message, tag } = action else {
+            continue;
+        };
+        let Some(tag) = tag else {
+            if let Err(e) = link.send(message).await {
+                debug!(equipment = %conn.config.name, "not sent: {e}");
+            }
+            continue;
+        };
+        let header = Message {
+            body: None,
+            device_id: conn.config.hsms.device_id,
+            ..message.clone()
+        };
+        match link.send_request(message).await {
+            Ok(pending) => {
+                let shead = hsms_header(&Message {
+                    system_bytes: pending.system_bytes,
+                    ..header
+                });
+                outcomes.spawn(async move {
+                    let outcome = match pending.wait().await {
+                        Ok(reply) => gem::Outcome::Reply(reply),
+                        Err(LinkError::Timeout { .. }) => gem::Outcome::Timeout { shead },
+                        Err(_) => gem::Outcome::Failed,
+                    };
+                    (tag, outcome)
+                });
+            }
+            Err(e) => {
+                warn!(equipment = %conn.config.name, stream_function = %header.stream_function(), "not sent: {e}");
+                conn.with_host(|h| h.outcome(tag, gem::Outcome::Failed, Instant::now()));
+            }
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -33,7 +33,7 @@ use crate::secs2::{Item, Message, StreamFunction};
 /// Identifies a W-bit primary the equipment sent, so that its fate can be reported back with
 /// [`Equipment::outcome`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Tag(u64);
+pub struct Tag(pub(super) u64);
 
 /// Something the runtime must do.
 #[derive(Clone, Debug, PartialEq)]

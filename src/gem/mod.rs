@@ -1,4 +1,9 @@
-//! SEMI E30 (GEM) behaviour of the equipment side, sans-IO: no sockets, no clock of its own.
+//! SEMI E30 (GEM) behaviour, sans-IO: no sockets, no clock of its own.
+//!
+//! - [`host`]: [`Host`], the host side: communication state (S1F13/S1F14, WAIT CRA, WAIT
+//!   DELAY) and the replies a host gives by itself.
+//!
+//! The equipment side:
 //!
 //! - [`model`]: what a GEM tool holds — variables, constants, events, reports, alarms,
 //!   remote commands — with the standard GEM objects.
@@ -15,6 +20,7 @@
 pub mod alarms;
 pub mod clock;
 pub mod equipment;
+pub mod host;
 pub mod items;
 pub mod limits;
 pub mod model;
@@ -28,6 +34,7 @@ pub mod status;
 pub mod trace;
 
 pub use equipment::{Action, Equipment, GemError, Outcome, Tag, hsms_header};
+pub use host::{Host, HostConfig};
 pub use model::{Id, Model, Standard};
 pub use programs::{MemoryPrograms, ProgramStore};
 pub use spool::{MemorySpool, SpoolStore};

@@ -2,7 +2,8 @@
 //! and control (§5.2). Pure data and transition rules; [`super::Equipment`] applies them and
 //! sends the messages they call for.
 
-/// Communication state (E30 communications state model, equipment side).
+/// Communication state (E30 communications state model). The equipment keeps it, and so does
+/// the host ([`super::Host`]), which is never DISABLED.
 ///
 /// ENABLED holds NOT COMMUNICATING (with the equipment-initiated substates WAIT CRA and WAIT
 /// DELAY, beside the host-initiated WAIT CR FROM HOST, which needs no state of its own) and
