@@ -672,7 +672,8 @@ impl Core {
             return;
         }
         debug!(reply = %reply, "sending default reply");
-        if let Err(e) = link.send(reply).await {
+        // Queued without waiting for the link to take it: the next primary is handled at once.
+        if let Err(e) = link.post_reply(reply).await {
             warn!(stream_function = %primary.stream_function(), "cannot send the default reply: {e}");
         }
     }
