@@ -345,3 +345,175 @@ async fn gateway_answers_a_burst_of_100k_s6f11_with_a_custom_response_handler() 
     )
     .await;
 }
+
+/// Log lines written by the code under test, and a watch that ticks on each write, so that a
+/// test can wait for a line instead of for time.
+#[derive(Clone)]
+struct Logs {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    tick: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut t) = self.text.lock() {
+            t.push_str(&String::from_utf8_lossy(buf));
+        }
+        self.tick.send_modify(|n| *n += 1);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    /// Captures this test binary's log at info level (once; tests share it).
+    fn capture() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs {
+                text: Default::default(),
+                tick: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            };
+            let _ = tracing_subscriber::fmt()
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .try_init();
+            logs
+        })
+        .clone()
+    }
+
+    fn lines_with(&self, needles: &[&str]) -> Vec<String> {
+        let text = self.text.lock().map(|t| t.clone()).unwrap_or_default();
+        text.lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until a line holds every needle.
+    async fn wait_for(&self, needles: &[&str]) {
+        let mut tick = self.tick.subscribe();
+        let found = async {
+            loop {
+                if !self.lines_with(needles).is_empty() {
+                    return;
+                }
+                let _ = tick.changed().await;
+            }
+        };
+        tokio::time::timeout(STALL, found)
+            .await
+            .unwrap_or_else(|_| panic!("no log line with {needles:?}"));
+    }
+}
+
+/// A peer that sends 64 KiB loopback diagnostics (S2F25) to a simulator and never reads the
+/// answers: that connection is dropped by its write timeout, with one log line, while another
+/// simulator in the same process goes on answering requests and linktests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_is_dropped_and_others_carry_on() {
+    let logs = Logs::capture();
+    let spool = tempfile::tempdir().unwrap();
+    let start = |name: &str, write_timeout: Duration| {
+        let mut settings = Settings::new(Mode::Passive("127.0.0.1:0".into()));
+        settings.write_timeout = write_timeout;
+        settings.protocol.linktest = None;
+        Simulator::start(
+            name.into(),
+            SimConfig::default_config(),
+            settings,
+            spool.path().to_path_buf(),
+        )
+    };
+    let stalled = start("NeverReads", Duration::from_secs(2)).await.unwrap();
+    let healthy = start("Healthy", Duration::from_secs(2)).await.unwrap();
+
+    // The bad peer: select, establish communication, then write without ever reading again.
+    let stream = TcpStream::connect(stalled.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut out = Vec::new();
+    frame::encode_control(&Header::control(SType::SelectReq, 0xFFFF_0001), &mut out);
+    wr.write_all(&out).await.unwrap();
+    assert!(matches!(read_frame(&mut rd).await, Frame::Control(h) if h.stype == SType::SelectRsp));
+    let mut s1f13 = Message::new(sf(1, 13), true, Some(Item::L(vec![])));
+    s1f13.system_bytes = 0xFFFF_0002;
+    write_message(&mut wr, &s1f13).await;
+    loop {
+        let m = next_data(&mut rd).await;
+        if m.stream_function() == sf(1, 14) {
+            break;
+        }
+    }
+    let flood = tokio::spawn(async move {
+        let body = Item::B(vec![0x5A; 64 * 1024]);
+        for i in 1..=2_000u32 {
+            let mut m = Message::new(sf(2, 25), true, Some(body.clone()));
+            m.system_bytes = i;
+            let mut out = Vec::new();
+            frame::encode_message(&m, &mut out).unwrap();
+            // Fails once the simulator has dropped the connection.
+            if wr.write_all(&out).await.is_err() {
+                return i;
+            }
+        }
+        2_000
+    });
+
+    // Meanwhile the other simulator answers a host as usual.
+    let host = secsgate::hsms::driver::start(Settings::new(Mode::Active(
+        healthy.local_addr().unwrap().to_string(),
+    )))
+    .await
+    .unwrap();
+    host.link
+        .wait_selected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    host.link
+        .request(Message::new(sf(1, 13), true, Some(Item::L(vec![]))))
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let reply = host
+            .link
+            .request(Message::new(sf(1, 1), true, None))
+            .await
+            .unwrap();
+        assert_eq!(reply.stream_function(), sf(1, 2));
+        host.link.linktest().await.unwrap();
+    }
+
+    // The stalled connection is dropped by its write timeout: one line says why.
+    logs.wait_for(&["NeverReads", "connection closed", "write stalled"])
+        .await;
+    assert_eq!(
+        logs.lines_with(&["NeverReads", "connection closed"]).len(),
+        1,
+        "one log line for the drop"
+    );
+    // The flood ends because its connection is gone, well before all of it was taken.
+    let sent = flood.await.unwrap();
+    assert!(
+        sent < 2_000,
+        "the simulator stopped taking the flood ({sent})"
+    );
+    // The healthy one is still there.
+    host.link.linktest().await.unwrap();
+    host.link.shutdown().await;
+    stalled.shutdown().await;
+    healthy.shutdown().await;
+}
