@@ -7,10 +7,13 @@
 #                            beside secsgem 0.3.0's GemEquipmentHandler -> GemHostHandler
 #   scripts/bench.sh python  S6F11 events/s through onSecsGemRealtimeUpdate beside no handler,
 #                            and the time from saving a handler to it handling a message
+#   scripts/bench.sh burst   100,000 pipelined W-bit primaries to `secsgate sim` and `secsgate run`
+#                            (no handler, realtime, custom response): messages/s and peak RSS,
+#                            beside the 64-in-flight HSMS figure of the same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python" >&2; exit 2; }
+usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 
 bench_codec() {
@@ -156,10 +159,39 @@ print(f"target reload < 500 ms: {reload['max_ms']:.0f} ms -> {'met' if reload['m
 PY
 }
 
+bench_burst() {
+  scripts/setup.sh
+  cargo build --release --quiet --bin secsgate
+  echo "== burst: 100,000 pipelined W-bit primaries from a plain socket, every reply checked in order"
+  SECSGATE_BIN="$PWD/target/release/secsgate" cargo bench --quiet --bench burst > target/secsgate-burst.jsonl 2>/tmp/secsgate-bench-burst.log \
+    || { cat /tmp/secsgate-bench-burst.log; exit 1; }
+  echo "== burst: the 64-in-flight HSMS figure, same run (free placement)"
+  HSMS_BENCH_PLACEMENTS=free cargo bench --quiet --bench hsms > target/secsgate-burst-hsms.jsonl 2>/tmp/secsgate-bench-hsms.log \
+    || { cat /tmp/secsgate-bench-hsms.log; exit 1; }
+  .venv/bin/python - <<'PY'
+import json, pathlib
+rows = {r["bench"]: r for r in map(json.loads, pathlib.Path("target/secsgate-burst.jsonl").read_text().splitlines())}
+hsms = {json.loads(l)["bench"]: json.loads(l) for l in pathlib.Path("target/secsgate-burst-hsms.jsonl").read_text().splitlines()}
+inflight = hsms["secsgate_in_flight_64"]["per_second"]
+labels = {
+    "sim_s1f1": "secsgate sim, S1F1 W -> S1F2",
+    "gateway_plain": "secsgate run, S6F11 W, no handler",
+    "gateway_realtime": "secsgate run, S6F11 W, realtime handler",
+    "gateway_custom": "secsgate run, S6F11 W, custom response",
+}
+print(f"{'burst of 100,000 (every reply checked)':<44}{'messages/s':>12}{'peak RSS':>12}{'of 64-in-flight':>17}")
+for key, label in labels.items():
+    r = rows[key]
+    print(f"{label:<44}{r['per_second']:>12,.0f}{r['peak_rss_kib'] / 1024:>9.1f} MiB{r['per_second'] / inflight:>16.0%}")
+print(f"{'HSMS endpoints, 64 in flight (same run)':<44}{inflight:>12,.0f}")
+PY
+}
+
 case "$1" in
   codec) bench_codec ;;
   hsms) bench_hsms ;;
   sim) bench_sim ;;
   python) bench_python ;;
+  burst) bench_burst ;;
   *) usage ;;
 esac

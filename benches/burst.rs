@@ -1,0 +1,288 @@
+//! Burst benchmark (`cargo bench --bench burst`; `scripts/bench.sh burst` prints it beside the
+//! 64-in-flight figure of the HSMS benchmark from the same run).
+//!
+//! The `secsgate` binary runs as its own process, as a user runs it; this program plays the
+//! peer over 127.0.0.1 with a plain socket and pipelines 100,000 W-bit primaries without
+//! waiting for any reply, then reads every reply, checking that each is there and in order:
+//!
+//! 1. `sim_s1f1`: S1F1 W to `secsgate sim`, answered S1F2.
+//! 2. `gateway_plain`: S6F11 W to `secsgate run` (this program is the equipment), answered with
+//!    the GEM host's default S6F12.
+//! 3. `gateway_realtime`: the same with an `onSecsGemRealtimeUpdate` that reads the payload.
+//! 4. `gateway_custom`: the same with a custom response handler that answers each S6F11 with
+//!    `sendResponse`.
+//!
+//! Each line of stdout is one JSON object: messages/s from the first byte sent to the last
+//! reply read, and the secsgate process's peak RSS (VmHWM) at the end. The binary is
+//! `SECSGATE_BIN` or `target/release/secsgate`. Run without `--bench` (as `cargo test
+//! --all-targets` does) it does nothing, since it needs the release binary.
+
+use std::io::{BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use secsgate::hsms::frame::{self, Header, SType};
+use secsgate::secs2::{Item, Message, StreamFunction};
+
+const BURST: u32 = 100_000;
+
+fn sf(stream: u8, function: u8) -> StreamFunction {
+    StreamFunction::new(stream, function).expect("valid S/F")
+}
+
+/// A process stopped (SIGTERM, then waited for) when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SIGTERM to the child's own PID: it separates and exits as on Ctrl-C.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn binary() -> PathBuf {
+    std::env::var_os("SECSGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release/secsgate"))
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn read_frame(rd: &mut impl Read) -> std::io::Result<(Header, Option<Message>)> {
+    let mut length = [0u8; 4];
+    rd.read_exact(&mut length)?;
+    let mut bytes = vec![0u8; u32::from_be_bytes(length) as usize + 4];
+    bytes[..4].copy_from_slice(&length);
+    rd.read_exact(&mut bytes[4..])?;
+    let (header, body) = frame::split_frame(&bytes).map_err(std::io::Error::other)?;
+    if header.stype != SType::Data {
+        return Ok((header, None));
+    }
+    let body = Item::decode_body(body, &Default::default()).map_err(std::io::Error::other)?;
+    Ok((header, Some(header.into_message(body))))
+}
+
+fn write_message(wr: &mut TcpStream, m: &Message) {
+    let mut out = Vec::new();
+    frame::encode_message(m, &mut out).expect("encode");
+    wr.write_all(&out).expect("write");
+}
+
+/// Reads until the next data message.
+fn next_data(rd: &mut impl Read) -> Message {
+    loop {
+        if let (_, Some(m)) = read_frame(rd).expect("read") {
+            return m;
+        }
+    }
+}
+
+/// Establishes communication: sends S1F13 and answers the peer's own S1F13 until S1F14 comes.
+fn establish(rd: &mut impl Read, wr: &mut TcpStream) {
+    let mut s1f13 = Message::new(sf(1, 13), true, Some(Item::L(vec![])));
+    s1f13.system_bytes = 0xFFFF_0002;
+    write_message(wr, &s1f13);
+    loop {
+        let m = next_data(rd);
+        if m.stream_function() == sf(1, 13) {
+            let ack = Item::L(vec![Item::B(vec![0]), Item::L(vec![])]);
+            write_message(wr, &m.reply_with(Some(ack)));
+        } else if m.stream_function() == sf(1, 14) {
+            return;
+        }
+    }
+}
+
+/// Pipelines the burst from a thread while this one reads the replies; returns messages/s.
+fn burst(
+    rd: &mut impl Read,
+    wr: &TcpStream,
+    make: fn(u32) -> Message,
+    reply_sf: StreamFunction,
+) -> f64 {
+    let mut wr = wr.try_clone().expect("clone");
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let mut out = Vec::with_capacity(1 << 20);
+        for i in 1..=BURST {
+            frame::encode_message(&make(i), &mut out).expect("encode");
+            if out.len() >= 1 << 20 {
+                wr.write_all(&out).expect("write");
+                out.clear();
+            }
+        }
+        wr.write_all(&out).expect("write");
+    });
+    let mut expected = 1;
+    while expected <= BURST {
+        let m = next_data(rd);
+        if m.stream_function() != reply_sf {
+            continue;
+        }
+        assert_eq!(m.system_bytes, expected, "replies in order");
+        expected += 1;
+    }
+    let elapsed = started.elapsed();
+    writer.join().expect("writer");
+    f64::from(BURST) / elapsed.as_secs_f64()
+}
+
+fn connect(port: u16) -> TcpStream {
+    for _ in 0..500 {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("secsgate did not listen on port {port}");
+}
+
+fn select(rd: &mut impl Read, wr: &mut TcpStream) {
+    let mut out = Vec::new();
+    frame::encode_control(&Header::control(SType::SelectReq, 0xFFFF_0001), &mut out);
+    wr.write_all(&out).expect("write");
+    let (h, _) = read_frame(rd).expect("Select.rsp");
+    assert_eq!((h.stype, h.byte3), (SType::SelectRsp, 0));
+}
+
+fn print(bench: &str, rate: f64, rss: u64) {
+    println!(
+        r#"{{"bench":"{bench}","messages":{BURST},"per_second":{rate:.0},"peak_rss_kib":{rss}}}"#
+    );
+}
+
+fn sim_s1f1() {
+    let port = free_port();
+    let spool = tempfile::tempdir().expect("tempdir");
+    let process = Process(
+        Command::new(binary())
+            .args(["sim", "--port", &port.to_string(), "--spool-dir"])
+            .arg(spool.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start secsgate sim"),
+    );
+    let mut wr = connect(port);
+    wr.set_nodelay(true).expect("nodelay");
+    let mut rd = BufReader::with_capacity(1 << 16, wr.try_clone().expect("clone"));
+    select(&mut rd, &mut wr);
+    establish(&mut rd, &mut wr);
+    let rate = burst(
+        &mut rd,
+        &wr,
+        |i| {
+            let mut m = Message::new(sf(1, 1), true, None);
+            m.system_bytes = i;
+            m
+        },
+        sf(1, 2),
+    );
+    print("sim_s1f1", rate, process.peak_rss_kib());
+}
+
+fn s6f11(i: u32) -> Message {
+    let body = Item::L(vec![
+        Item::U4(vec![i]),
+        Item::U4(vec![100]),
+        Item::L(vec![Item::L(vec![
+            Item::U4(vec![9000]),
+            Item::L(vec![Item::A(b"LOT-1".to_vec()), Item::U4(vec![i])]),
+        ])]),
+    ]);
+    let mut m = Message::new(sf(6, 11), true, Some(body));
+    m.system_bytes = i;
+    m
+}
+
+fn project(dir: &Path, port: u16, extra: &str, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir.join("handlers")).expect("mkdir");
+    std::fs::write(
+        dir.join("project.toml"),
+        format!(
+            "[gateway]\nworkers = 2\nhandler_timeout = 30\ncustom_response_timeout = 60\nstartup_wait = 1\n\n\
+             [[equipment]]\nname = \"Tool1\"\nport = {port}\ntimers = {{ t3 = 60, t5 = 0.2, linktest = 0 }}\n{extra}\n"
+        ),
+    )
+    .expect("write project.toml");
+    for (path, text) in files {
+        std::fs::write(dir.join(path), text).expect("write handler");
+    }
+}
+
+fn gateway(bench: &str, extra: &str, files: &[(&str, &str)]) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    project(dir.path(), port, extra, files);
+    let process = Process(
+        Command::new(binary())
+            .args(["run", "--no-reload"])
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start secsgate run"),
+    );
+    let (mut wr, _) = listener.accept().expect("the gateway connects");
+    wr.set_nodelay(true).expect("nodelay");
+    let mut rd = BufReader::with_capacity(1 << 16, wr.try_clone().expect("clone"));
+    let (h, _) = read_frame(&mut rd).expect("Select.req");
+    assert_eq!(h.stype, SType::SelectReq);
+    let mut out = Vec::new();
+    frame::encode_control(&Header::control(SType::SelectRsp, h.system_bytes), &mut out);
+    wr.write_all(&out).expect("write");
+    let s1f13 = next_data(&mut rd);
+    assert_eq!(s1f13.stream_function(), sf(1, 13));
+    let ack = Item::L(vec![Item::B(vec![0]), Item::L(vec![])]);
+    write_message(&mut wr, &s1f13.reply_with(Some(ack)));
+    let rate = burst(&mut rd, &wr, s6f11, sf(6, 12));
+    print(bench, rate, process.peak_rss_kib());
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    sim_s1f1();
+    gateway("gateway_plain", "", &[]);
+    gateway(
+        "gateway_realtime",
+        "realtime = [\"S6F11\"]",
+        &[(
+            "handlers/onSecsGemRealtimeUpdate.py",
+            "equipment = payload['Equipment']\nsf = payload['StreamFunction']\ntxid = payload['TxID']\n",
+        )],
+    );
+    gateway(
+        "gateway_custom",
+        "[[equipment.custom_response]]\nstream_function = \"S6F11\"\nhandler = \"onEvent\"\n",
+        &[(
+            "handlers/onEvent.py",
+            "system.secsgem.sendResponse(payload['TxID'], payload['SystemBytes'], 'S6F12', {'format': 'B', 'value': 0}, payload['Equipment'])\n",
+        )],
+    );
+}
