@@ -7,7 +7,6 @@
 //! later.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -145,7 +144,7 @@ pub enum Command {
 pub struct Link {
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<LinkState>,
-    problem: Arc<Mutex<Option<String>>>,
+    problem: watch::Receiver<Option<String>>,
 }
 
 /// The receiving half of a link: primaries from the peer, in arrival order.
@@ -167,16 +166,14 @@ pub struct LinkTask {
     pub commands: mpsc::Receiver<Command>,
     pub state: watch::Sender<LinkState>,
     pub incoming: mpsc::Sender<Received>,
-    problem: Arc<Mutex<Option<String>>>,
+    problem: watch::Sender<Option<String>>,
 }
 
 impl LinkTask {
     /// Records why the link is not communicating (a failed connect, a closed session), for
     /// [`Link::last_problem`]; `None` once it communicates again.
     pub fn set_problem(&self, problem: Option<String>) {
-        if let Ok(mut p) = self.problem.lock() {
-            *p = problem;
-        }
+        self.problem.send_replace(problem);
     }
 }
 
@@ -190,19 +187,19 @@ pub fn channel() -> (Link, Incoming, LinkTask) {
     let (ctx, crx) = mpsc::channel(QUEUE);
     let (stx, srx) = watch::channel(LinkState::Disconnected);
     let (itx, irx) = mpsc::channel(QUEUE);
-    let problem = Arc::new(Mutex::new(None));
+    let (ptx, prx) = watch::channel(None);
     (
         Link {
             commands: ctx,
             state: srx,
-            problem: problem.clone(),
+            problem: prx,
         },
         Incoming { rx: irx },
         LinkTask {
             commands: crx,
             state: stx,
             incoming: itx,
-            problem,
+            problem: ptx,
         },
     )
 }
@@ -232,7 +229,13 @@ impl Link {
 
     /// Why the link last failed to connect or lost its connection, if it is not communicating.
     pub fn last_problem(&self) -> Option<String> {
-        self.problem.lock().ok().and_then(|p| p.clone())
+        self.problem.borrow().clone()
+    }
+
+    /// A watch that sees every problem recorded (each failed connection attempt, each lost
+    /// connection; `None` once selected).
+    pub fn watch_problem(&self) -> watch::Receiver<Option<String>> {
+        self.problem.clone()
     }
 
     /// A watch that sees every state change.

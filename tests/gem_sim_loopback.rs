@@ -500,17 +500,14 @@ async fn s9f9_when_the_host_leaves_an_event_unanswered() {
 
 /// Waits until the simulator's spool holds `want` messages and no event run is under way.
 async fn wait_for(sim: &Simulator, want: usize) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let s = sim.status().await.unwrap();
-            if s.spool_count == want && s.runs_active == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
+    let mut status = sim.watch_status();
+    tokio::time::timeout(
+        WAIT,
+        status.wait_for(|s| s.spool_count == want && s.runs_active == 0),
+    )
     .await
     .unwrap_or_else(|_| panic!("the spool never held {want} messages"))
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,8 @@
 //! to the right fields, must-reject bytes are rejected, decode-only bytes decode.
 //!
 //! The file is read at test time from the sibling `shared` folder (or `$SECSGATE_SHARED`);
-//! when it is absent the test says so and passes without checking.
+//! when it is absent the tests fail and say where they looked: a check that did not run must
+//! not pass.
 
 use std::path::PathBuf;
 
@@ -20,30 +21,27 @@ struct Vector {
     source: String,
 }
 
-fn load() -> Option<Vec<Vector>> {
+fn load() -> Vec<Vector> {
     let path = std::env::var_os("SECSGATE_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
         .join("vectors/secs2_vectors.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!(
-            "SKIPPED: {} not found; set SECSGATE_SHARED to the shared folder",
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; the vectors are needed: set SECSGATE_SHARED to the shared folder",
             path.display()
-        );
-        return None;
-    };
+        )
+    });
     let all: Vec<Value> = serde_json::from_str(&text).expect("vector file is JSON");
-    Some(
-        all.iter()
-            .map(|v| Vector {
-                sml: v["sml"].as_str().map(str::to_owned),
-                bytes: secsgate::cli::from_hex(v["hex"].as_str().expect("hex")).expect("hex"),
-                kind: v["kind"].as_str().expect("kind").to_owned(),
-                note: v["note"].as_str().unwrap_or("").to_owned(),
-                source: v["source"].as_str().unwrap_or("").to_owned(),
-            })
-            .collect(),
-    )
+    all.iter()
+        .map(|v| Vector {
+            sml: v["sml"].as_str().map(str::to_owned),
+            bytes: secsgate::cli::from_hex(v["hex"].as_str().expect("hex")).expect("hex"),
+            kind: v["kind"].as_str().expect("kind").to_owned(),
+            note: v["note"].as_str().unwrap_or("").to_owned(),
+            source: v["source"].as_str().unwrap_or("").to_owned(),
+        })
+        .collect()
 }
 
 fn of_kind<'a>(all: &'a [Vector], kind: &str) -> Vec<&'a Vector> {
@@ -63,7 +61,7 @@ fn sml_item(text: &str) -> Item {
 
 #[test]
 fn items_encode_exactly_and_decode_back() {
-    let Some(all) = load() else { return };
+    let all = load();
     let limits = DecodeLimits::default();
     for v in of_kind(&all, "secs2_item") {
         let decoded =
@@ -84,7 +82,7 @@ fn items_encode_exactly_and_decode_back() {
 
 #[test]
 fn item_headers() {
-    let Some(all) = load() else { return };
+    let all = load();
     for v in of_kind(&all, "item_header") {
         let length = v.bytes[1..]
             .iter()
@@ -144,7 +142,7 @@ fn check_header(header: &Header, v: &Vector, body: Option<&[u8]>) {
 
 #[test]
 fn hsms_frames_decode_to_their_fields_and_re_encode() {
-    let Some(all) = load() else { return };
+    let all = load();
     for v in of_kind(&all, "hsms_frame") {
         let (header, body) =
             frame::split_frame(&v.bytes).unwrap_or_else(|e| panic!("{}: {e}", v.note));
@@ -164,7 +162,7 @@ fn hsms_frames_decode_to_their_fields_and_re_encode() {
 
 #[test]
 fn hsms_headers_decode_to_their_fields() {
-    let Some(all) = load() else { return };
+    let all = load();
     for v in of_kind(&all, "hsms_header") {
         let bytes: [u8; 10] = v.bytes.as_slice().try_into().expect("10-byte header");
         let header = Header::from_bytes(&bytes);
@@ -191,7 +189,7 @@ fn hsms_headers_decode_to_their_fields() {
 
 #[test]
 fn invalid_bytes_are_rejected() {
-    let Some(all) = load() else { return };
+    let all = load();
     for v in of_kind(&all, "secs2_decode_invalid") {
         let err = Item::decode(&v.bytes, &DecodeLimits::default());
         assert!(err.is_err(), "{} decoded: {:?}", v.note, err);
@@ -200,7 +198,7 @@ fn invalid_bytes_are_rejected() {
 
 #[test]
 fn decode_only_bytes_decode() {
-    let Some(all) = load() else { return };
+    let all = load();
     for v in of_kind(&all, "secs2_decode_only") {
         let decoded = Item::decode(&v.bytes, &DecodeLimits::default()).unwrap();
         assert_eq!(decoded, sml_item(v.sml.as_deref().unwrap()), "{}", v.note);

@@ -94,6 +94,7 @@ pub struct Simulator {
     local_addr: Option<SocketAddr>,
     runs: Vec<String>,
     control: mpsc::Sender<Control>,
+    status: watch::Receiver<SimStatus>,
     task: JoinHandle<()>,
 }
 
@@ -130,7 +131,15 @@ impl Simulator {
         );
         let (control, control_rx) = mpsc::channel(64);
         let seed = seed_for(&name);
+        let (status_tx, status) = watch::channel(SimStatus {
+            communication: equipment.communication_state(),
+            control: equipment.control_state(),
+            spool_count: equipment.spool_count(),
+            runs_active: 0,
+            in_flight: 0,
+        });
         let task = Task {
+            status: status_tx,
             name: name.clone(),
             state: endpoint.link.watch_state(),
             link: endpoint.link,
@@ -152,6 +161,7 @@ impl Simulator {
             local_addr: endpoint.local_addr,
             runs: config.run_names(),
             control,
+            status,
             task,
         })
     }
@@ -199,6 +209,11 @@ impl Simulator {
             .unwrap_or(Err(SimError::Stopped(self.name.clone())))
     }
 
+    /// A watch of [`SimStatus`], updated whenever the simulator's state changes.
+    pub fn watch_status(&self) -> watch::Receiver<SimStatus> {
+        self.status.clone()
+    }
+
     /// Its communication and control states, spool size and activity.
     pub async fn status(&self) -> Result<SimStatus, SimError> {
         let (done, rx) = oneshot::channel();
@@ -241,6 +256,8 @@ struct Task {
     /// W-bit primaries in flight, each ending with its tag and outcome.
     outcomes: JoinSet<(Tag, Outcome)>,
     up: bool,
+    /// Published after each pass of the task's loop.
+    status: watch::Sender<SimStatus>,
 }
 
 impl Task {
@@ -248,6 +265,7 @@ impl Task {
         let mut done = None;
         loop {
             self.step_runs().await;
+            self.publish_status();
             let room = self.outcomes.len() < WINDOW;
             let deadline = [
                 self.equipment.poll_timeout(),
@@ -351,16 +369,30 @@ impl Task {
                 let _ = done.send(result.map_err(SimError::from));
             }
             Control::Status(done) => {
-                let _ = done.send(SimStatus {
-                    communication: self.equipment.communication_state(),
-                    control: self.equipment.control_state(),
-                    spool_count: self.equipment.spool_count(),
-                    runs_active: self.runs.running(),
-                    in_flight: self.outcomes.len(),
-                });
+                let _ = done.send(self.current_status());
             }
             Control::Shutdown(_) => {}
         }
+    }
+
+    fn current_status(&self) -> SimStatus {
+        SimStatus {
+            communication: self.equipment.communication_state(),
+            control: self.equipment.control_state(),
+            spool_count: self.equipment.spool_count(),
+            runs_active: self.runs.running(),
+            in_flight: self.outcomes.len(),
+        }
+    }
+
+    /// Tells watchers of the status what changed (nothing when nothing did).
+    fn publish_status(&self) {
+        let now = self.current_status();
+        self.status.send_if_modified(|s| {
+            let changed = *s != now;
+            *s = now;
+            changed
+        });
     }
 
     fn timers(&mut self) {
