@@ -11,7 +11,7 @@
 //! address = "127.0.0.1"
 //! port = 5000
 //! device_id = 0
-//! timers = { t3 = 45, linktest = 60 }
+//! timers = { t3 = 45, linktest = 60, write = 30 }  # write: drop a peer that reads nothing
 //!
 //! [[equipment.custom_response]]
 //! stream_function = "S6F11"
@@ -274,6 +274,7 @@ struct RawTimers {
     t7: Option<Spanned<f64>>,
     t8: Option<Spanned<f64>>,
     linktest: Option<Spanned<f64>>,
+    write: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -539,6 +540,8 @@ impl Validator<'_> {
                 86400.0,
             );
             p.linktest = (!link.is_zero()).then_some(link);
+            hsms.write_timeout =
+                self.seconds(&t.write, k("timers.write"), hsms.write_timeout, 0.1, 3600.0);
         }
         if e.max_message_size.is_some() {
             hsms.protocol.max_message_size = self.int(
@@ -728,7 +731,7 @@ name = "Tool1"
 mode = "passive"
 port = 5000
 device_id = 3
-timers = { t3 = 2, linktest = 0 }
+timers = { t3 = 2, linktest = 0, write = 4 }
 realtime = ["S6F11", "S5F1"]
 
 [[equipment]]
@@ -745,6 +748,8 @@ enabled = false
         assert_eq!(t1.hsms.device_id, 3);
         assert_eq!(t1.hsms.protocol.t3, Duration::from_secs(2));
         assert_eq!(t1.hsms.protocol.linktest, None);
+        assert_eq!(t1.hsms.write_timeout, Duration::from_secs(4));
+        assert_eq!(p.equipment[1].hsms.write_timeout, Duration::from_secs(30));
         assert!(t1.realtime.includes("S6F11".parse().unwrap(), None));
         assert!(!t1.realtime.includes("S1F1".parse().unwrap(), None));
         assert!(!p.equipment[1].enabled);

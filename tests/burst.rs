@@ -418,7 +418,8 @@ impl Logs {
 
 /// A peer that sends 64 KiB loopback diagnostics (S2F25) to a simulator and never reads the
 /// answers: that connection is dropped by its write timeout, with one log line, while another
-/// simulator in the same process goes on answering requests and linktests.
+/// simulator in the same process goes on answering requests and linktests, and T3 fires on a
+/// third connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_is_dropped_and_others_carry_on() {
     let logs = Logs::capture();
@@ -495,6 +496,27 @@ async fn a_peer_that_never_reads_is_dropped_and_others_carry_on() {
         host.link.linktest().await.unwrap();
     }
 
+    // And T3 fires on a third connection, whose peer never answers.
+    let silent = secsgate::hsms::driver::start(Settings::new(Mode::Passive("127.0.0.1:0".into())))
+        .await
+        .unwrap();
+    let mut asking = Settings::new(Mode::Active(silent.local_addr.unwrap().to_string()));
+    asking.protocol.t3 = Duration::from_secs(1);
+    let asking = secsgate::hsms::driver::start(asking).await.unwrap();
+    asking
+        .link
+        .wait_selected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let unanswered = asking
+        .link
+        .request(Message::new(sf(1, 3), true, Some(Item::L(vec![]))))
+        .await;
+    assert!(
+        matches!(unanswered, Err(secsgate::link::LinkError::Timeout { .. })),
+        "{unanswered:?}"
+    );
+
     // The stalled connection is dropped by its write timeout: one line says why.
     logs.wait_for(&["NeverReads", "connection closed", "write stalled"])
         .await;
@@ -512,6 +534,8 @@ async fn a_peer_that_never_reads_is_dropped_and_others_carry_on() {
     // The healthy one is still there.
     host.link.linktest().await.unwrap();
     host.link.shutdown().await;
+    asking.link.shutdown().await;
+    silent.link.shutdown().await;
     stalled.shutdown().await;
     healthy.shutdown().await;
 }
