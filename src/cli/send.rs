@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{EXIT_BAD_INPUT, SendArgs};
+use crate::gem;
 use crate::hsms::driver::{self, Mode, Settings};
 use crate::link::{Link, LinkError, Received};
 use crate::secs2::{Message, json, sml};
@@ -111,12 +112,27 @@ async fn session(args: SendArgs, steps: Vec<Step>, t3: Duration, wait: Duration)
         );
         return EXIT_FAILED;
     }
-    // Primaries the peer sends meanwhile are shown on stderr.
+    // Primaries the peer sends meanwhile are shown on stderr, and answered as a GEM host
+    // answers them (S1F14 to S1F13, S6F12 to S6F11, SxF0 to what a host does not handle),
+    // so a tool waiting for its reply does not run into T3. Replies are queued without
+    // waiting: this task never holds up the connection.
     let mut incoming = endpoint.incoming;
+    let answering = link.clone();
     tokio::spawn(async move {
+        let host = gem::Host::new(
+            gem::HostConfig::default(),
+            std::time::Instant::now(),
+            std::time::SystemTime::now(),
+        );
         while let Some(received) = incoming.recv().await {
             match received {
-                Received::Message(m) => eprintln!("secsgate: received {m}"),
+                Received::Message(m) => {
+                    eprintln!("secsgate: received {m}");
+                    if let Some(reply) = host.default_reply(&m, std::time::Instant::now()) {
+                        eprintln!("secsgate: answered {reply}");
+                        let _ = answering.post_reply(reply).await;
+                    }
+                }
                 Received::Malformed {
                     stream_function,
                     error,
