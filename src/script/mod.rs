@@ -62,6 +62,9 @@ pub enum Outcome {
 /// A compiled handler.
 struct Handler {
     code: Py<PyCode>,
+    /// What every run's globals start as: `__builtins__`, `__name__`, `__file__`, `system`
+    /// (copied per run, which is cheaper than building them).
+    globals: Py<PyDict>,
     version: u32,
 }
 
@@ -556,8 +559,22 @@ impl Inner {
 
     /// The next jobs to run: up to `BATCH` queued jobs of one key, in order (they would run
     /// one after another anyway; taking them together saves a GIL hand-over per job).
-    fn next(&self) -> Option<Vec<Job>> {
+    /// `finished` is the key whose jobs this worker just ran: it goes to the back of the ready
+    /// keys if it has more, and this worker takes it itself when no other key is waiting
+    /// (no wake-up of another worker for it).
+    fn next(&self, finished: Option<String>) -> Option<Vec<Job>> {
         let mut q = self.queues.lock().ok()?;
+        if let Some(key) = finished {
+            q.busy.remove(&key);
+            if q.by_key.get(&key).is_some_and(|jobs| !jobs.is_empty()) {
+                q.ready.push_back(key);
+                if q.ready.len() > 1 {
+                    self.wake.notify_one();
+                }
+            } else {
+                q.by_key.remove(&key);
+            }
+        }
         loop {
             if let Some(key) = q.ready.pop_front() {
                 let jobs: Vec<Job> = match q.by_key.get_mut(&key) {
@@ -580,32 +597,15 @@ impl Inner {
         }
     }
 
-    fn finished(&self, key: &str) {
-        let Ok(mut q) = self.queues.lock() else {
-            return;
-        };
-        q.busy.remove(key);
-        let more = q.by_key.get(key).is_some_and(|jobs| !jobs.is_empty());
-        if more {
-            q.ready.push_back(key.to_string());
-            self.wake.notify_one();
-        } else {
-            q.by_key.remove(key);
-        }
-    }
-
     fn worker(self: Arc<Self>, index: usize) {
-        while let Some(jobs) = self.next() {
+        let mut finished = None;
+        while let Some(jobs) = self.next(finished.take()) {
             let key = jobs[0].key.clone();
             // The engine's gateway, current on this thread while its jobs run.
             let _current = host::enter(self.host.read().ok().and_then(|h| h.clone()));
             Python::attach(|py| {
-                let system = py.import("system");
                 for mut job in jobs {
-                    let outcome = match &system {
-                        Ok(system) => self.run(py, system, index, &job),
-                        Err(e) => Outcome::Raised(format_error(py, e)),
-                    };
+                    let outcome = self.run(py, index, &job);
                     self.completed.fetch_add(1, Ordering::Relaxed);
                     if let Some(done) = job.done.take() {
                         let _ = done.send(outcome);
@@ -614,17 +614,11 @@ impl Inner {
             });
             self.completed_watch
                 .send_replace(self.completed.load(Ordering::Relaxed));
-            self.finished(&key);
+            finished = Some(key);
         }
     }
 
-    fn run(
-        &self,
-        py: Python<'_>,
-        system: &Bound<'_, pyo3::types::PyModule>,
-        index: usize,
-        job: &Job,
-    ) -> Outcome {
+    fn run(&self, py: Python<'_>, index: usize, job: &Job) -> Outcome {
         let handler = self
             .handlers
             .read()
@@ -645,19 +639,8 @@ impl Inner {
                 };
             }
             let result = (|| -> PyResult<()> {
-                let globals = PyDict::new(py);
-                globals.set_item("__builtins__", self.builtins.bind(py))?;
-                globals.set_item("__name__", "__handler__")?;
-                globals.set_item(
-                    "__file__",
-                    self.project
-                        .join("handlers")
-                        .join(format!("{}.py", job.handler))
-                        .display()
-                        .to_string(),
-                )?;
-                globals.set_item("system", system)?;
-                globals.set_item("payload", job.payload.to_dict(py)?)?;
+                let globals = handler.globals.bind(py).copy()?;
+                globals.set_item(pyo3::intern!(py, "payload"), job.payload.to_dict(py)?)?;
                 use pyo3::types::PyCodeMethods;
                 handler.code.bind(py).run(Some(&globals), None)?;
                 Ok(())
@@ -688,6 +671,23 @@ impl Inner {
         }
     }
 
+    /// The globals a handler's runs start from.
+    fn globals(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyDict>> {
+        let globals = PyDict::new(py);
+        globals.set_item("__builtins__", self.builtins.bind(py))?;
+        globals.set_item("__name__", "__handler__")?;
+        globals.set_item(
+            "__file__",
+            self.project
+                .join("handlers")
+                .join(format!("{name}.py"))
+                .display()
+                .to_string(),
+        )?;
+        globals.set_item("system", py.import("system")?)?;
+        Ok(globals.unbind())
+    }
+
     /// Compiles a handler file and swaps it in; on failure logs why and keeps the old one.
     fn load_handler(&self, path: &Path) {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
@@ -700,14 +700,25 @@ impl Inner {
                 return;
             }
         };
-        let compiled = Python::attach(|py| compile(py, &source, path));
+        let compiled = Python::attach(|py| {
+            let (code, rewritten) = compile(py, &source, path)?;
+            let globals = self.globals(py, &name).map_err(|e| format_error(py, &e))?;
+            Ok::<_, String>((code, globals, rewritten))
+        });
         match compiled {
-            Ok((code, rewritten)) => {
+            Ok((code, globals, rewritten)) => {
                 let Ok(mut handlers) = self.handlers.write() else {
                     return;
                 };
                 let version = handlers.get(&name).map_or(1, |h| h.version + 1);
-                handlers.insert(name.clone(), Arc::new(Handler { code, version }));
+                handlers.insert(
+                    name.clone(),
+                    Arc::new(Handler {
+                        code,
+                        globals,
+                        version,
+                    }),
+                );
                 info!(target: "script", handler = %name, version, rewritten_from_python2 = rewritten, "handler loaded");
             }
             Err(e) => {
