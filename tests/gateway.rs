@@ -637,6 +637,68 @@ async fn two_gateways_in_one_process_each_reach_their_own_equipment() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_falling_behind_hold_back_the_equipment() {
+    let eq = equipment(Duration::ZERO).await;
+    let settings = toml(eq.port, "realtime = [\"S6F11\"]").replace(
+        "handler_timeout = 1\n",
+        "handler_timeout = 30\nqueue_limit = 2\n",
+    );
+    let dir = project(
+        "backpressure",
+        &settings,
+        &[
+            (
+                "lib/secsgate_bp_gate.py",
+                "import threading\nopen_ = threading.Event()\n",
+            ),
+            (
+                "handlers/onSecsGemRealtimeUpdate.py",
+                "import secsgate_bp_gate as g\ng.open_.wait(30)\n",
+            ),
+        ],
+    );
+    let gateway = start(&dir).await;
+    let event = |n: u32| msg(&format!("S6F11 W <L [3] <U4 {n}> <U4 1> <L>>"));
+    // Two jobs fill Tool1's queue (one held at the gate, one waiting); the third event is
+    // answered, then the gateway waits for room to queue its job...
+    for n in 0..3 {
+        let reply = eq.link.request(event(n)).await.unwrap();
+        assert_eq!(reply.to_string(), "S6F12 <B 0x00> .");
+    }
+    // ... so the fourth is not taken in (nor answered) while the handlers are behind.
+    let mut fourth = tokio::spawn({
+        let link = eq.link.clone();
+        async move { link.request(event(3)).await }
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut fourth)
+            .await
+            .is_err(),
+        "the fourth event was answered while the queue was full"
+    );
+    tokio::task::spawn_blocking(|| {
+        use pyo3::types::PyAnyMethods;
+        pyo3::Python::attach(|py| {
+            py.import("secsgate_bp_gate")
+                .and_then(|g| g.getattr("open_"))
+                .and_then(|ev| ev.call_method0("set"))
+                .map(|_| ())
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), fourth)
+        .await
+        .expect("answered once the handlers caught up")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.to_string(), "S6F12 <B 0x00> .");
+    completed(gateway.engine(), 4).await;
+    gateway.shutdown().await;
+}
+
 #[test]
 fn check_lists_config_and_script_problems() {
     let dir = project(
