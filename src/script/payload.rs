@@ -394,10 +394,10 @@ mod tests {
     fn reading_other_keys_does_not_make_the_message() {
         let m = lazy();
         let got = run(
-            "result = [p['Equipment'], p.get('TxID'), 'Equipment' in p, p.get('nope', 3), isinstance(p, dict)]",
+            "import system\nresult = [p['Equipment'], p.get('TxID'), 'Equipment' in p, p.get('nope', 3), isinstance(p, dict), type(p) is system.Payload]",
             &m,
         );
-        assert_eq!(got, serde_json::json!(["Tool1", 7, true, 3, true]));
+        assert_eq!(got, serde_json::json!(["Tool1", 7, true, 3, true, true]));
         assert!(m.text.get().is_none(), "the JSON text was made");
     }
 

@@ -275,6 +275,10 @@ pub mod system {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = m.py();
         m.add("ScriptTimeout", py.get_type::<ScriptTimeout>())?;
+        m.add(
+            "Payload",
+            py.get_type::<super::super::payload::PayloadDict>(),
+        )?;
         let modules = py.import("sys")?.getattr("modules")?;
         for sub in ["secsgem", "util", "dataset"] {
             modules.set_item(format!("system.{sub}"), m.getattr(sub)?)?;
