@@ -597,13 +597,15 @@ impl Inner {
         }
     }
 
+    /// A worker: attached to the interpreter for its whole life (one Python thread state,
+    /// kept), and detached (the GIL released) while it waits for jobs.
     fn worker(self: Arc<Self>, index: usize) {
-        let mut finished = None;
-        while let Some(jobs) = self.next(finished.take()) {
-            let key = jobs[0].key.clone();
-            // The engine's gateway, current on this thread while its jobs run.
-            let _current = host::enter(self.host.read().ok().and_then(|h| h.clone()));
-            Python::attach(|py| {
+        Python::attach(|py| {
+            let mut finished = None;
+            while let Some(jobs) = py.detach(|| self.next(finished.take())) {
+                let key = jobs[0].key.clone();
+                // The engine's gateway, current on this thread while its jobs run.
+                let _current = host::enter(self.host.read().ok().and_then(|h| h.clone()));
                 for mut job in jobs {
                     let outcome = self.run(py, index, &job);
                     self.completed.fetch_add(1, Ordering::Relaxed);
@@ -611,11 +613,11 @@ impl Inner {
                         let _ = done.send(outcome);
                     }
                 }
-            });
-            self.completed_watch
-                .send_replace(self.completed.load(Ordering::Relaxed));
-            finished = Some(key);
-        }
+                self.completed_watch
+                    .send_replace(self.completed.load(Ordering::Relaxed));
+                finished = Some(key);
+            }
+        });
     }
 
     fn run(&self, py: Python<'_>, index: usize, job: &Job) -> Outcome {
