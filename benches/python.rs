@@ -3,6 +3,7 @@
 //! `TxID`), and one that also reads `Message` (the JSON text), beside the same events with no
 //! handler, in one run; and the time from saving a handler to it handling the next message.
 //! Target: the handler that reads the payload runs at >= 60% of the no-handler rate.
+//! Each case is measured `ROUNDS` times in turns (50,000 events each) and its best counts.
 //!
 //! The equipment is a secsgate HSMS endpoint in the same process sending S6F11 W with 64 in
 //! flight; the gateway answers S6F12 and runs the handler. Prints JSON lines.
@@ -18,7 +19,7 @@ use secsgate::hsms::driver::{self, Mode, Settings};
 use secsgate::link::{Link, Received};
 use secsgate::secs2::{Message, sml};
 
-const EVENTS: u64 = 100_000;
+const EVENTS: u64 = 50_000;
 const IN_FLIGHT: u64 = 64;
 
 fn project(dir: &Path, port: u16, handler: Option<&str>) {
@@ -94,6 +95,36 @@ async fn start(dir: &Path) -> Gateway {
     g
 }
 
+/// The cases: name and handler (none for the baseline).
+const CASES: [(&str, Option<&str>); 3] = [
+    ("no_handler", None),
+    (
+        "realtime_handler",
+        Some("e = payload['Equipment']\nsf = payload['StreamFunction']\ntx = payload['TxID']\n"),
+    ),
+    (
+        "realtime_handler_message",
+        Some("e = payload['Equipment']\nsf = payload['StreamFunction']\nm = payload['Message']\n"),
+    ),
+];
+
+/// Measurements per case, taken in turns; the best counts (the machine is shared, and a
+/// busy moment should not decide a ratio).
+const ROUNDS: usize = 3;
+
+/// Events per second through one gateway: `EVENTS` events, until their handlers (if any)
+/// finished.
+async fn rate(eq: &Link, g: &Gateway, handled: bool) -> f64 {
+    let engine = g.engine().clone();
+    let before = engine.completed();
+    let t = Instant::now();
+    blast(eq, EVENTS).await;
+    while handled && engine.completed() < before + EVENTS {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    EVENTS as f64 / t.elapsed().as_secs_f64()
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -103,63 +134,39 @@ fn main() {
     rt.block_on(async {
         let base: PathBuf =
             std::env::temp_dir().join(format!("secsgate-bench-python-{}", std::process::id()));
-        // 1. No handler.
-        let (eq, port) = equipment().await;
-        let dir = base.join("plain");
-        project(&dir, port, None);
-        let g = start(&dir).await;
-        blast(&eq, 2_000).await; // warm-up
-        let t = Instant::now();
-        blast(&eq, EVENTS).await;
-        let plain = EVENTS as f64 / t.elapsed().as_secs_f64();
-        println!("{{\"case\": \"no_handler\", \"events_per_s\": {plain:.0}}}");
-        g.shutdown().await;
-        eq.shutdown().await;
-
-        // 2. A realtime handler that reads the payload; 3. one that also reads the Message.
-        let mut handled = 0.0;
-        for (case, handler) in [
-            (
-                "realtime_handler",
-                "e = payload['Equipment']\nsf = payload['StreamFunction']\ntx = payload['TxID']\n",
-            ),
-            (
-                "realtime_handler_message",
-                "e = payload['Equipment']\nsf = payload['StreamFunction']\nm = payload['Message']\n",
-            ),
-        ] {
+        let mut running = Vec::new();
+        for (case, handler) in CASES {
             let (eq, port) = equipment().await;
             let dir = base.join(case);
-            project(&dir, port, Some(handler));
+            project(&dir, port, handler);
             let g = start(&dir).await;
-            let engine = g.engine().clone();
-            blast(&eq, 2_000).await;
-            while engine.completed() < 2_000 {
+            blast(&eq, 2_000).await; // warm-up
+            while handler.is_some() && g.engine().completed() < 2_000 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            let before = engine.completed();
-            let t = Instant::now();
-            blast(&eq, EVENTS).await;
-            while engine.completed() < before + EVENTS {
-                tokio::time::sleep(Duration::from_micros(200)).await;
+            running.push((eq, g, dir));
+        }
+        let mut best = [0.0f64; CASES.len()];
+        for _ in 0..ROUNDS {
+            for (i, (eq, g, _)) in running.iter().enumerate() {
+                best[i] = best[i].max(rate(eq, g, CASES[i].1.is_some()).await);
             }
-            let rate = EVENTS as f64 / t.elapsed().as_secs_f64();
+        }
+        let plain = best[0];
+        for (i, (case, _)) in CASES.iter().enumerate() {
             println!(
-                "{{\"case\": \"{case}\", \"events_per_s\": {rate:.0}, \"of_no_handler\": {:.2}}}",
-                rate / plain
+                "{{\"case\": \"{case}\", \"events_per_s\": {:.0}, \"of_no_handler\": {:.2}}}",
+                best[i],
+                best[i] / plain
             );
-            if case == "realtime_handler" {
-                handled = rate;
-            } else {
-                reload_latency(&dir, &eq).await;
-            }
+        }
+        if let Some((eq, _, dir)) = running.last() {
+            reload_latency(dir, eq).await;
+        }
+        for (eq, g, _) in running {
             g.shutdown().await;
             eq.shutdown().await;
         }
-        println!(
-            "{{\"case\": \"target_of_no_handler\", \"want\": 0.6, \"got\": {:.2}}}",
-            handled / plain
-        );
         let _ = std::fs::remove_dir_all(&base);
     });
 }

@@ -137,7 +137,7 @@ PY
 
 bench_python() {
   scripts/setup.sh
-  echo "== python: S6F11 through the gateway, 64 in flight, 100,000 events per case"
+  echo "== python: S6F11 through the gateway, 64 in flight, best of 3 rounds of 50,000 events per case"
   cargo bench --quiet --bench python > target/secsgate-python.jsonl 2>/tmp/secsgate-bench-python.log \
     || { cat /tmp/secsgate-bench-python.log; exit 1; }
   .venv/bin/python - <<'PY'
