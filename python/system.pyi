@@ -11,6 +11,10 @@ from typing import Any, Iterator, List, Optional, Sequence, TypedDict, Union
 class ScriptTimeout(BaseException):
     """Raised inside a handler that ran past the gateway's handler_timeout."""
 
+class Payload(dict):
+    """The type of `payload` in realtime and custom response handlers: a dict whose "Message"
+    (JSON text) is made on first use. It behaves as a plain dict holding "Message"."""
+
 JsonBody = Union[str, dict, list]
 """A message body: "" for none, JSON text, an item dict {"format", "value"} or a list (L)."""
 
@@ -67,7 +71,9 @@ class dataset:
 
 class secsgem:
     class SecsGemError(Exception):
-        """Unknown equipment, equipment not communicating, unknown transaction, send failure."""
+        """Unknown equipment, equipment not communicating or disabled, unknown or already
+        answered transaction, message not matching the SDL, send failure; also a call from a
+        thread the gateway did not start (system.secsgem works only on handler threads)."""
 
     @staticmethod
     def sendRequest(streamFunction: str, reply: bool, body: JsonBody, equipment: str) -> int:

@@ -4,6 +4,7 @@
 //! [gateway]
 //! workers = 4                    # Python worker threads
 //! handler_timeout = 30           # seconds before a running handler is interrupted
+//! queue_limit = 1024             # handler jobs one equipment may have waiting
 //!
 //! [[equipment]]
 //! name = "Tool1"
@@ -78,6 +79,9 @@ pub struct GatewaySettings {
     pub response_retention: Duration,
     /// How long `onStartup` waits for the enabled equipment to be communicating.
     pub startup_wait: Duration,
+    /// Handler jobs one equipment may have queued (or running); beyond that the gateway stops
+    /// reading its messages until its handlers catch up.
+    pub queue_limit: usize,
 }
 
 impl Default for GatewaySettings {
@@ -88,6 +92,7 @@ impl Default for GatewaySettings {
             custom_response_timeout: Duration::from_secs(10),
             response_retention: Duration::from_secs(600),
             startup_wait: Duration::from_secs(10),
+            queue_limit: crate::script::DEFAULT_QUEUE_LIMIT,
         }
     }
 }
@@ -240,6 +245,7 @@ struct RawGateway {
     custom_response_timeout: Option<Spanned<f64>>,
     response_retention: Option<Spanned<f64>>,
     startup_wait: Option<Spanned<f64>>,
+    queue_limit: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -436,6 +442,13 @@ impl Validator<'_> {
                 0.0,
                 3600.0,
             ),
+            queue_limit: self.int(
+                &g.queue_limit,
+                "gateway.queue_limit".into(),
+                d.queue_limit as i64,
+                1,
+                1_000_000,
+            ) as usize,
         }
     }
 
@@ -725,6 +738,7 @@ mod tests {
 [gateway]
 workers = 2
 handler_timeout = 1.5
+queue_limit = 16
 
 [[equipment]]
 name = "Tool1"
@@ -743,6 +757,7 @@ enabled = false
         .unwrap();
         assert_eq!(p.gateway.workers, 2);
         assert_eq!(p.gateway.handler_timeout, Duration::from_millis(1500));
+        assert_eq!(p.gateway.queue_limit, 16);
         let t1 = &p.equipment[0];
         assert_eq!(t1.hsms.mode, Mode::Passive("127.0.0.1:5000".into()));
         assert_eq!(t1.hsms.device_id, 3);
@@ -787,5 +802,10 @@ enabled = false
         assert!(e.message.contains("unknown field `prot`"), "{e}");
         let e = &parse("[gateway]\nworkers = \n").unwrap_err()[0];
         assert_eq!(e.line, 2, "{e}");
+        let e = &parse("[gateway]\nworkers = 2\nqueue_limit = 0\n").unwrap_err()[0];
+        assert_eq!(
+            e.to_string(),
+            "project.toml:3: gateway.queue_limit: 0 is out of range 1..=1000000"
+        );
     }
 }

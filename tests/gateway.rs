@@ -2,8 +2,9 @@
 //! endpoint on 127.0.0.1: custom responses, realtime updates, sendRequest/getResponse,
 //! hot reload, failing and runaway handlers, Python-2 scripts, equipment management.
 //!
-//! The embedded interpreter and `system.secsgem`'s gateway are process-wide, so these tests
-//! take a lock and run one at a time.
+//! The embedded interpreter is process-wide, but each gateway's script engine talks to its
+//! own gateway, so these tests run in parallel. They wait on the engine's events (jobs
+//! finished, files reloaded), not on the clock.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,10 +13,9 @@ use secsgate::config::Project;
 use secsgate::gateway::{Gateway, Status};
 use secsgate::hsms::driver::{self, Endpoint, Mode, Settings};
 use secsgate::link::{Incoming, Link, Received};
+use secsgate::script::ScriptEngine;
 use secsgate::secs2::{Item, Message, sml};
 use serde_json::Value;
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A fresh project folder with `project.toml` and handler/lib files.
 fn project(name: &str, toml: &str, files: &[(&str, &str)]) -> PathBuf {
@@ -38,10 +38,12 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Waits for a handler to write `out/NAME.json` and returns it (removing it).
-fn output(dir: &Path, name: &str, within: Duration) -> Value {
+/// Waits for a handler to have written `out/NAME.json` (checked each time the engine finishes
+/// jobs) and returns it (removing it).
+async fn output(engine: &ScriptEngine, dir: &Path, name: &str, within: Duration) -> Value {
     let path = dir.join("out").join(format!("{name}.json"));
-    let until = Instant::now() + within;
+    let mut done = engine.watch_completed();
+    let until = tokio::time::Instant::now() + within;
     loop {
         if let Ok(text) = std::fs::read_to_string(&path)
             && let Ok(v) = serde_json::from_str(&text)
@@ -49,13 +51,28 @@ fn output(dir: &Path, name: &str, within: Duration) -> Value {
             let _ = std::fs::remove_file(&path);
             return v;
         }
-        assert!(
-            Instant::now() < until,
-            "no {} within {within:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::timeout_at(until, done.changed())
+            .await
+            .unwrap_or_else(|_| panic!("no {} within {within:?}", path.display()))
+            .expect("the engine is running");
     }
+}
+
+/// Waits until the engine has finished `count` jobs in all.
+async fn completed(engine: &ScriptEngine, count: u64) {
+    let mut done = engine.watch_completed();
+    tokio::time::timeout(Duration::from_secs(10), done.wait_for(|n| *n >= count))
+        .await
+        .unwrap_or_else(|_| panic!("{count} jobs not finished within 10 s"))
+        .expect("the engine is running");
+}
+
+/// Waits for the hot reload to process the next file.
+async fn next_reload(reloads: &mut tokio::sync::watch::Receiver<u64>) {
+    tokio::time::timeout(Duration::from_secs(10), reloads.changed())
+        .await
+        .expect("a reload within 10 s")
+        .expect("the engine is running");
 }
 
 /// A handler line that writes a JSON value to out/NAME.json (atomically).
@@ -141,7 +158,6 @@ fn msg(text: &str) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_response_handler_answers_and_failures_fall_back() {
-    let _g = SERIAL.lock().await;
     let eq = equipment(Duration::ZERO).await;
     let handler = format!(
         "{}system.secsgem.sendResponse(payload['TxID'], payload['SystemBytes'], 'S6F12', '{{\"format\": \"B\", \"value\": 7, \"doc\": \"ACKC6\"}}', payload['Equipment'])\n",
@@ -171,7 +187,7 @@ async fn custom_response_handler_answers_and_failures_fall_back() {
         .await
         .unwrap();
     assert_eq!(reply.to_string(), "S6F12 <B 0x07> .");
-    let payload = output(&dir, "custom", Duration::from_secs(5));
+    let payload = output(gateway.engine(), &dir, "custom", Duration::from_secs(5)).await;
     assert_eq!(payload["Equipment"], "Tool1");
     assert_eq!(payload["StreamFunction"], "S6F11");
     assert!(payload["TxID"].as_u64().unwrap() > 0);
@@ -234,7 +250,6 @@ async fn custom_response_handler_answers_and_failures_fall_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_handler_gets_every_received_primary_in_order() {
-    let _g = SERIAL.lock().await;
     let eq = equipment(Duration::ZERO).await;
     let handler = "import json, os\np = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'out', 'realtime.log')\nwith open(p, 'a') as f:\n    f.write(json.dumps(payload) + '\\n')\n";
     let dir = project(
@@ -256,20 +271,20 @@ async fn realtime_handler_gets_every_received_primary_in_order() {
         .await
         .unwrap();
     eq.link.request(msg("S1F1 W")).await.unwrap(); // not in `realtime`
-    let log = dir.join("out/realtime.log");
-    let until = Instant::now() + Duration::from_secs(5);
-    let lines = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= 21 || Instant::now() > until {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(lines.len(), 21, "{lines:#?}");
+    // The last one: Tool1's jobs run in order, so an S1F1 job would have run before it.
+    eq.link
+        .request(msg("S6F11 W <L [3] <U4 99> <U4 4001> <L>>"))
+        .await
+        .unwrap();
+    completed(gateway.engine(), 22).await;
+    let lines: Vec<Value> = std::fs::read_to_string(dir.join("out/realtime.log"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 22, "{lines:#?}");
+    assert_eq!(lines[21]["StreamFunction"], "S6F11");
+    assert_eq!(gateway.engine().completed(), 22);
     let keys = [
         "CommonID",
         "Equipment",
@@ -297,7 +312,6 @@ async fn realtime_handler_gets_every_received_primary_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripting_api_from_a_handler() {
-    let _g = SERIAL.lock().await;
     let mut eq = equipment(Duration::from_millis(1500)).await;
     let handler = r#"
 import json
@@ -352,7 +366,7 @@ out["disable"] = sg.enableDisableEquipment(False, ["Tool1", "Ghost"])
         )],
     );
     let gateway = start(&dir).await;
-    let out = output(&dir, "api", Duration::from_secs(20));
+    let out = output(gateway.engine(), &dir, "api", Duration::from_secs(20)).await;
     assert_eq!(out["early"], Value::Null);
     let late = &out["late"];
     assert_eq!(
@@ -454,7 +468,6 @@ out["disable"] = sg.enableDisableEquipment(False, ["Tool1", "Ghost"])
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_of_handlers_and_library() {
-    let _g = SERIAL.lock().await;
     let eq = equipment(Duration::ZERO).await;
     let v1 = format!(
         "import versions\n{}",
@@ -472,43 +485,43 @@ async fn hot_reload_of_handlers_and_library() {
         ],
     );
     let gateway = start(&dir).await;
+    let engine = gateway.engine().clone();
     let event = || msg("S6F11 W <L [3] <U4 1> <U4 1> <L>>");
     let fire = |expect: Value| {
         let link = eq.link.clone();
         let dir = dir.clone();
+        let engine = engine.clone();
         async move {
             link.request(event()).await.unwrap();
-            let got =
-                tokio::task::spawn_blocking(move || output(&dir, "reload", Duration::from_secs(5)))
-                    .await
-                    .unwrap();
+            let got = output(&engine, &dir, "reload", Duration::from_secs(5)).await;
             assert_eq!(got, expect);
         }
     };
     fire(serde_json::json!({"handler": "v1", "lib": "lib1"})).await;
+    let mut reloads = engine.watch_reloads();
+    reloads.borrow_and_update();
 
     // Save a new version (by rename, as editors do): the next event runs it.
-    let saved = Instant::now();
     write_atomically(
         &dir.join("handlers/onEvent.py"),
         &v1.replace("'v1'", "'v2'"),
     );
-    let engine = gateway.engine().clone();
     while engine.handler_version("onEvent") != Some(2) {
-        assert!(saved.elapsed() < Duration::from_secs(5), "reload not seen");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        next_reload(&mut reloads).await;
     }
     fire(serde_json::json!({"handler": "v2", "lib": "lib1"})).await;
 
     // A syntax error is refused; v2 keeps serving.
+    reloads.borrow_and_update();
     write_atomically(&dir.join("handlers/onEvent.py"), "def broken(:\n    pass\n");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    next_reload(&mut reloads).await;
     assert_eq!(engine.handler_version("onEvent"), Some(2));
     fire(serde_json::json!({"handler": "v2", "lib": "lib1"})).await;
 
     // The library module reloads too.
+    reloads.borrow_and_update();
     write_atomically(&dir.join("lib/versions.py"), "VERSION = 'lib2'\n");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    next_reload(&mut reloads).await;
     fire(serde_json::json!({"handler": "v2", "lib": "lib2"})).await;
 
     // A Jython-style handler (print statement, old except syntax) runs after the rewrite.
@@ -521,11 +534,7 @@ async fn hot_reload_of_handlers_and_library() {
     );
     write_atomically(&dir.join("handlers/onEvent.py"), &jython);
     while engine.handler_version("onEvent") != Some(3) {
-        assert!(
-            saved.elapsed() < Duration::from_secs(10),
-            "jython reload not seen"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        next_reload(&mut reloads).await;
     }
     fire(serde_json::json!({"handler": "jython", "lib": "lib2", "n": 10})).await;
     gateway.shutdown().await;
@@ -533,7 +542,6 @@ async fn hot_reload_of_handlers_and_library() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_and_enable_equipment_from_a_script() {
-    let _g = SERIAL.lock().await;
     let eq = equipment(Duration::ZERO).await;
     let eq2 = equipment(Duration::ZERO).await;
     let handler = format!(
@@ -570,7 +578,7 @@ enabled = sg.enableDisableEquipment(True, ["Tool2"])
     let settings = toml(eq.port, "").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
     let dir = project("copy", &settings, &[("handlers/onStartup.py", &handler)]);
     let gateway = start(&dir).await;
-    let out = output(&dir, "copy", Duration::from_secs(20));
+    let out = output(gateway.engine(), &dir, "copy", Duration::from_secs(20)).await;
     assert_eq!(out["reply"]["header"]["function"], 4);
     assert!(
         out["dup"].as_str().unwrap().contains("already exists"),
@@ -598,9 +606,101 @@ enabled = sg.enableDisableEquipment(True, ["Tool2"])
     drop(eq2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_in_one_process_each_reach_their_own_equipment() {
+    let mut eqs = [
+        equipment(Duration::ZERO).await,
+        equipment(Duration::ZERO).await,
+    ];
+    let mut gateways = Vec::new();
+    for (who, eq) in ["A", "B"].iter().zip(&eqs) {
+        let startup = format!(
+            "system.secsgem.sendRequest('S10F3', False, {{'format': 'A', 'value': 'from {who}'}}, 'Tool1')\n"
+        );
+        let dir = project(
+            &format!("two-{who}"),
+            &toml(eq.port, ""),
+            &[("handlers/onStartup.py", &startup)],
+        );
+        gateways.push(start(&dir).await);
+    }
+    for (who, eq) in ["A", "B"].iter().zip(&mut eqs) {
+        let got = tokio::time::timeout(Duration::from_secs(10), eq.others.recv())
+            .await
+            .expect("the equipment got its message")
+            .unwrap();
+        assert_eq!(got.to_string(), format!("S10F3 <A \"from {who}\"> ."));
+    }
+    for g in gateways {
+        completed(g.engine(), 1).await;
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_falling_behind_hold_back_the_equipment() {
+    let eq = equipment(Duration::ZERO).await;
+    let settings = toml(eq.port, "realtime = [\"S6F11\"]").replace(
+        "handler_timeout = 1\n",
+        "handler_timeout = 30\nqueue_limit = 2\n",
+    );
+    let dir = project(
+        "backpressure",
+        &settings,
+        &[
+            (
+                "lib/secsgate_bp_gate.py",
+                "import threading\nopen_ = threading.Event()\n",
+            ),
+            (
+                "handlers/onSecsGemRealtimeUpdate.py",
+                "import secsgate_bp_gate as g\ng.open_.wait(30)\n",
+            ),
+        ],
+    );
+    let gateway = start(&dir).await;
+    let event = |n: u32| msg(&format!("S6F11 W <L [3] <U4 {n}> <U4 1> <L>>"));
+    // Two jobs fill Tool1's queue (one held at the gate, one waiting); the third event is
+    // answered, then the gateway waits for room to queue its job...
+    for n in 0..3 {
+        let reply = eq.link.request(event(n)).await.unwrap();
+        assert_eq!(reply.to_string(), "S6F12 <B 0x00> .");
+    }
+    // ... so the fourth is not taken in (nor answered) while the handlers are behind.
+    let mut fourth = tokio::spawn({
+        let link = eq.link.clone();
+        async move { link.request(event(3)).await }
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut fourth)
+            .await
+            .is_err(),
+        "the fourth event was answered while the queue was full"
+    );
+    tokio::task::spawn_blocking(|| {
+        use pyo3::types::PyAnyMethods;
+        pyo3::Python::attach(|py| {
+            py.import("secsgate_bp_gate")
+                .and_then(|g| g.getattr("open_"))
+                .and_then(|ev| ev.call_method0("set"))
+                .map(|_| ())
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), fourth)
+        .await
+        .expect("answered once the handlers caught up")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.to_string(), "S6F12 <B 0x00> .");
+    completed(gateway.engine(), 4).await;
+    gateway.shutdown().await;
+}
+
 #[test]
 fn check_lists_config_and_script_problems() {
-    let _g = SERIAL.blocking_lock();
     let dir = project(
         "check",
         "[[equipment]]\nname = \"T\"\nport = 99999\n\n[[equipment.custom_response]]\nstream_function = \"S6F11\"\nhandler = \"missing\"\n",
@@ -629,7 +729,6 @@ fn check_lists_config_and_script_problems() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdl_checks_what_scripts_send_routes_realtime_and_annotates() {
-    let _g = SERIAL.lock().await;
     let eq = equipment(Duration::ZERO).await;
     let sdl = serde_json::json!({
         "doc": ["test tool"],
@@ -680,7 +779,7 @@ for name, body, sf in [("undefined", "", "S2F41"), ("format", [{{"format": "I4",
     )
     .unwrap();
     let gateway = start(&dir).await;
-    let out = output(&dir, "sdl", Duration::from_secs(10));
+    let out = output(gateway.engine(), &dir, "sdl", Duration::from_secs(10)).await;
     assert_eq!(
         out["reply"]["header"]["doc"],
         "Selected Equipment Status Data"
@@ -724,13 +823,10 @@ for name, body, sf in [("undefined", "", "S2F41"), ("format", [{{"format": "I4",
         .await
         .unwrap();
     assert_eq!(reply.to_string(), "S6F12 <B 0x00> .");
+    // onStartup, then the realtime job (an S5F1 job would have run before it: Tool1's jobs
+    // run in order).
+    completed(gateway.engine(), 2).await;
     let log = dir.join("out/rt.log");
-    let until = Instant::now() + Duration::from_secs(5);
-    while !log.exists() {
-        assert!(Instant::now() < until, "no realtime update");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let lines: Vec<Value> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()

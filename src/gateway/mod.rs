@@ -26,7 +26,10 @@ use crate::gem::clock::DateTime;
 use crate::gem::{self, CommunicationState, HostConfig, hsms_header};
 use crate::hsms::driver::{self, Mode};
 use crate::link::{Incoming, Link, LinkError, LinkState, Received};
-use crate::script::{Arg, CopyEquipment, EngineSettings, Host, Outcome, Payload, ScriptEngine};
+use crate::script::{
+    Arg, CopyEquipment, EngineSettings, Host, HostError, LazyMessage, Outcome, Payload,
+    ScriptEngine,
+};
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
 use crate::sim::{SimConfig, Simulator};
 use transactions::{ReplyState, Transactions};
@@ -303,6 +306,7 @@ impl Gateway {
                 workers: project.gateway.workers,
                 handler_timeout: project.gateway.handler_timeout,
                 hot_reload,
+                queue_limit: project.gateway.queue_limit,
             },
         );
         let simulators = start_simulators(&project.simulators).await;
@@ -314,7 +318,7 @@ impl Gateway {
             transactions: Arc::new(Transactions::new(project.gateway.response_retention)),
             connections: RwLock::new(HashMap::new()),
         });
-        crate::script::system::set_host(Arc::new(GatewayHost {
+        core.engine.set_host(Arc::new(GatewayHost {
             core: Arc::downgrade(&core),
         }));
         for config in &project.equipment {
@@ -381,14 +385,17 @@ impl Gateway {
             .filter(|c| c.status() == Status::Communicating)
             .map(|c| c.config.name.clone())
             .collect();
-        self.core.engine.post(
-            "gateway",
-            STARTUP_HANDLER,
-            Payload(vec![
-                ("Equipment", Arg::Strs(names)),
-                ("Communicating", Arg::Strs(communicating)),
-            ]),
-        );
+        self.core
+            .engine
+            .post(
+                "gateway",
+                STARTUP_HANDLER,
+                Payload(vec![
+                    ("Equipment", Arg::Strs(names)),
+                    ("Communicating", Arg::Strs(communicating)),
+                ]),
+            )
+            .await;
     }
 
     /// Separates and stops every connection, then the script workers.
@@ -508,51 +515,6 @@ impl Core {
         conn.set_enabled(false);
     }
 
-    fn connection(&self, name: &str) -> Result<Arc<Connection>, String> {
-        let map = self
-            .connections
-            .read()
-            .map_err(|_| "gateway unavailable".to_string())?;
-        map.get(name).cloned().ok_or_else(|| {
-            let mut known: Vec<&String> = map.keys().collect();
-            known.sort();
-            format!(
-                "unknown equipment '{name}' (known: {})",
-                known
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
-    }
-
-    /// Checks a message a script sends against the equipment's SDL, if it has one.
-    fn check_sdl(&self, equipment: &str, message: &Message) -> Result<(), String> {
-        let conn = self.connection(equipment)?;
-        match &conn.config.sdl {
-            Some(sdl) => sdl.check(message, true).map_err(|m| {
-                format!(
-                    "{} for '{equipment}' does not match its SDL: {m}",
-                    message.stream_function()
-                )
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// The link of a connection that can exchange messages now.
-    fn communicating_link(&self, name: &str) -> Result<Link, String> {
-        let conn = self.connection(name)?;
-        let status = conn.status();
-        match (status, conn.link()) {
-            (Status::Communicating, Some(link)) => Ok(link),
-            _ => Err(format!(
-                "equipment '{name}' is not communicating (status: {status})"
-            )),
-        }
-    }
-
     /// Handles a primary the equipment sent.
     async fn on_primary(self: &Arc<Self>, conn: &Arc<Connection>, link: &Link, message: Message) {
         let name = conn.config.name.as_str();
@@ -567,14 +529,9 @@ impl Core {
         if let Some(Err(mismatch)) = sdl.map(|s| s.check(&message, false)) {
             warn!(equipment = name, %sf, "received message does not match the SDL: {mismatch}");
         }
-        let message_json = match sdl {
-            Some(s) => {
-                let mut value = secs_json::message_to_json(&message);
-                s.annotate(&message, &mut value);
-                value.to_string()
-            }
-            None => secs_json::message_to_json_string(&message),
-        };
+        // The JSON text of the message is made only if a handler reads payload["Message"].
+        let message = Arc::new(message);
+        let message_json = LazyMessage::new(message.clone(), conn.config.sdl.clone());
         let custom = conn
             .config
             .custom_responses
@@ -587,9 +544,9 @@ impl Core {
                     ("TxID", Arg::Int(i64::from(txid))),
                     ("SystemBytes", Arg::Int(i64::from(message.system_bytes))),
                     ("StreamFunction", Arg::Str(sf.to_string())),
-                    ("Message", Arg::Str(message_json.clone())),
+                    ("Message", Arg::Lazy(message_json.clone())),
                 ]);
-                let outcome = self.engine.submit(name, &c.handler, payload);
+                let outcome = self.engine.submit(name, &c.handler, payload).await;
                 let core = self.clone();
                 let (conn2, link2, primary, handler) = (
                     conn.clone(),
@@ -627,22 +584,24 @@ impl Core {
             None => self.default_reply(link, &message, txid).await,
         }
         if conn.config.realtime.includes(sf, sdl) && self.engine.has_handler(REALTIME_HANDLER) {
-            self.engine.post(
-                name,
-                REALTIME_HANDLER,
-                Payload(vec![
-                    ("CommonID", Arg::Int(i64::from(txid))),
-                    ("Equipment", Arg::Str(name.to_string())),
-                    ("Direction", Arg::Str("Received".into())),
-                    ("RequestResponse", Arg::Str("Request".into())),
-                    ("TxID", Arg::Int(i64::from(txid))),
-                    ("Reply", Arg::Bool(message.w_bit)),
-                    ("Message", Arg::Str(message_json)),
-                    ("StreamFunction", Arg::Str(sf.to_string())),
-                    ("SystemBytes", Arg::Int(i64::from(message.system_bytes))),
-                    ("Timestamp", Arg::Str(now_text(2))),
-                ]),
-            );
+            self.engine
+                .post(
+                    name,
+                    REALTIME_HANDLER,
+                    Payload(vec![
+                        ("CommonID", Arg::Int(i64::from(txid))),
+                        ("Equipment", Arg::Str(name.to_string())),
+                        ("Direction", Arg::Str("Received".into())),
+                        ("RequestResponse", Arg::Str("Request".into())),
+                        ("TxID", Arg::Int(i64::from(txid))),
+                        ("Reply", Arg::Bool(message.w_bit)),
+                        ("Message", Arg::Lazy(message_json)),
+                        ("StreamFunction", Arg::Str(sf.to_string())),
+                        ("SystemBytes", Arg::Int(i64::from(message.system_bytes))),
+                        ("Timestamp", Arg::Str(now_text(2))),
+                    ]),
+                )
+                .await;
         }
     }
 
@@ -815,10 +774,50 @@ struct GatewayHost {
 }
 
 impl GatewayHost {
-    fn core(&self) -> Result<Arc<Core>, String> {
-        self.core
-            .upgrade()
-            .ok_or_else(|| "the gateway has stopped".to_string())
+    fn core(&self) -> Result<Arc<Core>, HostError> {
+        self.core.upgrade().ok_or(HostError::Stopped)
+    }
+
+    /// A connection by name, or which names there are.
+    fn connection(core: &Core, name: &str) -> Result<Arc<Connection>, HostError> {
+        let map = core
+            .connections
+            .read()
+            .map_err(|_| HostError::Unavailable("connections"))?;
+        map.get(name).cloned().ok_or_else(|| {
+            let mut known: Vec<String> = map.keys().cloned().collect();
+            known.sort();
+            HostError::UnknownEquipment {
+                name: name.to_string(),
+                known,
+            }
+        })
+    }
+
+    /// The link of a connection that can exchange messages now.
+    fn communicating_link(conn: &Connection) -> Result<Link, HostError> {
+        let status = conn.status();
+        match (status, conn.link()) {
+            (Status::Communicating, Some(link)) => Ok(link),
+            _ => Err(HostError::NotCommunicating {
+                name: conn.config.name.clone(),
+                status: status.to_string(),
+            }),
+        }
+    }
+
+    /// Checks a message a script sends against the equipment's SDL, if it has one.
+    fn check_sdl(conn: &Connection, message: &Message) -> Result<(), HostError> {
+        match &conn.config.sdl {
+            Some(sdl) => sdl.check(message, true).map_err(|m| {
+                HostError::InvalidMessage(format!(
+                    "{} for '{}' does not match its SDL: {m}",
+                    message.stream_function(),
+                    conn.config.name
+                ))
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -829,17 +828,23 @@ impl Host for GatewayHost {
         reply: bool,
         body: Option<Item>,
         equipment: &str,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, HostError> {
         let core = self.core()?;
-        let link = core.communicating_link(equipment)?;
+        let conn = Self::connection(&core, equipment)?;
+        let link = Self::communicating_link(&conn)?;
         let message = Message::new(sf, reply, body);
-        core.check_sdl(equipment, &message)?;
+        Self::check_sdl(&conn, &message)?;
+        let send_error = |e: &dyn std::fmt::Display| HostError::Send {
+            sf,
+            equipment: equipment.to_string(),
+            reason: e.to_string(),
+        };
         debug!(equipment, message = %message, "sending");
         if reply && sf.is_primary() {
             let pending = core
                 .runtime
                 .block_on(link.send_request(message))
-                .map_err(|e| format!("cannot send {sf} to '{equipment}': {e}"))?;
+                .map_err(|e| send_error(&e))?;
             let txid = core.transactions.sent(equipment, sf, ReplyState::Pending);
             // The reply is kept however late it comes.
             let table = core.transactions.clone();
@@ -851,7 +856,7 @@ impl Host for GatewayHost {
         } else {
             core.runtime
                 .block_on(link.send(message))
-                .map_err(|e| format!("cannot send {sf} to '{equipment}': {e}"))?;
+                .map_err(|e| send_error(&e))?;
             Ok(core
                 .transactions
                 .sent(equipment, sf, ReplyState::NoReplyExpected))
@@ -863,12 +868,13 @@ impl Host for GatewayHost {
         transaction_id: u32,
         equipment: &str,
         timeout: Duration,
-    ) -> Result<Option<serde_json::Value>, String> {
+    ) -> Result<Option<serde_json::Value>, HostError> {
         let core = self.core()?;
-        let conn = core.connection(equipment)?;
+        let conn = Self::connection(&core, equipment)?;
         let reply = core
             .transactions
-            .wait_reply(transaction_id, equipment, timeout)?;
+            .wait_reply(transaction_id, equipment, timeout)
+            .map_err(HostError::Transaction)?;
         Ok(reply.map(|m| {
             let mut value = secs_json::message_to_json(&m);
             if let Some(sdl) = &conn.config.sdl {
@@ -885,12 +891,12 @@ impl Host for GatewayHost {
         sf: StreamFunction,
         body: Option<Item>,
         equipment: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         let core = self.core()?;
-        let conn = core.connection(equipment)?;
-        let link = conn
-            .link()
-            .ok_or_else(|| format!("equipment '{equipment}' is disabled"))?;
+        let conn = Self::connection(&core, equipment)?;
+        let link = conn.link().ok_or_else(|| HostError::Disabled {
+            name: equipment.to_string(),
+        })?;
         match core.transactions.get(transaction_id) {
             Some(transactions::Entry::Received {
                 equipment: e,
@@ -899,9 +905,9 @@ impl Host for GatewayHost {
                 ..
             }) => {
                 if e != equipment || sb != system_bytes {
-                    return Err(format!(
-                        "transaction {transaction_id} is {stream_function} from '{e}' with system bytes {sb}, not system bytes {system_bytes} from '{equipment}'"
-                    ));
+                    return Err(HostError::Transaction(format!(
+                        "transaction {transaction_id} is {stream_function} from '{e}' with system bytes {sb}, not system bytes {system_bytes} from '{equipment}'; pass payload['TxID'] and payload['SystemBytes'] of the message you answer"
+                    )));
                 }
                 if sf.stream != stream_function.stream
                     || sf.function != stream_function.function + 1
@@ -910,34 +916,36 @@ impl Host for GatewayHost {
                 }
             }
             _ => {
-                return Err(format!(
-                    "transaction {transaction_id} is not a message received from '{equipment}'"
-                ));
+                return Err(HostError::Transaction(format!(
+                    "transaction {transaction_id} is not a message received from '{equipment}'; sendResponse answers the payload['TxID'] of a custom response handler"
+                )));
             }
         }
         let mut checked = Message::new(sf, false, body);
         checked.system_bytes = system_bytes;
         // Checked before the transaction counts as answered, so a refused reply still leaves
         // the default reply to the fallback.
-        core.check_sdl(equipment, &checked)?;
+        Self::check_sdl(&conn, &checked)?;
         if !core.transactions.mark_replied(transaction_id) {
-            return Err(format!(
-                "transaction {transaction_id} was already answered (the default reply goes out when a handler is too late)"
-            ));
+            return Err(HostError::AlreadyAnswered { transaction_id });
         }
         let reply = checked;
         debug!(equipment, message = %reply, "sending response");
         core.runtime
             .block_on(link.send(reply))
             .map(|_| ())
-            .map_err(|e| format!("cannot send {sf} to '{equipment}': {e}"))
+            .map_err(|e| HostError::Send {
+                sf,
+                equipment: equipment.to_string(),
+                reason: e.to_string(),
+            })
     }
 
-    fn copy_equipment(&self, copy: CopyEquipment) -> Result<(), String> {
+    fn copy_equipment(&self, copy: CopyEquipment) -> Result<(), HostError> {
         let core = self.core()?;
-        let source = core.connection(&copy.source)?;
-        if core.connection(&copy.name).is_ok() {
-            return Err(format!("equipment '{}' already exists", copy.name));
+        let source = Self::connection(&core, &copy.source)?;
+        if Self::connection(&core, &copy.name).is_ok() {
+            return Err(HostError::EquipmentExists { name: copy.name });
         }
         let mut config = source.config.clone();
         config.name = copy.name.clone();
@@ -961,28 +969,32 @@ impl Host for GatewayHost {
             (Some(connect), Some(listen)) => Mode::Alternating { connect, listen },
             (Some(a), None) => Mode::Active(a),
             (None, Some(p)) => Mode::Passive(p),
-            (None, None) => {
-                return Err("copyEquipment needs an active or a passive address and port".into());
-            }
+            (None, None) => return Err(HostError::NoAddress),
         };
         core.runtime
             .block_on(core.add(config))
             .map(|_| info!(equipment = %copy.name, source = %copy.source, "equipment copied"))
-            .map_err(|e| format!("cannot start '{}': {e}", copy.name))
+            .map_err(|e| HostError::Start {
+                name: copy.name.clone(),
+                reason: e.to_string(),
+            })
     }
 
-    fn enable_disable_equipment(&self, enable: bool, names: &[String]) -> Vec<String> {
+    fn enable_disable_equipment(&self, enable: bool, names: &[String]) -> Vec<HostError> {
         let core = match self.core() {
             Ok(c) => c,
             Err(e) => return vec![e],
         };
         let mut problems = Vec::new();
         for name in names {
-            match core.connection(name) {
+            match Self::connection(&core, name) {
                 Err(e) => problems.push(e),
                 Ok(conn) if enable => {
                     if let Err(e) = core.runtime.block_on(core.enable(&conn)) {
-                        problems.push(format!("cannot enable '{name}': {e}"));
+                        problems.push(HostError::Start {
+                            name: name.clone(),
+                            reason: e.to_string(),
+                        });
                     }
                 }
                 Ok(conn) => core.runtime.block_on(core.disable(&conn)),
@@ -991,24 +1003,21 @@ impl Host for GatewayHost {
         problems
     }
 
-    fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), String> {
+    fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), HostError> {
         let core = self.core()?;
         let sims = core
             .simulators
             .lock()
-            .map_err(|_| "simulators unavailable".to_string())?;
+            .map_err(|_| HostError::Unavailable("simulators"))?;
         let sim = sims.get(simulator).ok_or_else(|| {
-            let mut known: Vec<&str> = sims.keys().map(String::as_str).collect();
-            known.sort();
-            format!(
-                "unknown simulator '{simulator}' (running: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )
+            let mut running: Vec<String> = sims.keys().cloned().collect();
+            running.sort();
+            HostError::UnknownSimulator {
+                name: simulator.to_string(),
+                running,
+            }
         })?;
-        sim.start_event_run(run).map_err(|e| e.to_string())
+        sim.start_event_run(run)
+            .map_err(|e| HostError::Simulator(e.to_string()))
     }
 }

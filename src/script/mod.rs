@@ -9,10 +9,18 @@
 //! - Handlers run on dedicated worker threads (never tokio's); jobs with the same key (the
 //!   equipment name) run one at a time, in arrival order. A handler that raises is logged with
 //!   its traceback; one that runs past its time limit is interrupted with `ScriptTimeout`.
+//! - Each key's queue holds at most `queue_limit` jobs: [`ScriptEngine::submit`] and
+//!   [`ScriptEngine::post`] wait for room, so a tool whose handlers fall behind slows the task
+//!   that receives its messages (and so the reading of its socket) instead of growing memory.
+//! - Each engine talks to its own gateway ([`ScriptEngine::set_host`]): its workers make that
+//!   gateway current while they run jobs, so several gateways can run in one process. The
+//!   interpreter and the `system` module are process-wide (CPython cannot be restarted).
 //! - Saving a file under `handlers/` or `lib/` reloads it (a directory watch with a debounce,
 //!   so editors' save-by-rename works).
 
 pub mod convert;
+pub mod host;
+pub mod payload;
 pub mod system;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -23,17 +31,20 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyCode, PyDict};
-use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tracing::{error, info, warn};
 
-pub use system::{CopyEquipment, Host};
+pub use host::{CopyEquipment, Host, HostError};
+pub use payload::{Arg, LazyMessage, Payload};
 
 /// The Python-2 rewrite, run inside the interpreter.
 const PY2COMPAT: &str = include_str!("py2compat.py");
 
 /// Most jobs of one key a worker runs per GIL acquisition.
 const BATCH: usize = 64;
+
+/// Default of [`EngineSettings::queue_limit`]: jobs queued (or running) per key.
+pub const DEFAULT_QUEUE_LIMIT: usize = 1024;
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,37 +62,10 @@ pub enum Outcome {
 /// A compiled handler.
 struct Handler {
     code: Py<PyCode>,
+    /// What every run's globals start as: `__builtins__`, `__name__`, `__file__`, `system`
+    /// (copied per run, which is cheaper than building them).
+    globals: Py<PyDict>,
     version: u32,
-}
-
-/// One value of a handler's `payload` dict.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Arg {
-    Int(i64),
-    Str(String),
-    Bool(bool),
-    Strs(Vec<String>),
-    Json(Value),
-}
-
-/// A handler's `payload`: keys and values, turned into a dict on the worker.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Payload(pub Vec<(&'static str, Arg)>);
-
-impl Payload {
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let dict = PyDict::new(py);
-        for (k, v) in &self.0 {
-            match v {
-                Arg::Int(i) => dict.set_item(*k, *i)?,
-                Arg::Str(s) => dict.set_item(*k, s)?,
-                Arg::Bool(b) => dict.set_item(*k, *b)?,
-                Arg::Strs(list) => dict.set_item(*k, list)?,
-                Arg::Json(value) => dict.set_item(*k, convert::to_python(py, value)?)?,
-            }
-        }
-        Ok(dict)
-    }
 }
 
 /// One event for a handler.
@@ -91,6 +75,8 @@ struct Job {
     handler: String,
     payload: Payload,
     done: Option<oneshot::Sender<Outcome>>,
+    /// Room in the key's queue, given back when the job is dropped (after it ran).
+    _room: OwnedSemaphorePermit,
 }
 
 /// Jobs by key, so that one key's jobs run one at a time and in order.
@@ -122,6 +108,16 @@ struct Inner {
     next_job: AtomicU64,
     /// Jobs finished (however they ended).
     completed: AtomicU64,
+    /// `completed`, published after each batch.
+    completed_watch: watch::Sender<u64>,
+    /// Script files processed by reloads (whether they loaded or not).
+    reloads: watch::Sender<u64>,
+    /// Jobs a key may have queued or running.
+    queue_limit: usize,
+    /// Room per key (each job holds one permit until it ran).
+    room: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The gateway `system.secsgem` talks to from this engine's workers.
+    host: RwLock<Option<Arc<dyn Host>>>,
     /// Shared builtins of every handler run (with the Python-2 shims).
     builtins: Py<PyDict>,
 }
@@ -303,6 +299,9 @@ pub struct EngineSettings {
     pub handler_timeout: Duration,
     /// Watch the project folder and reload scripts as they are saved.
     pub hot_reload: bool,
+    /// Jobs one key (an equipment) may have queued or running; `submit` and `post` wait for
+    /// room beyond that ([`DEFAULT_QUEUE_LIMIT`] is a sensible value).
+    pub queue_limit: usize,
 }
 
 impl ScriptEngine {
@@ -343,6 +342,11 @@ impl ScriptEngine {
                 .collect(),
             next_job: AtomicU64::new(1),
             completed: AtomicU64::new(0),
+            completed_watch: watch::Sender::new(0),
+            reloads: watch::Sender::new(0),
+            queue_limit: settings.queue_limit.max(1),
+            room: Mutex::new(HashMap::new()),
+            host: RwLock::new(None),
             builtins,
         });
         for path in python_files(&project.join("handlers")) {
@@ -395,34 +399,72 @@ impl ScriptEngine {
             .and_then(|h| h.get(name).map(|h| h.version))
     }
 
-    /// Queues an event for a handler. Jobs with the same `key` run one at a time, in the
-    /// order submitted. The receiver reports how the run ended.
-    pub fn submit(&self, key: &str, handler: &str, payload: Payload) -> oneshot::Receiver<Outcome> {
+    /// Makes `host` the gateway that `system.secsgem` talks to from this engine's handlers
+    /// (replacing any earlier one).
+    pub fn set_host(&self, host: Arc<dyn Host>) {
+        if let Ok(mut h) = self.inner.host.write() {
+            *h = Some(host);
+        }
+    }
+
+    /// Queues an event for a handler, waiting while `key` has `queue_limit` jobs queued or
+    /// running. Jobs with the same `key` run one at a time, in the order submitted. The
+    /// receiver reports how the run ended (it errs if the engine stopped before running it).
+    /// Call from tokio tasks, never from a handler's thread.
+    pub async fn submit(
+        &self,
+        key: &str,
+        handler: &str,
+        payload: Payload,
+    ) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
-        self.inner.push(Job {
-            id: self.inner.next_job.fetch_add(1, Ordering::Relaxed),
-            key: key.to_string(),
-            handler: handler.to_string(),
-            payload,
-            done: Some(tx),
-        });
+        self.queue(key, handler, payload, Some(tx)).await;
         rx
     }
 
-    /// Queues an event without waiting for its outcome.
-    pub fn post(&self, key: &str, handler: &str, payload: Payload) {
+    /// Queues an event without waiting for its outcome; waits for room like [`Self::submit`].
+    pub async fn post(&self, key: &str, handler: &str, payload: Payload) {
+        self.queue(key, handler, payload, None).await;
+    }
+
+    async fn queue(
+        &self,
+        key: &str,
+        handler: &str,
+        payload: Payload,
+        done: Option<oneshot::Sender<Outcome>>,
+    ) {
+        let Some(room) = self.inner.room(key) else {
+            return;
+        };
+        // Closed only when the engine stops; the job is dropped then.
+        let Ok(permit) = room.acquire_owned().await else {
+            return;
+        };
         self.inner.push(Job {
             id: self.inner.next_job.fetch_add(1, Ordering::Relaxed),
             key: key.to_string(),
             handler: handler.to_string(),
             payload,
-            done: None,
+            done,
+            _room: permit,
         });
     }
 
     /// How many jobs have finished since the engine started.
     pub fn completed(&self) -> u64 {
         self.inner.completed.load(Ordering::Relaxed)
+    }
+
+    /// A watch on [`Self::completed`], updated after each batch of jobs a worker ran.
+    pub fn watch_completed(&self) -> watch::Receiver<u64> {
+        self.inner.completed_watch.subscribe()
+    }
+
+    /// A watch on the number of script files the hot reload (or [`Self::reload_path`]) has
+    /// processed, whether they loaded or not: it changes after each file.
+    pub fn watch_reloads(&self) -> watch::Receiver<u64> {
+        self.inner.reloads.subscribe()
     }
 
     /// Reloads one changed file now (what the file watch does after its debounce).
@@ -435,6 +477,11 @@ impl ScriptEngine {
     pub fn stop(&self) {
         if let Ok(mut q) = self.inner.queues.lock() {
             q.stop = true;
+        }
+        if let Ok(room) = self.inner.room.lock() {
+            for r in room.values() {
+                r.close();
+            }
         }
         self.inner.wake.notify_all();
     }
@@ -478,10 +525,28 @@ def _install(lib):
 }
 
 impl Inner {
+    /// The room of a key's queue; `None` once the engine is stopping.
+    fn room(&self, key: &str) -> Option<Arc<Semaphore>> {
+        let mut room = self.room.lock().ok()?;
+        if let Some(r) = room.get(key) {
+            return Some(r.clone());
+        }
+        if self.queues.lock().is_ok_and(|q| q.stop) {
+            return None;
+        }
+        let r = Arc::new(Semaphore::new(self.queue_limit));
+        room.insert(key.to_string(), r.clone());
+        Some(r)
+    }
+
     fn push(&self, job: Job) {
         let Ok(mut q) = self.queues.lock() else {
             return;
         };
+        if q.stop {
+            // Stopping: the job is dropped (a `submit` caller sees its receiver fail).
+            return;
+        }
         let key = job.key.clone();
         let queue = q.by_key.entry(key.clone()).or_default();
         let was_empty = queue.is_empty();
@@ -494,8 +559,22 @@ impl Inner {
 
     /// The next jobs to run: up to `BATCH` queued jobs of one key, in order (they would run
     /// one after another anyway; taking them together saves a GIL hand-over per job).
-    fn next(&self) -> Option<Vec<Job>> {
+    /// `finished` is the key whose jobs this worker just ran: it goes to the back of the ready
+    /// keys if it has more, and this worker takes it itself when no other key is waiting
+    /// (no wake-up of another worker for it).
+    fn next(&self, finished: Option<String>) -> Option<Vec<Job>> {
         let mut q = self.queues.lock().ok()?;
+        if let Some(key) = finished {
+            q.busy.remove(&key);
+            if q.by_key.get(&key).is_some_and(|jobs| !jobs.is_empty()) {
+                q.ready.push_back(key);
+                if q.ready.len() > 1 {
+                    self.wake.notify_one();
+                }
+            } else {
+                q.by_key.remove(&key);
+            }
+        }
         loop {
             if let Some(key) = q.ready.pop_front() {
                 let jobs: Vec<Job> = match q.by_key.get_mut(&key) {
@@ -518,47 +597,30 @@ impl Inner {
         }
     }
 
-    fn finished(&self, key: &str) {
-        let Ok(mut q) = self.queues.lock() else {
-            return;
-        };
-        q.busy.remove(key);
-        let more = q.by_key.get(key).is_some_and(|jobs| !jobs.is_empty());
-        if more {
-            q.ready.push_back(key.to_string());
-            self.wake.notify_one();
-        } else {
-            q.by_key.remove(key);
-        }
-    }
-
+    /// A worker: attached to the interpreter for its whole life (one Python thread state,
+    /// kept), and detached (the GIL released) while it waits for jobs.
     fn worker(self: Arc<Self>, index: usize) {
-        while let Some(jobs) = self.next() {
-            let key = jobs[0].key.clone();
-            Python::attach(|py| {
-                let system = py.import("system");
+        Python::attach(|py| {
+            let mut finished = None;
+            while let Some(jobs) = py.detach(|| self.next(finished.take())) {
+                let key = jobs[0].key.clone();
+                // The engine's gateway, current on this thread while its jobs run.
+                let _current = host::enter(self.host.read().ok().and_then(|h| h.clone()));
                 for mut job in jobs {
-                    let outcome = match &system {
-                        Ok(system) => self.run(py, system, index, &job),
-                        Err(e) => Outcome::Raised(format_error(py, e)),
-                    };
+                    let outcome = self.run(py, index, &job);
                     self.completed.fetch_add(1, Ordering::Relaxed);
                     if let Some(done) = job.done.take() {
                         let _ = done.send(outcome);
                     }
                 }
-            });
-            self.finished(&key);
-        }
+                self.completed_watch
+                    .send_replace(self.completed.load(Ordering::Relaxed));
+                finished = Some(key);
+            }
+        });
     }
 
-    fn run(
-        &self,
-        py: Python<'_>,
-        system: &Bound<'_, pyo3::types::PyModule>,
-        index: usize,
-        job: &Job,
-    ) -> Outcome {
+    fn run(&self, py: Python<'_>, index: usize, job: &Job) -> Outcome {
         let handler = self
             .handlers
             .read()
@@ -579,19 +641,8 @@ impl Inner {
                 };
             }
             let result = (|| -> PyResult<()> {
-                let globals = PyDict::new(py);
-                globals.set_item("__builtins__", self.builtins.bind(py))?;
-                globals.set_item("__name__", "__handler__")?;
-                globals.set_item(
-                    "__file__",
-                    self.project
-                        .join("handlers")
-                        .join(format!("{}.py", job.handler))
-                        .display()
-                        .to_string(),
-                )?;
-                globals.set_item("system", system)?;
-                globals.set_item("payload", job.payload.to_dict(py)?)?;
+                let globals = handler.globals.bind(py).copy()?;
+                globals.set_item(pyo3::intern!(py, "payload"), job.payload.to_dict(py)?)?;
                 use pyo3::types::PyCodeMethods;
                 handler.code.bind(py).run(Some(&globals), None)?;
                 Ok(())
@@ -622,6 +673,23 @@ impl Inner {
         }
     }
 
+    /// The globals a handler's runs start from.
+    fn globals(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyDict>> {
+        let globals = PyDict::new(py);
+        globals.set_item("__builtins__", self.builtins.bind(py))?;
+        globals.set_item("__name__", "__handler__")?;
+        globals.set_item(
+            "__file__",
+            self.project
+                .join("handlers")
+                .join(format!("{name}.py"))
+                .display()
+                .to_string(),
+        )?;
+        globals.set_item("system", py.import("system")?)?;
+        Ok(globals.unbind())
+    }
+
     /// Compiles a handler file and swaps it in; on failure logs why and keeps the old one.
     fn load_handler(&self, path: &Path) {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
@@ -634,14 +702,25 @@ impl Inner {
                 return;
             }
         };
-        let compiled = Python::attach(|py| compile(py, &source, path));
+        let compiled = Python::attach(|py| {
+            let (code, rewritten) = compile(py, &source, path)?;
+            let globals = self.globals(py, &name).map_err(|e| format_error(py, &e))?;
+            Ok::<_, String>((code, globals, rewritten))
+        });
         match compiled {
-            Ok((code, rewritten)) => {
+            Ok((code, globals, rewritten)) => {
                 let Ok(mut handlers) = self.handlers.write() else {
                     return;
                 };
                 let version = handlers.get(&name).map_or(1, |h| h.version + 1);
-                handlers.insert(name.clone(), Arc::new(Handler { code, version }));
+                handlers.insert(
+                    name.clone(),
+                    Arc::new(Handler {
+                        code,
+                        globals,
+                        version,
+                    }),
+                );
                 info!(target: "script", handler = %name, version, rewritten_from_python2 = rewritten, "handler loaded");
             }
             Err(e) => {
@@ -656,6 +735,11 @@ impl Inner {
     /// Handles a changed path under the project: handlers are recompiled, library modules
     /// checked and reloaded, deleted handlers unregistered.
     fn reload(&self, path: &Path) {
+        self.reload_file(path);
+        self.reloads.send_modify(|n| *n += 1);
+    }
+
+    fn reload_file(&self, path: &Path) {
         let handlers_dir = self.project.join("handlers");
         let lib_dir = self.project.join("lib");
         if !is_script(path) {
@@ -806,4 +890,224 @@ fn watch(inner: Arc<Inner>) -> notify_debouncer_full::notify::Result<WatcherHand
     )?;
     debouncer.watch(&project, RecursiveMode::Recursive)?;
     Ok(debouncer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secs2::{Item, StreamFunction};
+
+    /// A gateway that knows one equipment name and refuses everything.
+    struct FakeHost(&'static str);
+
+    impl Host for FakeHost {
+        fn send_request(
+            &self,
+            _: StreamFunction,
+            _: bool,
+            _: Option<Item>,
+            equipment: &str,
+        ) -> Result<u32, HostError> {
+            Err(HostError::UnknownEquipment {
+                name: equipment.to_string(),
+                known: vec![self.0.to_string()],
+            })
+        }
+        fn get_response(
+            &self,
+            _: u32,
+            _: &str,
+            _: Duration,
+        ) -> Result<Option<serde_json::Value>, HostError> {
+            Err(HostError::Stopped)
+        }
+        fn send_response(
+            &self,
+            _: u32,
+            _: u32,
+            _: StreamFunction,
+            _: Option<Item>,
+            _: &str,
+        ) -> Result<(), HostError> {
+            Err(HostError::Stopped)
+        }
+        fn copy_equipment(&self, _: CopyEquipment) -> Result<(), HostError> {
+            Err(HostError::NoAddress)
+        }
+        fn enable_disable_equipment(&self, _: bool, _: &[String]) -> Vec<HostError> {
+            Vec::new()
+        }
+        fn start_sim_event_run(&self, _: &str, _: &str) -> Result<(), HostError> {
+            Err(HostError::Stopped)
+        }
+    }
+
+    fn engine(dir: &Path, files: &[(&str, &str)], queue_limit: usize) -> ScriptEngine {
+        for (path, text) in files {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        ScriptEngine::start(
+            dir,
+            EngineSettings {
+                workers: 2,
+                handler_timeout: Duration::from_secs(30),
+                hot_reload: false,
+                queue_limit,
+            },
+        )
+    }
+
+    fn raised(outcome: Outcome) -> String {
+        match outcome {
+            Outcome::Raised(tb) => tb,
+            other => panic!("expected a raised handler, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_engine_talks_to_its_own_gateway() {
+        let handler = "system.secsgem.sendRequest('S1F1', True, '', 'Nope')\n";
+        let (da, db, dc) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let a = engine(da.path(), &[("handlers/send.py", handler)], 8);
+        let b = engine(db.path(), &[("handlers/send.py", handler)], 8);
+        let none = engine(dc.path(), &[("handlers/send.py", handler)], 8);
+        a.set_host(Arc::new(FakeHost("ToolA")));
+        b.set_host(Arc::new(FakeHost("ToolB")));
+        let (ra, rb, rn) = (
+            a.submit("k", "send", Payload::default()).await,
+            b.submit("k", "send", Payload::default()).await,
+            none.submit("k", "send", Payload::default()).await,
+        );
+        let ta = raised(ra.await.unwrap());
+        let tb = raised(rb.await.unwrap());
+        let tn = raised(rn.await.unwrap());
+        assert!(
+            ta.contains("SecsGemError: unknown equipment 'Nope' (known: ToolA)"),
+            "{ta}"
+        );
+        assert!(
+            tb.contains("SecsGemError: unknown equipment 'Nope' (known: ToolB)"),
+            "{tb}"
+        );
+        assert!(
+            tn.contains("SecsGemError: system.secsgem works only in handlers a gateway runs"),
+            "{tn}"
+        );
+        for e in [a, b, none] {
+            e.stop();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thread_a_handler_starts_has_no_gateway() {
+        let dir = tempfile::tempdir().unwrap();
+        let handler = "import threading\nerrors = []\ndef call():\n    try:\n        system.secsgem.sendRequest('S1F1', True, '', 'ToolA')\n    except Exception as e:\n        errors.append(str(e))\nt = threading.Thread(target=call)\nt.start()\nt.join()\nraise RuntimeError(errors[0])\n";
+        let e = engine(dir.path(), &[("handlers/spawn.py", handler)], 8);
+        e.set_host(Arc::new(FakeHost("ToolA")));
+        let tb = raised(
+            e.submit("k", "spawn", Payload::default())
+                .await
+                .await
+                .unwrap(),
+        );
+        assert!(
+            tb.contains("RuntimeError: system.secsgem works only in handlers a gateway runs: this thread is not running one of its handlers"),
+            "{tb}"
+        );
+        e.stop();
+    }
+
+    /// With `queue_limit` jobs of a key queued or running, `post` waits until one finished.
+    #[test]
+    fn a_full_queue_makes_post_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(
+            dir.path(),
+            &[
+                (
+                    "lib/secsgate_test_gate.py",
+                    "import threading\nopen_ = threading.Event()\n",
+                ),
+                (
+                    "handlers/blocked.py",
+                    "import secsgate_test_gate as g\ng.open_.wait(30)\n",
+                ),
+            ],
+            2,
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut done = e.watch_completed();
+            // Two jobs fill the queue (one runs, held at the gate; one waits).
+            e.post("tool", "blocked", Payload::default()).await;
+            e.post("tool", "blocked", Payload::default()).await;
+            let third = tokio::spawn({
+                let e = e.clone();
+                async move { e.post("tool", "blocked", Payload::default()).await }
+            });
+            // Another key has its own room.
+            e.post("other", "blocked", Payload::default()).await;
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert!(!third.is_finished(), "post did not wait for room");
+            Python::attach(|py| {
+                py.import("secsgate_test_gate")
+                    .and_then(|g| g.getattr("open_"))
+                    .and_then(|ev| ev.call_method0("set"))
+                    .map(|_| ())
+            })
+            .unwrap();
+            tokio::time::timeout(Duration::from_secs(10), third)
+                .await
+                .expect("post got room once a job finished")
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(10), done.wait_for(|n| *n >= 4))
+                .await
+                .expect("every job ran")
+                .unwrap();
+        });
+        e.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reloads_are_observable() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), &[("handlers/h.py", "x = 1\n")], 8);
+        let mut reloads = e.watch_reloads();
+        assert_eq!(*reloads.borrow_and_update(), 0);
+        let path = dir.path().canonicalize().unwrap().join("handlers/h.py");
+        std::fs::write(&path, "def broken(:\n").unwrap();
+        e.reload_path(&path);
+        assert!(reloads.has_changed().unwrap());
+        assert_eq!(*reloads.borrow_and_update(), 1);
+        assert_eq!(e.handler_version("h"), Some(1));
+        std::fs::write(&path, "x = 2\n").unwrap();
+        e.reload_path(&path);
+        assert_eq!(*reloads.borrow_and_update(), 2);
+        assert_eq!(e.handler_version("h"), Some(2));
+        e.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_engine_drops_new_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), &[("handlers/h.py", "x = 1\n")], 1);
+        assert_eq!(
+            e.submit("k", "h", Payload::default()).await.await,
+            Ok(Outcome::Done)
+        );
+        e.stop();
+        assert!(e.submit("k", "h", Payload::default()).await.await.is_err());
+        e.post("k", "h", Payload::default()).await;
+    }
 }

@@ -5,7 +5,7 @@
 
 #![allow(non_snake_case)]
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyBaseException, PyException, PyIndexError, PyKeyError, PyValueError};
@@ -14,7 +14,8 @@ use pyo3::types::{PyList, PyString, PyTuple};
 use serde_json::Value;
 
 use super::convert::{body_from_python, from_python, to_python};
-use crate::secs2::{Item, StreamFunction};
+use super::host::{CopyEquipment, Host, HostError};
+use crate::secs2::StreamFunction;
 
 pyo3::create_exception!(
     system,
@@ -29,72 +30,18 @@ pyo3::create_exception!(
     "A system.secsgem call failed: unknown equipment, not communicating, bad message."
 );
 
-/// What `system.secsgem` needs from the gateway. Every method may block (the caller has
-/// released the GIL) and returns a message for the script on failure.
-pub trait Host: Send + Sync + 'static {
-    /// Sends a primary; returns its transaction ID at once.
-    fn send_request(
-        &self,
-        sf: StreamFunction,
-        reply: bool,
-        body: Option<Item>,
-        equipment: &str,
-    ) -> Result<u32, String>;
-    /// Waits up to `timeout` for the reply of a transaction, in the JSON form (with `doc` and
-    /// `codeDesc` where the equipment's SDL gives them); `None` when there is none.
-    fn get_response(
-        &self,
-        transaction_id: u32,
-        equipment: &str,
-        timeout: Duration,
-    ) -> Result<Option<Value>, String>;
-    /// Replies to a primary received from the equipment.
-    fn send_response(
-        &self,
-        transaction_id: u32,
-        system_bytes: u32,
-        sf: StreamFunction,
-        body: Option<Item>,
-        equipment: &str,
-    ) -> Result<(), String>;
-    /// Creates and (if `enabled`) starts a copy of an equipment connection.
-    fn copy_equipment(&self, copy: CopyEquipment) -> Result<(), String>;
-    /// Enables or disables connections; returns one message per name that could not be
-    /// changed.
-    fn enable_disable_equipment(&self, enable: bool, names: &[String]) -> Vec<String>;
-    /// Starts an event run of an in-process simulator.
-    fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), String>;
-}
-
-/// Arguments of `system.secsgem.copyEquipment`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyEquipment {
-    pub source: String,
-    pub name: String,
-    pub enabled: bool,
-    pub active_address: Option<String>,
-    pub active_port: Option<u16>,
-    pub passive_address: Option<String>,
-    pub passive_port: Option<u16>,
-    pub device_id: u16,
-    pub description: Option<String>,
-}
-
-static HOST: RwLock<Option<Arc<dyn Host>>> = RwLock::new(None);
-
-/// Installs the gateway that `system.secsgem` talks to (one per process, like the
-/// interpreter).
-pub fn set_host(host: Arc<dyn Host>) {
-    if let Ok(mut h) = HOST.write() {
-        *h = Some(host);
-    }
-}
-
+/// The gateway of the engine running this thread's job.
 fn host() -> PyResult<Arc<dyn Host>> {
-    HOST.read()
-        .ok()
-        .and_then(|h| h.clone())
-        .ok_or_else(|| SecsGemError::new_err("no gateway is running in this process"))
+    super::host::current().ok_or_else(|| {
+        SecsGemError::new_err(
+            "system.secsgem works only in handlers a gateway runs: this thread is not running one of its handlers (a thread the script started itself has no gateway; call system.secsgem from the handler)",
+        )
+    })
+}
+
+/// A gateway error as the `SecsGemError` a script sees.
+fn gateway_error(e: HostError) -> PyErr {
+    SecsGemError::new_err(e.to_string())
 }
 
 fn stream_function(text: &str) -> PyResult<StreamFunction> {
@@ -328,6 +275,10 @@ pub mod system {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = m.py();
         m.add("ScriptTimeout", py.get_type::<ScriptTimeout>())?;
+        m.add(
+            "Payload",
+            py.get_type::<super::super::payload::PayloadDict>(),
+        )?;
         let modules = py.import("sys")?.getattr("modules")?;
         for sub in ["secsgem", "util", "dataset"] {
             modules.set_item(format!("system.{sub}"), m.getattr(sub)?)?;
@@ -367,7 +318,7 @@ pub mod system {
             let body = body_from_python(body)?;
             let host = host()?;
             py.detach(move || host.send_request(sf, reply, body, &equipment))
-                .map_err(SecsGemError::new_err)
+                .map_err(gateway_error)
         }
 
         /// Waits up to `timeout` seconds for the reply to a transaction; `None` if there is
@@ -386,7 +337,7 @@ pub mod system {
             let host = host()?;
             let reply = py
                 .detach(move || host.get_response(transactionID, &equipment, timeout))
-                .map_err(SecsGemError::new_err)?;
+                .map_err(gateway_error)?;
             match reply {
                 Some(m) => Ok(to_python(py, &m)?.unbind()),
                 None => Ok(py.None()),
@@ -408,7 +359,7 @@ pub mod system {
             let body = body_from_python(body)?;
             let host = host()?;
             py.detach(move || host.send_response(transactionID, systemBytes, sf, body, &equipment))
-                .map_err(SecsGemError::new_err)
+                .map_err(gateway_error)
         }
 
         /// One row per item of a message (or body): path, doc, format, value, codeDesc.
@@ -589,7 +540,7 @@ pub mod system {
             };
             let host = host()?;
             py.detach(move || host.copy_equipment(copy))
-                .map_err(SecsGemError::new_err)
+                .map_err(gateway_error)
         }
 
         /// Starts an event run (a configured sequence of event reports) of a simulator that runs
@@ -602,7 +553,7 @@ pub mod system {
         ) -> PyResult<()> {
             let host = host()?;
             py.detach(move || host.start_sim_event_run(&simulatorName, &eventRunName))
-                .map_err(SecsGemError::new_err)
+                .map_err(gateway_error)
         }
 
         /// Enables or disables connections by name; returns a message for each one that could
@@ -622,7 +573,11 @@ pub mod system {
                     .collect::<PyResult<_>>()?,
             };
             let host = host()?;
-            Ok(py.detach(move || host.enable_disable_equipment(enable, &names)))
+            Ok(py
+                .detach(move || host.enable_disable_equipment(enable, &names))
+                .iter()
+                .map(ToString::to_string)
+                .collect())
         }
     }
 

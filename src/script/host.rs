@@ -1,0 +1,151 @@
+//! What `system.secsgem` needs from the gateway, and which gateway a Python thread talks to.
+//!
+//! Each [`ScriptEngine`](super::ScriptEngine) owns its gateway handle
+//! ([`ScriptEngine::set_host`](super::ScriptEngine::set_host)); its worker threads make it
+//! current while they run jobs, so several gateways can run in one process (each with its own
+//! engine) while the interpreter and the `system` module stay process-wide.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::secs2::{Item, StreamFunction};
+
+/// Why a `system.secsgem` call failed. Python sees `SecsGemError` with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// No connection of that name in this gateway.
+    #[error("unknown equipment '{name}' (known: {})", known.join(", "))]
+    UnknownEquipment { name: String, known: Vec<String> },
+    /// The connection exists but cannot exchange messages now.
+    #[error(
+        "equipment '{name}' is not communicating (status: {status}); wait until it is Communicating, or enable it with enableDisableEquipment"
+    )]
+    NotCommunicating { name: String, status: String },
+    /// The connection is switched off.
+    #[error(
+        "equipment '{name}' is disabled; enable it with enableDisableEquipment(True, ['{name}'])"
+    )]
+    Disabled { name: String },
+    /// The link refused or failed to send.
+    #[error("cannot send {sf} to '{equipment}': {reason}")]
+    Send {
+        sf: StreamFunction,
+        equipment: String,
+        reason: String,
+    },
+    /// The message does not fit the equipment's SDL (or is otherwise not sendable).
+    #[error("{0}")]
+    InvalidMessage(String),
+    /// The transaction ID does not name a transaction this call can use.
+    #[error("{0}")]
+    Transaction(String),
+    /// `sendResponse` for a primary that was already answered.
+    #[error(
+        "transaction {transaction_id} was already answered (the default reply goes out when a handler is too late)"
+    )]
+    AlreadyAnswered { transaction_id: u32 },
+    /// `copyEquipment` to a name in use.
+    #[error("equipment '{name}' already exists; choose another name for the copy")]
+    EquipmentExists { name: String },
+    /// `copyEquipment` without an address to connect to or listen on.
+    #[error("copyEquipment needs an active or a passive address and port")]
+    NoAddress,
+    /// A connection could not be started.
+    #[error("cannot start '{name}': {reason}")]
+    Start { name: String, reason: String },
+    /// No in-process simulator of that name.
+    #[error("unknown simulator '{name}' (running: {})", if running.is_empty() { "none".to_string() } else { running.join(", ") })]
+    UnknownSimulator { name: String, running: Vec<String> },
+    /// The simulator refused the event run.
+    #[error("{0}")]
+    Simulator(String),
+    /// The gateway this engine served has shut down.
+    #[error("the gateway has stopped; system.secsgem calls fail until it is started again")]
+    Stopped,
+    /// Shared gateway state is unusable (a thread panicked while holding it).
+    #[error("the gateway's {0} are unavailable (an internal error; see the log)")]
+    Unavailable(&'static str),
+}
+
+/// What `system.secsgem` needs from the gateway. Every method may block (the caller has
+/// released the GIL); errors are shown to the script as `SecsGemError`.
+pub trait Host: Send + Sync + 'static {
+    /// Sends a primary; returns its transaction ID at once.
+    fn send_request(
+        &self,
+        sf: StreamFunction,
+        reply: bool,
+        body: Option<Item>,
+        equipment: &str,
+    ) -> Result<u32, HostError>;
+    /// Waits up to `timeout` for the reply of a transaction, in the JSON form (with `doc` and
+    /// `codeDesc` where the equipment's SDL gives them); `None` when there is none.
+    fn get_response(
+        &self,
+        transaction_id: u32,
+        equipment: &str,
+        timeout: Duration,
+    ) -> Result<Option<Value>, HostError>;
+    /// Replies to a primary received from the equipment.
+    fn send_response(
+        &self,
+        transaction_id: u32,
+        system_bytes: u32,
+        sf: StreamFunction,
+        body: Option<Item>,
+        equipment: &str,
+    ) -> Result<(), HostError>;
+    /// Creates and (if `enabled`) starts a copy of an equipment connection.
+    fn copy_equipment(&self, copy: CopyEquipment) -> Result<(), HostError>;
+    /// Enables or disables connections; returns one error per name that could not be
+    /// changed.
+    fn enable_disable_equipment(&self, enable: bool, names: &[String]) -> Vec<HostError>;
+    /// Starts an event run of an in-process simulator.
+    fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), HostError>;
+}
+
+/// Arguments of `system.secsgem.copyEquipment`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyEquipment {
+    pub source: String,
+    pub name: String,
+    pub enabled: bool,
+    pub active_address: Option<String>,
+    pub active_port: Option<u16>,
+    pub passive_address: Option<String>,
+    pub passive_port: Option<u16>,
+    pub device_id: u16,
+    pub description: Option<String>,
+}
+
+thread_local! {
+    /// The gateway of the engine whose worker runs on this thread, while it runs jobs.
+    static CURRENT: RefCell<Option<Arc<dyn Host>>> = const { RefCell::new(None) };
+}
+
+/// Makes `host` the gateway of this thread until the guard is dropped (then the previous one
+/// is current again).
+pub(crate) fn enter(host: Option<Arc<dyn Host>>) -> CurrentHost {
+    let previous = CURRENT.with(|c| c.replace(host));
+    CurrentHost { previous }
+}
+
+/// Restores the previous current gateway when dropped.
+pub(crate) struct CurrentHost {
+    previous: Option<Arc<dyn Host>>,
+}
+
+impl Drop for CurrentHost {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// The gateway of this thread, if it is running a job of an engine that has one.
+pub(crate) fn current() -> Option<Arc<dyn Host>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
