@@ -10,6 +10,7 @@
 //! Send path: `sendRequest` checks the equipment is communicating, sends, and returns a TxID;
 //! the reply is kept for `getResponse`.
 
+pub mod live;
 pub mod transactions;
 
 use std::collections::HashMap;
@@ -133,7 +134,9 @@ mod status_tests {
 
 /// One equipment connection: its link (HSMS) and the GEM host that communicates over it.
 pub struct Connection {
-    pub config: EquipmentConfig,
+    name: String,
+    /// The settings in force: replaced as a whole when project.toml changes.
+    config: RwLock<Arc<EquipmentConfig>>,
     link: Mutex<Option<Link>>,
     /// The GEM host's communication with the equipment.
     host: Mutex<gem::Host>,
@@ -157,9 +160,9 @@ struct Observed {
 }
 
 impl Connection {
-    /// A connection for `config`, enabled or not as it says.
-    fn new(config: EquipmentConfig) -> Connection {
-        let host = gem::Host::new(
+    /// The GEM host of a connection with these settings.
+    fn gem_host(config: &EquipmentConfig) -> gem::Host {
+        gem::Host::new(
             HostConfig {
                 establish_communication: config.establish_communication,
                 retry_delay: HostConfig::retry_delay_for_t5(config.hsms.protocol.t5),
@@ -167,7 +170,12 @@ impl Connection {
             },
             Instant::now(),
             SystemTime::now(),
-        );
+        )
+    }
+
+    /// A connection for `config`, enabled or not as it says.
+    fn new(config: EquipmentConfig) -> Connection {
+        let host = Self::gem_host(&config);
         let observed = Observed {
             link: config.enabled.then_some(LinkState::Disconnected),
             tried: false,
@@ -175,13 +183,46 @@ impl Connection {
         };
         let (status, _) = watch::channel(Status::derive(observed.link, false, observed.gem));
         Connection {
-            config,
+            name: config.name.clone(),
+            config: RwLock::new(Arc::new(config)),
             link: Mutex::new(None),
             host: Mutex::new(host),
             host_changed: Notify::new(),
             observed: Mutex::new(observed),
             status,
             local_addr: Mutex::new(None),
+        }
+    }
+
+    /// The equipment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<EquipmentConfig> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts new settings in force and makes a new GEM host for them; only while disabled
+    /// (the next enable connects with them).
+    fn reconfigure(&self, config: EquipmentConfig) {
+        let host = Self::gem_host(&config);
+        if let Ok(mut h) = self.host.lock() {
+            *h = host;
+        }
+        self.set_config(config);
+    }
+
+    /// Puts new settings in force (the link and host are left as they are).
+    fn set_config(&self, config: EquipmentConfig) {
+        let config = Arc::new(config);
+        match self.config.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
         }
     }
 
@@ -231,7 +272,7 @@ impl Connection {
             old != status
         });
         if old != status {
-            info!(equipment = %self.config.name, from = %old, to = %status, "equipment status");
+            info!(equipment = %self.name(), from = %old, to = %status, "equipment status");
         }
     }
 
@@ -284,8 +325,17 @@ impl Connection {
 
 struct Core {
     runtime: tokio::runtime::Handle,
+    /// The project folder.
+    dir: std::path::PathBuf,
     simulators: Mutex<HashMap<String, Simulator>>,
-    settings: GatewaySettings,
+    /// The `[[simulator]]`s of the configuration in force.
+    simulator_configs: Mutex<Vec<SimulatorConfig>>,
+    settings: RwLock<GatewaySettings>,
+    /// Live configuration: one reload at a time, a count of reloads done (applied or not),
+    /// and the file watch.
+    reload_lock: tokio::sync::Mutex<()>,
+    config_reloads: watch::Sender<u64>,
+    config_watch: Mutex<Option<live::ConfigWatch>>,
     engine: ScriptEngine,
     transactions: Arc<Transactions>,
     connections: RwLock<HashMap<String, Arc<Connection>>>,
@@ -316,8 +366,13 @@ impl Gateway {
         let simulators = start_simulators(&project.simulators).await;
         let core = Arc::new(Core {
             runtime: tokio::runtime::Handle::current(),
+            dir: project.dir.clone(),
             simulators: Mutex::new(simulators),
-            settings: project.gateway.clone(),
+            simulator_configs: Mutex::new(project.simulators.clone()),
+            settings: RwLock::new(project.gateway.clone()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            config_reloads: watch::channel(0).0,
+            config_watch: Mutex::new(None),
             engine,
             transactions: Arc::new(Transactions::new(project.gateway.response_retention)),
             connections: RwLock::new(HashMap::new()),
@@ -337,12 +392,36 @@ impl Gateway {
                 error!(equipment = %config.name, "cannot start: {e}");
             }
         }
+        if hot_reload {
+            match live::watch(Arc::downgrade(&core), project.dir.clone()) {
+                Ok(w) => {
+                    if let Ok(mut slot) = core.config_watch.lock() {
+                        *slot = Some(w);
+                    }
+                }
+                Err(e) => warn!(
+                    "configuration changes are not applied live: cannot watch {}: {e}",
+                    project.dir.display()
+                ),
+            }
+        }
         let gateway = Gateway { core };
         if gateway.core.engine.has_handler(STARTUP_HANDLER) {
             let g = gateway.clone();
             tokio::spawn(async move { g.run_startup().await });
         }
         gateway
+    }
+
+    /// A watch of how many times the configuration was reloaded (applied or refused).
+    pub fn watch_config_reloads(&self) -> watch::Receiver<u64> {
+        self.core.config_reloads.subscribe()
+    }
+
+    /// Loads project.toml (and the SDL files it names) again and applies what changed, as
+    /// saving them does.
+    pub async fn reload_config(&self) {
+        self.core.reload_config().await;
     }
 
     /// The script engine.
@@ -372,12 +451,12 @@ impl Gateway {
     }
 
     async fn run_startup(&self) {
-        let wait = self.core.settings.startup_wait;
+        let wait = self.core.settings().startup_wait;
         let conns: Vec<Arc<Connection>> = self
             .core
             .connections
             .read()
-            .map(|c| c.values().filter(|c| c.config.enabled).cloned().collect())
+            .map(|c| c.values().filter(|c| c.config().enabled).cloned().collect())
             .unwrap_or_default();
         let all = async {
             for c in &conns {
@@ -390,11 +469,11 @@ impl Gateway {
                 "not every enabled equipment is communicating after {wait:?}; running {STARTUP_HANDLER} anyway"
             );
         }
-        let names: Vec<String> = conns.iter().map(|c| c.config.name.clone()).collect();
+        let names: Vec<String> = conns.iter().map(|c| c.name().to_string()).collect();
         let communicating: Vec<String> = conns
             .iter()
             .filter(|c| c.status() == Status::Communicating)
-            .map(|c| c.config.name.clone())
+            .map(|c| c.name().to_string())
             .collect();
         self.core
             .engine
@@ -411,6 +490,14 @@ impl Gateway {
 
     /// Separates and stops every connection, then the script workers.
     pub async fn shutdown(&self) {
+        // No configuration change is applied while stopping.
+        let watch = self
+            .core
+            .config_watch
+            .lock()
+            .ok()
+            .and_then(|mut w| w.take());
+        drop(watch);
         let conns: Vec<Arc<Connection>> = self
             .core
             .connections
@@ -481,6 +568,14 @@ async fn start_simulators(configs: &[SimulatorConfig]) -> HashMap<String, Simula
 }
 
 impl Core {
+    /// The gateway settings in force.
+    fn settings(&self) -> GatewaySettings {
+        match self.settings.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// Adds a connection and starts it if enabled.
     async fn add(self: &Arc<Self>, config: EquipmentConfig) -> std::io::Result<Arc<Connection>> {
         let name = config.name.clone();
@@ -501,7 +596,7 @@ impl Core {
             return Ok(());
         }
         conn.set_enabled(true);
-        let endpoint = driver::start(conn.config.hsms.clone()).await?;
+        let endpoint = driver::start(conn.config().hsms.clone()).await?;
         if let Ok(mut a) = conn.local_addr.lock() {
             *a = endpoint.local_addr;
         }
@@ -528,16 +623,17 @@ impl Core {
 
     /// Handles a primary the equipment sent.
     async fn on_primary(self: &Arc<Self>, conn: &Arc<Connection>, link: &Link, message: Message) {
-        let name = conn.config.name.as_str();
+        let name = conn.name();
         let sf = message.stream_function();
         debug!(equipment = name, %sf, message = %message, "received");
         if !sf.is_primary() {
             warn!(equipment = name, %sf, system_bytes = message.system_bytes, "reply for no open transaction; dropped");
             return;
         }
-        let sdl = conn.config.sdl.as_deref();
+        let config = conn.config();
+        let sdl = config.sdl.as_deref();
         if let Some(Err(mismatch)) = sdl.map(|s| s.check(&message, false)) {
-            match conn.config.on_invalid {
+            match conn.config().on_invalid {
                 OnInvalid::S9F7 => {
                     error!(equipment = name, %sf, system_bytes = message.system_bytes,
                         "received message does not match the SDL: {mismatch}; answered S9F7 (illegal data)");
@@ -552,9 +648,8 @@ impl Core {
         let txid = self.transactions.received(name, &message);
         // The JSON text of the message is made only if a handler reads payload["Message"].
         let message = Arc::new(message);
-        let message_json = LazyMessage::new(message.clone(), conn.config.sdl.clone());
-        let custom = conn
-            .config
+        let message_json = LazyMessage::new(message.clone(), conn.config().sdl.clone());
+        let custom = config
             .custom_responses
             .iter()
             .find(|c| c.stream_function == sf);
@@ -576,7 +671,7 @@ impl Core {
                     c.handler.clone(),
                 );
                 tokio::spawn(async move {
-                    let limit = core.settings.custom_response_timeout;
+                    let limit = core.settings().custom_response_timeout;
                     let why = match tokio::time::timeout(limit, outcome).await {
                         Ok(Ok(Outcome::Done)) => {
                             "finished without calling sendResponse".to_string()
@@ -593,7 +688,7 @@ impl Core {
                     if core.transactions.is_replied(txid) {
                         return;
                     }
-                    error!(equipment = %conn2.config.name, %sf, handler = %handler, txid,
+                    error!(equipment = %conn2.name(), %sf, handler = %handler, txid,
                         "custom response handler {why}; sending the default reply");
                     core.default_reply(&link2, &primary, txid).await;
                 });
@@ -623,14 +718,14 @@ impl Core {
         let m = message.message();
         let sf = m.stream_function();
         if !conn
-            .config
+            .config()
             .realtime
-            .includes(sf, conn.config.sdl.as_deref())
+            .includes(sf, conn.config().sdl.as_deref())
             || !self.engine.has_handler(REALTIME_HANDLER)
         {
             return;
         }
-        let name = conn.config.name.as_str();
+        let name = conn.name();
         let payload = Payload(vec![
             ("CommonID", Arg::Str(common_id)),
             ("Equipment", Arg::Str(name.to_string())),
@@ -765,7 +860,7 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
                 header,
                 ..
             } => {
-                error!(equipment = %conn.config.name, %stream_function, %error, "malformed message from the equipment; answered S9F7 (illegal data)");
+                error!(equipment = %conn.name(), %stream_function, %error, "malformed message from the equipment; answered S9F7 (illegal data)");
                 stream_nine(&link, 7, header).await;
             }
         }
@@ -836,13 +931,13 @@ async fn carry_out(
         };
         let Some(tag) = tag else {
             if let Err(e) = link.send(message).await {
-                debug!(equipment = %conn.config.name, "not sent: {e}");
+                debug!(equipment = %conn.name(), "not sent: {e}");
             }
             continue;
         };
         let header = Message {
             body: None,
-            device_id: conn.config.hsms.device_id,
+            device_id: conn.config().hsms.device_id,
             ..message.clone()
         };
         match link.send_request(message).await {
@@ -861,7 +956,7 @@ async fn carry_out(
                 });
             }
             Err(e) => {
-                warn!(equipment = %conn.config.name, stream_function = %header.stream_function(), "not sent: {e}");
+                warn!(equipment = %conn.name(), stream_function = %header.stream_function(), "not sent: {e}");
                 conn.with_host(|h| h.outcome(tag, gem::Outcome::Failed, Instant::now()));
             }
         }
@@ -907,7 +1002,7 @@ impl GatewayHost {
         match (status, conn.link()) {
             (Status::Communicating, Some(link)) => Ok(link),
             _ => Err(HostError::NotCommunicating {
-                name: conn.config.name.clone(),
+                name: conn.name().to_string(),
                 status: status.to_string(),
             }),
         }
@@ -924,12 +1019,12 @@ impl GatewayHost {
     }
 
     fn check_sdl(conn: &Connection, message: &Message) -> Result<(), HostError> {
-        match &conn.config.sdl {
+        match &conn.config().sdl {
             Some(sdl) => sdl.check(message, true).map_err(|m| {
                 HostError::InvalidMessage(format!(
                     "{} for '{}' does not match its SDL: {m}",
                     message.stream_function(),
-                    conn.config.name
+                    conn.name()
                 ))
             }),
             None => Ok(()),
@@ -971,7 +1066,7 @@ impl Host for GatewayHost {
                 let reply = result.as_ref().ok().map(|m| Arc::new(m.clone()));
                 task_core.transactions.complete(txid, result);
                 if let Some(reply) = reply {
-                    let sdl = conn.config.sdl.clone();
+                    let sdl = conn.config().sdl.clone();
                     let id = common_id(sdl.as_deref(), &reply, Some(&request), txid);
                     let lazy = LazyMessage::new(reply, sdl);
                     task_core.realtime(&conn, lazy, txid, "Response", id).await;
@@ -1002,7 +1097,7 @@ impl Host for GatewayHost {
             .map_err(HostError::Transaction)?;
         Ok(reply.map(|m| {
             let mut value = secs_json::message_to_json(&m);
-            if let Some(sdl) = &conn.config.sdl {
+            if let Some(sdl) = &conn.config().sdl {
                 sdl.annotate(&m, &mut value);
             }
             value
@@ -1082,7 +1177,7 @@ impl Host for GatewayHost {
         if Self::connection(&core, &copy.name).is_ok() {
             return Err(HostError::EquipmentExists { name: copy.name });
         }
-        let mut config = source.config.clone();
+        let mut config = EquipmentConfig::clone(&source.config());
         config.name = copy.name.clone();
         config.hsms.name = copy.name.clone();
         config.enabled = copy.enabled;
