@@ -1195,9 +1195,9 @@ async fn project_toml_changes_apply_while_running() {
     );
 
     // An invalid edit is refused: everything stays as it runs.
-    std::fs::write(
-        dir.join("project.toml"),
-        edit.replace("t3 = 5", "t3 = \"soon\""),
+    write_atomically(
+        &dir.join("project.toml"),
+        &edit.replace("t3 = 5", "t3 = \"soon\""),
     );
     next_config(&mut reloads).await;
     let reply = eq_c.link.request(s6f11()).await.unwrap();
@@ -1208,9 +1208,9 @@ async fn project_toml_changes_apply_while_running() {
     );
 
     // Tool2 disabled, then removed; the custom response removed.
-    std::fs::write(
-        dir.join("project.toml"),
-        toml(eq_c.port, "") + &tool2.replace("timers", "enabled = false\ntimers"),
+    write_atomically(
+        &dir.join("project.toml"),
+        &(toml(eq_c.port, "") + &tool2.replace("timers", "enabled = false\ntimers")),
     );
     next_config(&mut reloads).await;
     assert_eq!(
