@@ -14,6 +14,14 @@
 //! device_id = 0
 //! timers = { t3 = 45, linktest = 60, write = 30 }  # write: drop a peer that reads nothing
 //!
+//! table_prefix = "SECSGEM_"     # message store tables: SECSGEM_Messages, SECSGEM_Errors
+//!
+//! [store]                        # the message store (every message sent and received)
+//! enabled = true
+//! path = "data/secsgate.sqlite"  # relative to the project folder
+//! retention_days = 30            # delete rows older than this (absent: kept for ever)
+//! retention_rows = 1000000       # keep at most this many rows per table (absent: no limit)
+//!
 //! [[equipment.custom_response]]
 //! stream_function = "S6F11"
 //! handler = "onEventReport"      # handlers/onEventReport.py
@@ -144,6 +152,9 @@ pub struct EquipmentConfig {
     pub custom_responses: Vec<CustomResponse>,
     /// The equipment's SDL: what it sends and accepts; `None` checks nothing.
     pub sdl: Option<Arc<Sdl>>,
+    /// Prefix of its message store tables (`<prefix>Messages`, `<prefix>Errors`); several
+    /// equipment may share one.
+    pub table_prefix: String,
 }
 
 /// What the gateway does with a primary from the equipment that fails its SDL check
@@ -172,11 +183,43 @@ pub struct SimulatorConfig {
     pub spool_dir: PathBuf,
 }
 
+/// `[store]`: the message store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    /// Whether messages are stored at all.
+    pub enabled: bool,
+    /// The database file (default `<project>/data/secsgate.sqlite`).
+    pub path: PathBuf,
+    /// Rows older than this are deleted.
+    pub retention: Option<Duration>,
+    /// At most this many rows are kept per table (the oldest go).
+    pub retention_rows: Option<u64>,
+    /// Records the queue to the writer holds before the gateway waits.
+    pub queue: usize,
+    /// Most records written in one transaction.
+    pub batch: usize,
+}
+
+impl StoreSettings {
+    /// The defaults for a project in `dir`.
+    pub fn default_for(dir: &Path) -> StoreSettings {
+        StoreSettings {
+            enabled: true,
+            path: dir.join("data").join(crate::store::messages::DEFAULT_FILE),
+            retention: None,
+            retention_rows: None,
+            queue: 8192,
+            batch: 1024,
+        }
+    }
+}
+
 /// A loaded project folder.
 #[derive(Debug, Clone)]
 pub struct Project {
     pub dir: PathBuf,
     pub gateway: GatewaySettings,
+    pub store: StoreSettings,
     pub equipment: Vec<EquipmentConfig>,
     pub simulators: Vec<SimulatorConfig>,
 }
@@ -248,6 +291,20 @@ struct RawProject {
     equipment: Vec<Spanned<RawEquipment>>,
     #[serde(default)]
     simulator: Vec<Spanned<RawSimulator>>,
+    #[serde(default)]
+    store: Option<Spanned<RawStore>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    enabled: Option<bool>,
+    path: Option<Spanned<String>>,
+    retention_days: Option<Spanned<f64>>,
+    retention_rows: Option<Spanned<i64>>,
+    control_messages: Option<Spanned<bool>>,
+    queue: Option<Spanned<i64>>,
+    batch: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +338,7 @@ struct RawEquipment {
     on_invalid: Option<Spanned<String>>,
     realtime: Option<Spanned<Vec<Spanned<String>>>>,
     sdl: Option<Spanned<String>>,
+    table_prefix: Option<Spanned<String>>,
     #[serde(default)]
     custom_response: Vec<Spanned<RawCustomResponse>>,
 }
@@ -410,9 +468,14 @@ impl Validator<'_> {
                 simulators.push(sim);
             }
         }
+        let store = match raw.store {
+            Some(st) => self.store(dir, st.into_inner()),
+            None => StoreSettings::default_for(dir),
+        };
         Project {
             dir: dir.to_path_buf(),
             gateway,
+            store,
             equipment,
             simulators,
         }
@@ -463,6 +526,60 @@ impl Validator<'_> {
                 1,
                 1_000_000,
             ) as usize,
+        }
+    }
+
+    fn store(&mut self, dir: &Path, raw: RawStore) -> StoreSettings {
+        let d = StoreSettings::default_for(dir);
+        if let Some(c) = &raw.control_messages
+            && *c.get_ref()
+        {
+            self.error(
+                c.span(),
+                "store.control_messages",
+                "not supported: HSMS control messages (select, linktest, separate) do not reach the gateway yet; remove the key or set it to false",
+            );
+        }
+        let path = match &raw.path {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                self.error(p.span(), "store.path", "must not be empty");
+                d.path.clone()
+            }
+            Some(p) => dir.join(p.get_ref().trim()),
+            None => d.path.clone(),
+        };
+        let retention = raw.retention_days.as_ref().map(|_| {
+            self.seconds(
+                &raw.retention_days,
+                "store.retention_days".into(),
+                Duration::ZERO,
+                0.000_001,
+                36_500.0,
+            )
+            .mul_f64(86_400.0)
+        });
+        let retention_rows = raw.retention_rows.as_ref().map(|_| {
+            self.int(
+                &raw.retention_rows,
+                "store.retention_rows".into(),
+                1,
+                1,
+                i64::MAX,
+            ) as u64
+        });
+        StoreSettings {
+            enabled: raw.enabled.unwrap_or(true),
+            path,
+            retention,
+            retention_rows,
+            queue: self.int(
+                &raw.queue,
+                "store.queue".into(),
+                d.queue as i64,
+                1,
+                1_000_000,
+            ) as usize,
+            batch: self.int(&raw.batch, "store.batch".into(), d.batch as i64, 1, 100_000) as usize,
         }
     }
 
@@ -675,6 +792,22 @@ impl Validator<'_> {
                 OnInvalid::S9F7
             }
         };
+        let table_prefix = match &e.table_prefix {
+            None => crate::store::messages::DEFAULT_PREFIX.to_string(),
+            Some(p) => {
+                let text = p.get_ref().trim().to_string();
+                if !crate::store::messages::valid_prefix(&text) {
+                    self.error(
+                        p.span(),
+                        k("table_prefix"),
+                        format!(
+                            "'{text}' may only hold letters, digits and '_' (it starts table names)"
+                        ),
+                    );
+                }
+                text
+            }
+        };
         let name = name?;
         hsms.name = name.clone();
         Some(EquipmentConfig {
@@ -687,6 +820,7 @@ impl Validator<'_> {
             realtime,
             custom_responses,
             sdl,
+            table_prefix,
         })
     }
 
@@ -816,6 +950,38 @@ enabled = false
             "equipment[1].name: equipment 'A' is defined twice",
         ];
         for e in expect {
+            assert!(
+                text.iter().any(|t| t.contains(e)),
+                "missing {e:?} in {text:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn store_settings_and_table_prefixes() {
+        let p = parse("[[equipment]]\nname = \"A\"\nport = 1\n").unwrap();
+        assert_eq!(p.store, StoreSettings::default_for(&std::env::temp_dir()));
+        assert!(p.store.path.ends_with("data/secsgate.sqlite"));
+        assert_eq!(p.equipment[0].table_prefix, "SECSGEM_");
+        let p = parse(
+            "[store]\nenabled = false\npath = \"db/m.sqlite\"\nretention_days = 2\nretention_rows = 10\ncontrol_messages = false\n\n[[equipment]]\nname = \"A\"\nport = 1\ntable_prefix = \"Fab1_\"\n",
+        )
+        .unwrap();
+        assert!(!p.store.enabled);
+        assert_eq!(p.store.path, std::env::temp_dir().join("db/m.sqlite"));
+        assert_eq!(p.store.retention, Some(Duration::from_secs(2 * 86_400)));
+        assert_eq!(p.store.retention_rows, Some(10));
+        assert_eq!(p.equipment[0].table_prefix, "Fab1_");
+        let errors = parse(
+            "[store]\nretention_rows = 0\ncontrol_messages = true\n\n[[equipment]]\nname = \"A\"\nport = 1\ntable_prefix = \"x; DROP\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        for e in [
+            "project.toml:2: store.retention_rows: 0 is out of range",
+            "project.toml:3: store.control_messages: not supported",
+            "project.toml:8: equipment[0].table_prefix: 'x; DROP' may only hold",
+        ] {
             assert!(
                 text.iter().any(|t| t.contains(e)),
                 "missing {e:?} in {text:#?}"

@@ -8,6 +8,10 @@
 //! - `secsgate send --connect HOST:PORT [--passive] 'S1F1 W' ...`: select, send each message
 //!   (or each one read from stdin), print each reply, separate.
 //!
+//! - `secsgate log DIR [--equipment E] [--sf S6F11] [--direction sent|received]
+//!   [--common-id ID] [--since 10m] [--until T] [--limit N] [--json] [--follow]`: the
+//!   messages in the project's message store.
+//!
 //! Bad input exits with code 2 and one line on stderr saying where and why; a failed
 //! exchange (connection, timeout, reject, S9Fx) exits with code 1.
 
@@ -45,6 +49,8 @@ enum Command {
         #[arg(long)]
         no_reload: bool,
     },
+    /// Print the messages the gateway stored (filters; SML or --json; --follow).
+    Log(log::LogArgs),
     /// Validate a project folder: configuration and scripts; lists every problem.
     Check {
         /// The project folder.
@@ -130,6 +136,7 @@ pub fn main() -> i32 {
         Command::Sim(args) => return sim::run(args),
         Command::Run { dir, no_reload } => return run::run(&dir, !no_reload),
         Command::Check { dir } => return run::check(&dir),
+        Command::Log(args) => return log::run(args),
     };
     match result {
         Ok(out) => {
@@ -143,6 +150,7 @@ pub fn main() -> i32 {
     }
 }
 
+mod log;
 mod run;
 mod send;
 mod sim;

@@ -38,12 +38,7 @@ fn is_config(dir: &Path, path: &Path) -> bool {
     let Ok(rel) = path.strip_prefix(dir) else {
         return false;
     };
-    if rel.components().next().is_some_and(|c| {
-        matches!(
-            c.as_os_str().to_str(),
-            Some("data" | "log" | "logs" | "spool")
-        )
-    }) {
+    if crate::script::in_data_or_logs(dir, path) {
         return false;
     }
     if rel == Path::new(PROJECT_FILE) {

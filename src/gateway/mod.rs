@@ -35,6 +35,10 @@ use crate::sdl::Sdl;
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
 use crate::sim::{SimConfig, Simulator};
 use crate::store::ToolPrograms;
+use crate::store::messages::{
+    self, Direction, EquipmentRecord, ErrorRecord, MessageRecord, Record, Recorder,
+    RecorderSettings, RequestResponse, Retention,
+};
 use transactions::{ReplyState, Transactions};
 
 /// Name of the realtime handler (`handlers/onSecsGemRealtimeUpdate.py`).
@@ -146,6 +150,8 @@ pub struct Connection {
     observed: Mutex<Observed>,
     status: watch::Sender<Status>,
     local_addr: Mutex<Option<SocketAddr>>,
+    /// The message store, if on.
+    store: Option<Arc<Recorder>>,
 }
 
 /// The states a connection's [`Status`] is derived from.
@@ -174,7 +180,7 @@ impl Connection {
     }
 
     /// A connection for `config`, enabled or not as it says.
-    fn new(config: EquipmentConfig) -> Connection {
+    fn new(config: EquipmentConfig, store: Option<Arc<Recorder>>) -> Connection {
         let host = Self::gem_host(&config);
         let observed = Observed {
             link: config.enabled.then_some(LinkState::Disconnected),
@@ -191,6 +197,110 @@ impl Connection {
             observed: Mutex::new(observed),
             status,
             local_addr: Mutex::new(None),
+            store,
+        }
+    }
+
+    /// Logs (at debug, as SML) and stores a message sent to or received from the equipment:
+    /// every message goes through here exactly once.
+    async fn record(&self, direction: Direction, message: &Message, common_id: String, txid: u32) {
+        self.log_message(direction, message, txid);
+        if let Some(store) = &self.store {
+            store
+                .record(self.message_record(direction, Arc::new(message.clone()), common_id, txid))
+                .await;
+        }
+    }
+
+    /// [`Connection::record`] for a message already shared.
+    async fn record_arc(
+        &self,
+        direction: Direction,
+        message: &Arc<Message>,
+        common_id: String,
+        txid: u32,
+    ) {
+        self.log_message(direction, message, txid);
+        if let Some(store) = &self.store {
+            store
+                .record(self.message_record(direction, message.clone(), common_id, txid))
+                .await;
+        }
+    }
+
+    fn log_message(&self, direction: Direction, message: &Message, txid: u32) {
+        debug!(equipment = %self.name, direction = direction.as_str(), txid, system_bytes = message.system_bytes, "{message}");
+    }
+
+    fn message_record(
+        &self,
+        direction: Direction,
+        message: Arc<Message>,
+        common_id: String,
+        txid: u32,
+    ) -> Record {
+        Record::Message(MessageRecord {
+            time_ms: messages::now_ms(),
+            equipment: self.name.clone(),
+            prefix: self.config().table_prefix.clone(),
+            direction,
+            request_response: RequestResponse::of(&message),
+            common_id,
+            txid,
+            message,
+        })
+    }
+
+    /// Stores a failure in `<prefix>Errors` (kind: "validation", "malformed", "timeout",
+    /// "connection", "rejected").
+    fn error_record(
+        &self,
+        kind: &'static str,
+        reason: String,
+        stream_function: Option<StreamFunction>,
+        message: Option<Arc<Message>>,
+    ) -> Option<(Arc<Recorder>, Record)> {
+        let store = self.store.clone()?;
+        Some((
+            store,
+            Record::Error(ErrorRecord {
+                time_ms: messages::now_ms(),
+                equipment: self.name.clone(),
+                prefix: self.config().table_prefix.clone(),
+                kind,
+                reason,
+                stream_function,
+                message,
+            }),
+        ))
+    }
+
+    async fn record_error(
+        &self,
+        kind: &'static str,
+        reason: String,
+        stream_function: Option<StreamFunction>,
+        message: Option<Arc<Message>>,
+    ) {
+        if let Some((store, record)) = self.error_record(kind, reason, stream_function, message) {
+            store.record(record).await;
+        }
+    }
+
+    /// Upserts the connection's row of `SECSGEM_EquipmentInfo`.
+    fn record_status(&self, status: Status) {
+        if let Some(store) = &self.store {
+            let config = self.config();
+            store.record_soon(Record::Equipment(EquipmentRecord {
+                equipment: self.name.clone(),
+                prefix: config.table_prefix.clone(),
+                status: status.to_string(),
+                sdl_file: config
+                    .sdl
+                    .as_ref()
+                    .map(|s| s.file.display().to_string())
+                    .unwrap_or_default(),
+            }));
         }
     }
 
@@ -273,6 +383,7 @@ impl Connection {
         });
         if old != status {
             info!(equipment = %self.name(), from = %old, to = %status, "equipment status");
+            self.record_status(status);
         }
     }
 
@@ -341,6 +452,8 @@ struct Core {
     connections: RwLock<HashMap<String, Arc<Connection>>>,
     /// Process programs the tools sent (S7F3), in the project's `data/programs/`.
     programs: Option<ToolPrograms>,
+    /// The message store, if on.
+    store: Option<Arc<Recorder>>,
 }
 
 /// A running gateway.
@@ -364,6 +477,7 @@ impl Gateway {
             },
         );
         let simulators = start_simulators(&project.simulators).await;
+        let store = open_store(project);
         let core = Arc::new(Core {
             runtime: tokio::runtime::Handle::current(),
             dir: project.dir.clone(),
@@ -383,6 +497,7 @@ impl Gateway {
                     None
                 }
             },
+            store,
         });
         core.engine.set_host(Arc::new(GatewayHost {
             core: Arc::downgrade(&core),
@@ -521,6 +636,14 @@ impl Gateway {
             sim.shutdown().await;
         }
         self.core.engine.stop();
+        if let Some(store) = &self.core.store {
+            store.close().await;
+        }
+    }
+
+    /// The message store, if on.
+    pub fn store(&self) -> Option<&Recorder> {
+        self.core.store.as_deref()
     }
 
     /// The listening address of an in-process simulator.
@@ -530,6 +653,37 @@ impl Gateway {
             .lock()
             .ok()
             .and_then(|s| s.get(name).and_then(Simulator::local_addr))
+    }
+}
+
+/// Opens the message store of a project, if it is on (a store that cannot be opened is
+/// logged, and the gateway runs without it).
+fn open_store(project: &Project) -> Option<Arc<Recorder>> {
+    let settings = &project.store;
+    if !settings.enabled {
+        return None;
+    }
+    let recorder = Recorder::open_sqlite(
+        &settings.path,
+        RecorderSettings {
+            queue: settings.queue,
+            batch: settings.batch,
+            retention: Retention {
+                max_age: settings.retention,
+                max_rows: settings.retention_rows,
+            },
+            ..RecorderSettings::default()
+        },
+    );
+    match recorder {
+        Ok(r) => {
+            info!(path = %settings.path.display(), "message store open");
+            Some(Arc::new(r))
+        }
+        Err(e) => {
+            error!("messages are not stored: {e}");
+            None
+        }
     }
 }
 
@@ -580,7 +734,8 @@ impl Core {
     async fn add(self: &Arc<Self>, config: EquipmentConfig) -> std::io::Result<Arc<Connection>> {
         let name = config.name.clone();
         let enabled = config.enabled;
-        let conn = Arc::new(Connection::new(config));
+        let conn = Arc::new(Connection::new(config, self.store.clone()));
+        conn.record_status(conn.status());
         if let Ok(mut map) = self.connections.write() {
             map.insert(name, conn.clone());
         }
@@ -625,8 +780,10 @@ impl Core {
     async fn on_primary(self: &Arc<Self>, conn: &Arc<Connection>, link: &Link, message: Message) {
         let name = conn.name();
         let sf = message.stream_function();
-        debug!(equipment = name, %sf, message = %message, "received");
+        let message = Arc::new(message);
         if !sf.is_primary() {
+            conn.record_arc(Direction::Received, &message, "0".into(), 0)
+                .await;
             warn!(equipment = name, %sf, system_bytes = message.system_bytes, "reply for no open transaction; dropped");
             return;
         }
@@ -635,19 +792,40 @@ impl Core {
         if let Some(Err(mismatch)) = sdl.map(|s| s.check(&message, false)) {
             match conn.config().on_invalid {
                 OnInvalid::S9F7 => {
+                    conn.record_arc(Direction::Received, &message, "0".into(), 0)
+                        .await;
                     error!(equipment = name, %sf, system_bytes = message.system_bytes,
                         "received message does not match the SDL: {mismatch}; answered S9F7 (illegal data)");
-                    stream_nine(link, 7, hsms_header(&message)).await;
+                    conn.record_error(
+                        "validation",
+                        format!("does not match the SDL: {mismatch}; answered S9F7"),
+                        Some(sf),
+                        Some(message.clone()),
+                    )
+                    .await;
+                    stream_nine(conn, link, 7, hsms_header(&message)).await;
                     return;
                 }
                 OnInvalid::Accept => {
-                    warn!(equipment = name, %sf, "received message does not match the SDL: {mismatch}; accepted (on_invalid = \"accept\")")
+                    warn!(equipment = name, %sf, "received message does not match the SDL: {mismatch}; accepted (on_invalid = \"accept\")");
+                    conn.record_error(
+                        "validation",
+                        format!(
+                            "does not match the SDL: {mismatch}; accepted (on_invalid = \"accept\")"
+                        ),
+                        Some(sf),
+                        Some(message.clone()),
+                    )
+                    .await;
                 }
             }
         }
         let txid = self.transactions.received(name, &message);
+        let common_id = common_id(sdl, &message, None, txid);
+        // Stored before any handler runs or any reply goes out.
+        conn.record_arc(Direction::Received, &message, common_id.clone(), txid)
+            .await;
         // The JSON text of the message is made only if a handler reads payload["Message"].
-        let message = Arc::new(message);
         let message_json = LazyMessage::new(message.clone(), conn.config().sdl.clone());
         let custom = config
             .custom_responses
@@ -697,10 +875,9 @@ impl Core {
                 warn!(equipment = name, %sf, handler = %c.handler, "custom response handler is not loaded; sending the default reply");
                 self.default_reply(link, &message, txid).await;
             }
-            None if sf == S7F3 => self.tool_program_received(link, &message, txid).await,
+            None if sf == S7F3 => self.tool_program_received(conn, link, &message, txid).await,
             None => self.default_reply(link, &message, txid).await,
         }
-        let common_id = common_id(sdl, &message, None, txid);
         self.realtime(conn, message_json, txid, "Request", common_id)
             .await;
     }
@@ -743,7 +920,13 @@ impl Core {
 
     /// S7F3 from the tool: the program is stored for `getToolProgram` and acknowledged
     /// (S7F4 ACKC7 0), or refused with ACKC7 1 when it cannot be stored.
-    async fn tool_program_received(&self, link: &Link, primary: &Message, txid: u32) {
+    async fn tool_program_received(
+        &self,
+        conn: &Connection,
+        link: &Link,
+        primary: &Message,
+        txid: u32,
+    ) {
         let stored = match &self.programs {
             Some(p) => p
                 .save_s7f3(primary.body.as_ref())
@@ -762,6 +945,8 @@ impl Core {
         };
         if primary.w_bit && self.transactions.mark_replied(txid) {
             let reply = primary.reply_with(Some(Item::B(vec![ackc7])));
+            let id = common_id(conn.config().sdl.as_deref(), &reply, Some(primary), txid);
+            conn.record(Direction::Sent, &reply, id, txid).await;
             if let Err(e) = link.post_reply(reply).await {
                 warn!("cannot send S7F4: {e}");
             }
@@ -793,7 +978,8 @@ impl Core {
         if !self.transactions.mark_replied(txid) {
             return;
         }
-        debug!(reply = %reply, "sending default reply");
+        let id = common_id(conn.config().sdl.as_deref(), &reply, Some(primary), txid);
+        conn.record(Direction::Sent, &reply, id, txid).await;
         // Queued without waiting for the link to take it: the next primary is handled at once.
         if let Err(e) = link.post_reply(reply).await {
             warn!(stream_function = %primary.stream_function(), "cannot send the default reply: {e}");
@@ -809,8 +995,8 @@ const S7F3: StreamFunction = StreamFunction {
 
 /// Sends the stream 9 error `S9F{function}` whose MHEAD is the header of the message it is
 /// about.
-async fn stream_nine(link: &Link, function: u8, mhead: [u8; 10]) {
-    let message = Message::new(
+async fn stream_nine(conn: &Connection, link: &Link, function: u8, mhead: [u8; 10]) {
+    let mut message = Message::new(
         StreamFunction {
             stream: 9,
             function,
@@ -818,8 +1004,12 @@ async fn stream_nine(link: &Link, function: u8, mhead: [u8; 10]) {
         false,
         Some(Item::B(mhead.to_vec())),
     );
-    if let Err(e) = link.send(message).await {
-        warn!("cannot send S9F{function}: {e}");
+    match link.send(message.clone()).await {
+        Ok(system_bytes) => {
+            message.system_bytes = system_bytes;
+            conn.record(Direction::Sent, &message, "0".into(), 0).await;
+        }
+        Err(e) => warn!("cannot send S9F{function}: {e}"),
     }
 }
 
@@ -861,7 +1051,14 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
                 ..
             } => {
                 error!(equipment = %conn.name(), %stream_function, %error, "malformed message from the equipment; answered S9F7 (illegal data)");
-                stream_nine(&link, 7, header).await;
+                conn.record_error(
+                    "malformed",
+                    format!("{error}; answered S9F7"),
+                    Some(stream_function),
+                    None,
+                )
+                .await;
+                stream_nine(&conn, &link, 7, header).await;
             }
         }
     }
@@ -917,7 +1114,7 @@ async fn host_loop(conn: Arc<Connection>, link: Link) {
 /// Carries out the GEM host's actions on the link: its S1F13 goes with
 /// [`Link::send_request`], and the reply or failure becomes an outcome in `outcomes`.
 async fn carry_out(
-    conn: &Connection,
+    conn: &Arc<Connection>,
     link: &Link,
     outcomes: &mut JoinSet<(gem::Tag, gem::Outcome)>,
 ) {
@@ -930,8 +1127,15 @@ async fn carry_out(
             continue;
         };
         let Some(tag) = tag else {
-            if let Err(e) = link.send(message).await {
-                debug!(equipment = %conn.name(), "not sent: {e}");
+            match link.send(message.clone()).await {
+                Ok(system_bytes) => {
+                    let sent = Message {
+                        system_bytes,
+                        ..message
+                    };
+                    conn.record(Direction::Sent, &sent, "0".into(), 0).await;
+                }
+                Err(e) => debug!(equipment = %conn.name(), "not sent: {e}"),
             }
             continue;
         };
@@ -940,14 +1144,23 @@ async fn carry_out(
             device_id: conn.config().hsms.device_id,
             ..message.clone()
         };
+        let request = message.clone();
         match link.send_request(message).await {
             Ok(pending) => {
+                let sent = Arc::new(Message {
+                    system_bytes: pending.system_bytes,
+                    ..request
+                });
+                conn.record_arc(Direction::Sent, &sent, "0".into(), 0).await;
                 let shead = hsms_header(&Message {
                     system_bytes: pending.system_bytes,
                     ..header
                 });
+                let conn = conn.clone();
                 outcomes.spawn(async move {
-                    let outcome = match pending.wait().await {
+                    let result = pending.wait().await;
+                    record_outcome(&conn, &sent, &result, "0".into(), 0).await;
+                    let outcome = match result {
                         Ok(reply) => gem::Outcome::Reply(reply),
                         Err(LinkError::Timeout { .. }) => gem::Outcome::Timeout { shead },
                         Err(_) => gem::Outcome::Failed,
@@ -959,6 +1172,38 @@ async fn carry_out(
                 warn!(equipment = %conn.name(), stream_function = %header.stream_function(), "not sent: {e}");
                 conn.with_host(|h| h.outcome(tag, gem::Outcome::Failed, Instant::now()));
             }
+        }
+    }
+}
+
+/// Stores how a request the gateway sent ended: its reply, or the failure (T3 timeout, S9Fx
+/// answer, connection lost) in `<prefix>Errors`.
+async fn record_outcome(
+    conn: &Connection,
+    request: &Arc<Message>,
+    result: &Result<Message, LinkError>,
+    common_id: String,
+    txid: u32,
+) {
+    let sf = request.stream_function();
+    match result {
+        Ok(reply) => {
+            conn.record(Direction::Received, reply, common_id, txid)
+                .await
+        }
+        Err(e) => {
+            let kind = match e {
+                LinkError::Timeout { .. } => "timeout",
+                LinkError::StreamNine { message, .. } => {
+                    conn.record(Direction::Received, message, common_id, txid)
+                        .await;
+                    "rejected"
+                }
+                LinkError::Rejected { .. } => "rejected",
+                _ => "connection",
+            };
+            conn.record_error(kind, e.to_string(), Some(sf), Some(request.clone()))
+                .await;
         }
     }
 }
@@ -1050,19 +1295,24 @@ impl Host for GatewayHost {
             equipment: equipment.to_string(),
             reason: e.to_string(),
         };
-        debug!(equipment, message = %message, "sending");
         if reply && sf.is_primary() {
-            let request = message.clone();
+            let mut request = message.clone();
             let pending = core
                 .runtime
                 .block_on(link.send_request(message))
                 .map_err(|e| send_error(&e))?;
             let txid = core.transactions.sent(equipment, sf, ReplyState::Pending);
+            request.system_bytes = pending.system_bytes;
+            let request = Arc::new(request);
+            let id = common_id(conn.config().sdl.as_deref(), &request, None, txid);
+            core.runtime
+                .block_on(conn.record_arc(Direction::Sent, &request, id.clone(), txid));
             // The reply is kept however late it comes, then goes to the realtime handler if
             // the connection's realtime setting includes its S/F.
             let task_core = core.clone();
             core.runtime.spawn(async move {
                 let result = pending.wait().await;
+                record_outcome(&conn, &request, &result, id, txid).await;
                 let reply = result.as_ref().ok().map(|m| Arc::new(m.clone()));
                 task_core.transactions.complete(txid, result);
                 if let Some(reply) = reply {
@@ -1074,12 +1324,18 @@ impl Host for GatewayHost {
             });
             Ok(txid)
         } else {
-            core.runtime
+            let mut sent = message.clone();
+            sent.system_bytes = core
+                .runtime
                 .block_on(link.send(message))
                 .map_err(|e| send_error(&e))?;
-            Ok(core
+            let txid = core
                 .transactions
-                .sent(equipment, sf, ReplyState::NoReplyExpected))
+                .sent(equipment, sf, ReplyState::NoReplyExpected);
+            let id = common_id(conn.config().sdl.as_deref(), &sent, None, txid);
+            core.runtime
+                .block_on(conn.record(Direction::Sent, &sent, id, txid));
+            Ok(txid)
         }
     }
 
@@ -1160,7 +1416,9 @@ impl Host for GatewayHost {
             return Err(HostError::AlreadyAnswered { transaction_id });
         }
         let reply = checked;
-        debug!(equipment, message = %reply, "sending response");
+        let id = common_id(conn.config().sdl.as_deref(), &reply, None, transaction_id);
+        core.runtime
+            .block_on(conn.record(Direction::Sent, &reply, id, transaction_id));
         core.runtime
             .block_on(link.send(reply))
             .map(|_| ())

@@ -285,6 +285,20 @@ fn is_ignored(path: &Path) -> bool {
 }
 
 /// A script file: `*.py`, not a dotfile, editor backup or lock.
+/// Whether a path is in the project's data or log folders (`data/`, `log/`, `logs/`,
+/// `spool/`): the gateway writes there (message store, spools, log files), and nothing there
+/// is a script.
+pub fn in_data_or_logs(project: &Path, path: &Path) -> bool {
+    path.strip_prefix(project).is_ok_and(|rel| {
+        rel.components().next().is_some_and(|c| {
+            matches!(
+                c.as_os_str().to_str(),
+                Some("data" | "log" | "logs" | "spool")
+            )
+        })
+    })
+}
+
 fn is_script(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
@@ -869,7 +883,7 @@ fn watch(inner: Arc<Inner>) -> notify_debouncer_full::notify::Result<WatcherHand
                         .iter()
                         .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
                         .flat_map(|e| e.event.paths.iter().cloned())
-                        .filter(|p| is_script(p))
+                        .filter(|p| is_script(p) && !in_data_or_logs(&inner.project, p))
                         .collect();
                     paths.sort();
                     paths.dedup();

@@ -1,0 +1,935 @@
+//! The message store: every SECS message the gateway sends or receives, replies included, the
+//! failures (validation, malformed, timeout, connection) and each equipment's status, in
+//! Ignition's tables.
+//!
+//! One database (SQLite by default, `<project>/data/secsgate.sqlite`, WAL) holds:
+//!
+//! - `SECSGEM_EquipmentInfo` (`Equipment` primary key, `Prefix`, `Status`, `"SDL File"`): one
+//!   row per connection, upserted when its status changes.
+//! - `<prefix>Messages` (`ID`, `Timestamp`, `Equipment`, `StreamFunction`, `Direction`,
+//!   `RequestResponse`, `CommonID`, `TxID`, `SystemBytes`, `Reply`, `Message`, `SML`, `Raw`).
+//! - `<prefix>Errors` (`ID`, `Timestamp`, `Equipment`, `Kind`, `Reason`, `StreamFunction`,
+//!   `Message`, `SML`).
+//!
+//! `Timestamp` is UTC ISO 8601 text with milliseconds (`2026-12-03T09:31:35.123Z`), fixed
+//! width, so text order is time order.
+//!
+//! Callers hand [`Record`]s to a [`Recorder`]: a bounded queue read by one writer thread that
+//! makes the JSON and SML text, inserts in batches (one transaction per batch) and prunes by
+//! age or row count. A full queue makes callers wait; nothing is dropped. A clean stop
+//! ([`Recorder::close`]) writes everything queued. After a kill, what was committed stays: at
+//! most the batch being written plus what was queued is missing.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::gem::clock::DateTime;
+use crate::secs2::codec::encode_body;
+use crate::secs2::{Message, StreamFunction, json};
+
+/// File name of the store inside the project's `data/` folder.
+pub const DEFAULT_FILE: &str = "secsgate.sqlite";
+/// Table prefix of an equipment that names none (Ignition's tables are named `SECSGEM_...`).
+pub const DEFAULT_PREFIX: &str = "SECSGEM_";
+/// The table of equipment statuses (no prefix, shared by every connection).
+pub const EQUIPMENT_INFO: &str = "SECSGEM_EquipmentInfo";
+
+/// The message store could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("message store {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the folder {}: {source}", path.display())]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("message store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("table prefix '{0}' may only hold letters, digits and '_'")]
+    Prefix(String),
+    #[error("cannot start the message store's writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Who sent a message: the gateway (`Sent`) or the equipment (`Received`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+impl Direction {
+    /// The column text: "Sent" or "Received".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Sent => "Sent",
+            Direction::Received => "Received",
+        }
+    }
+}
+
+/// Whether a message is a primary (`Request`) or the reply to one (`Response`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestResponse {
+    Request,
+    Response,
+}
+
+impl RequestResponse {
+    /// The column text: "Request" or "Response".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestResponse::Request => "Request",
+            RequestResponse::Response => "Response",
+        }
+    }
+
+    /// Request for a primary (odd function), Response for a reply.
+    pub fn of(message: &Message) -> RequestResponse {
+        if message.stream_function().is_primary() {
+            RequestResponse::Request
+        } else {
+            RequestResponse::Response
+        }
+    }
+}
+
+/// A message sent or received. The JSON and SML text are made by the writer thread.
+#[derive(Clone, Debug)]
+pub struct MessageRecord {
+    /// Milliseconds since the Unix epoch (UTC).
+    pub time_ms: i64,
+    pub equipment: String,
+    pub prefix: String,
+    pub direction: Direction,
+    pub request_response: RequestResponse,
+    pub common_id: String,
+    pub txid: u32,
+    pub message: Arc<Message>,
+}
+
+/// Something that failed: `kind` is "validation", "malformed", "timeout", "connection" or
+/// "rejected" (the equipment answered S9Fx); `reason` says why.
+#[derive(Clone, Debug)]
+pub struct ErrorRecord {
+    pub time_ms: i64,
+    pub equipment: String,
+    pub prefix: String,
+    pub kind: &'static str,
+    pub reason: String,
+    pub stream_function: Option<StreamFunction>,
+    pub message: Option<Arc<Message>>,
+}
+
+/// An equipment's row of `SECSGEM_EquipmentInfo`.
+#[derive(Clone, Debug)]
+pub struct EquipmentRecord {
+    pub equipment: String,
+    pub prefix: String,
+    pub status: String,
+    pub sdl_file: String,
+}
+
+/// What the store keeps.
+#[derive(Clone, Debug)]
+pub enum Record {
+    Message(MessageRecord),
+    Error(ErrorRecord),
+    Equipment(EquipmentRecord),
+}
+
+/// How much the store keeps: rows older than `max_age`, and the oldest rows beyond
+/// `max_rows` per table, are deleted. `None`: kept for ever.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_rows: Option<u64>,
+}
+
+/// A database the writer thread writes to (SQLite today; PostgreSQL can follow).
+pub trait MessageStore: Send {
+    /// Writes a batch of records in one transaction.
+    fn write(&mut self, batch: &[Record]) -> Result<(), StoreError>;
+    /// Deletes what `retention` no longer keeps, as of `now_ms`; returns the rows deleted.
+    fn prune(&mut self, retention: &Retention, now_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The `Timestamp` text of a time: `YYYY-MM-DDThh:mm:ss.mmmZ` (UTC).
+pub fn timestamp_text(ms: i64) -> String {
+    let iso = DateTime::from_unix_millis(ms).format(2);
+    let seconds = iso.get(..19).unwrap_or(&iso);
+    format!("{seconds}.{:03}Z", ms.rem_euclid(1000))
+}
+
+/// Whether a table prefix is safe in a table name.
+pub fn valid_prefix(prefix: &str) -> bool {
+    prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The store in an SQLite file.
+pub struct SqliteStore {
+    conn: Connection,
+    /// Prefixes whose tables exist.
+    prefixes: HashSet<String>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` in WAL mode.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open)?;
+        // WAL with synchronous NORMAL: a committed batch survives the process being killed
+        // (the OS has the WAL); only a power loss may take the last commits.
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS {EQUIPMENT_INFO} (
+                 Equipment TEXT PRIMARY KEY,
+                 Prefix TEXT NOT NULL,
+                 Status TEXT NOT NULL,
+                 \"SDL File\" TEXT NOT NULL
+             );"
+        ))
+        .map_err(open)?;
+        let mut prefixes = HashSet::new();
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%Messages'",
+            )
+            .map_err(open)?;
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(open)?
+            .filter_map(Result::ok)
+            .collect();
+        drop(stmt);
+        for name in names {
+            if let Some(p) = name.strip_suffix("Messages") {
+                prefixes.insert(p.to_string());
+            }
+        }
+        Ok(SqliteStore { conn, prefixes })
+    }
+
+    /// Creates the tables of `prefix` if they do not exist.
+    fn ensure(&mut self, prefix: &str) -> Result<(), StoreError> {
+        if self.prefixes.contains(prefix) {
+            return Ok(());
+        }
+        if !valid_prefix(prefix) {
+            return Err(StoreError::Prefix(prefix.to_string()));
+        }
+        self.conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {prefix}Messages (
+                 ID INTEGER PRIMARY KEY AUTOINCREMENT,
+                 Timestamp TEXT NOT NULL,
+                 Equipment TEXT NOT NULL,
+                 StreamFunction TEXT NOT NULL,
+                 Direction TEXT NOT NULL,
+                 RequestResponse TEXT NOT NULL,
+                 CommonID TEXT NOT NULL,
+                 TxID INTEGER NOT NULL,
+                 SystemBytes INTEGER NOT NULL,
+                 Reply INTEGER NOT NULL,
+                 Message TEXT NOT NULL,
+                 SML TEXT NOT NULL,
+                 Raw BLOB NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS {prefix}Messages_Timestamp ON {prefix}Messages (Timestamp);
+             CREATE INDEX IF NOT EXISTS {prefix}Messages_Equipment_SF ON {prefix}Messages (Equipment, StreamFunction);
+             CREATE INDEX IF NOT EXISTS {prefix}Messages_CommonID ON {prefix}Messages (CommonID);
+             CREATE TABLE IF NOT EXISTS {prefix}Errors (
+                 ID INTEGER PRIMARY KEY AUTOINCREMENT,
+                 Timestamp TEXT NOT NULL,
+                 Equipment TEXT NOT NULL,
+                 Kind TEXT NOT NULL,
+                 Reason TEXT NOT NULL,
+                 StreamFunction TEXT,
+                 Message TEXT,
+                 SML TEXT
+             );
+             CREATE INDEX IF NOT EXISTS {prefix}Errors_Timestamp ON {prefix}Errors (Timestamp);"
+        ))?;
+        self.prefixes.insert(prefix.to_string());
+        Ok(())
+    }
+}
+
+/// The JSON and SML text of a message.
+fn texts(message: &Message) -> (String, String) {
+    (json::message_to_json_string(message), message.to_string())
+}
+
+impl MessageStore for SqliteStore {
+    fn write(&mut self, batch: &[Record]) -> Result<(), StoreError> {
+        for r in batch {
+            match r {
+                Record::Message(m) => self.ensure(&m.prefix)?,
+                Record::Error(e) => self.ensure(&e.prefix)?,
+                Record::Equipment(_) => {}
+            }
+        }
+        let tx = self.conn.transaction()?;
+        let mut raw = Vec::new();
+        for r in batch {
+            match r {
+                Record::Message(m) => {
+                    let (json, sml) = texts(&m.message);
+                    raw.clear();
+                    if let Err(e) = encode_body(m.message.body.as_ref(), &mut raw) {
+                        warn!("message store: the body of {} cannot be encoded: {e}", sml);
+                    }
+                    let mut stmt = tx.prepare_cached(&format!(
+                        "INSERT INTO {}Messages (Timestamp, Equipment, StreamFunction, Direction, RequestResponse, CommonID, TxID, SystemBytes, Reply, Message, SML, Raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        m.prefix
+                    ))?;
+                    stmt.execute(params![
+                        timestamp_text(m.time_ms),
+                        m.equipment,
+                        m.message.stream_function().to_string(),
+                        m.direction.as_str(),
+                        m.request_response.as_str(),
+                        m.common_id,
+                        m.txid,
+                        m.message.system_bytes,
+                        m.message.w_bit,
+                        json,
+                        sml,
+                        raw,
+                    ])?;
+                }
+                Record::Error(e) => {
+                    let (json, sml) = e.message.as_deref().map(texts).unzip();
+                    let mut stmt = tx.prepare_cached(&format!(
+                        "INSERT INTO {}Errors (Timestamp, Equipment, Kind, Reason, StreamFunction, Message, SML) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        e.prefix
+                    ))?;
+                    stmt.execute(params![
+                        timestamp_text(e.time_ms),
+                        e.equipment,
+                        e.kind,
+                        e.reason,
+                        e.stream_function.map(|sf| sf.to_string()),
+                        json,
+                        sml,
+                    ])?;
+                }
+                Record::Equipment(q) => {
+                    let mut stmt = tx.prepare_cached(&format!(
+                        "INSERT INTO {EQUIPMENT_INFO} (Equipment, Prefix, Status, \"SDL File\") VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (Equipment) DO UPDATE SET Prefix = excluded.Prefix, Status = excluded.Status, \"SDL File\" = excluded.\"SDL File\""
+                    ))?;
+                    stmt.execute(params![q.equipment, q.prefix, q.status, q.sdl_file])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn prune(&mut self, retention: &Retention, now_ms: i64) -> Result<u64, StoreError> {
+        let mut deleted = 0u64;
+        let mut prefixes: Vec<String> = self.prefixes.iter().cloned().collect();
+        prefixes.sort();
+        for prefix in prefixes {
+            for table in ["Messages", "Errors"] {
+                if let Some(age) = retention.max_age {
+                    let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                    let cutoff = timestamp_text(now_ms.saturating_sub(age_ms));
+                    deleted += self.conn.execute(
+                        &format!("DELETE FROM {prefix}{table} WHERE Timestamp < ?1"),
+                        [cutoff],
+                    )? as u64;
+                }
+                if let Some(rows) = retention.max_rows {
+                    let keep = i64::try_from(rows).unwrap_or(i64::MAX);
+                    // The newest `keep` rows stay (IDs only grow).
+                    deleted += self.conn.execute(
+                        &format!(
+                            "DELETE FROM {prefix}{table} WHERE ID <= (SELECT MAX(ID) FROM {prefix}{table}) - ?1"
+                        ),
+                        [keep],
+                    )? as u64;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Settings of a [`Recorder`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecorderSettings {
+    /// Records the queue holds before callers wait.
+    pub queue: usize,
+    /// Most records written in one transaction.
+    pub batch: usize,
+    pub retention: Retention,
+    /// Pruning runs after this many records written...
+    pub prune_every_rows: u64,
+    /// ... or this much time, whichever comes first.
+    pub prune_every: Duration,
+}
+
+impl Default for RecorderSettings {
+    fn default() -> Self {
+        RecorderSettings {
+            queue: 8192,
+            batch: 1024,
+            retention: Retention::default(),
+            prune_every_rows: 10_000,
+            prune_every: Duration::from_secs(60),
+        }
+    }
+}
+
+enum Command {
+    Record(Record),
+    /// Write everything queued before this, then answer.
+    Flush(oneshot::Sender<()>),
+    /// Write everything queued before this, answer and stop.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The front of the store: a bounded queue and the one writer thread behind it.
+pub struct Recorder {
+    tx: mpsc::Sender<Command>,
+    dropped: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Recorder {
+    /// Starts the writer thread on `store`.
+    pub fn start(
+        store: Box<dyn MessageStore>,
+        settings: RecorderSettings,
+    ) -> Result<Recorder, StoreError> {
+        let (tx, rx) = mpsc::channel(settings.queue.max(1));
+        let written = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (w, d) = (written.clone(), dropped.clone());
+        let thread = std::thread::Builder::new()
+            .name("message-store".into())
+            .spawn(move || writer(store, rx, settings, w, d))
+            .map_err(StoreError::Thread)?;
+        Ok(Recorder {
+            tx,
+            dropped,
+            written,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Opens the SQLite store at `path` and starts its writer.
+    pub fn open_sqlite(path: &Path, settings: RecorderSettings) -> Result<Recorder, StoreError> {
+        let store = SqliteStore::open(path)?;
+        Recorder::start(Box::new(store), settings)
+    }
+
+    /// Queues a record, waiting while the queue is full (for tokio tasks).
+    pub async fn record(&self, record: Record) {
+        if self.tx.send(Command::Record(record)).await.is_err() {
+            self.lost();
+        }
+    }
+
+    /// Queues a record, blocking the thread while the queue is full (for threads outside
+    /// the tokio runtime, such as the Python workers).
+    pub fn record_blocking(&self, record: Record) {
+        if self.tx.blocking_send(Command::Record(record)).is_err() {
+            self.lost();
+        }
+    }
+
+    /// Queues a record from code that cannot wait (a status change under a lock): at once if
+    /// there is room, else from a task that waits for room.
+    pub fn record_soon(&self, record: Record) {
+        match self.tx.try_send(Command::Record(record)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => {
+                        let tx = self.tx.clone();
+                        let dropped = self.dropped.clone();
+                        handle.spawn(async move {
+                            if tx.send(command).await.is_err() {
+                                dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                    }
+                    Err(_) => {
+                        if self.tx.blocking_send(command).is_err() {
+                            self.lost();
+                        }
+                    }
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.lost(),
+        }
+    }
+
+    fn lost(&self) {
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        error!(
+            dropped = n,
+            "message store: a record was dropped (the writer has stopped)"
+        );
+    }
+
+    /// Records dropped because the writer had stopped (0 unless the database failed).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records written to the database so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Waits until everything queued before this call is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Writes everything queued and stops the writer thread; later records are dropped (and
+    /// counted).
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The writer thread: takes a batch from the queue, writes it, prunes now and then.
+fn writer(
+    mut store: Box<dyn MessageStore>,
+    mut rx: mpsc::Receiver<Command>,
+    settings: RecorderSettings,
+    written: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+) {
+    let batch_max = settings.batch.max(1);
+    let mut batch: Vec<Record> = Vec::with_capacity(batch_max);
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut since_prune = 0u64;
+    let mut last_prune = Instant::now();
+    let prune = |store: &mut Box<dyn MessageStore>| {
+        if settings.retention == Retention::default() {
+            return;
+        }
+        match store.prune(&settings.retention, now_ms()) {
+            Ok(0) => {}
+            Ok(n) => info!(rows = n, "message store: old rows deleted"),
+            Err(e) => error!("message store: pruning failed: {e}"),
+        }
+    };
+    prune(&mut store);
+    let mut stop = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Record(r) => batch.push(r),
+                Command::Flush(done) => flushes.push(done),
+                Command::Stop(done) => {
+                    stop = Some(done);
+                    break;
+                }
+            }
+            if batch.len() < batch_max {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            match store.write(&batch) {
+                Ok(()) => {
+                    written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => error!(records = batch.len(), "message store: not written: {e}"),
+            }
+            since_prune += batch.len() as u64;
+            batch.clear();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+        if let Some(done) = stop.take() {
+            rx.close();
+            let mut late = 0u64;
+            while let Ok(command) = rx.try_recv() {
+                if let Command::Record(_) = command {
+                    late += 1;
+                }
+            }
+            if late > 0 {
+                dropped.fetch_add(late, Ordering::Relaxed);
+                error!(
+                    records = late,
+                    "message store: records queued after the stop were dropped"
+                );
+            }
+            let _ = done.send(());
+            return;
+        }
+        if since_prune >= settings.prune_every_rows || last_prune.elapsed() >= settings.prune_every
+        {
+            prune(&mut store);
+            since_prune = 0;
+            last_prune = Instant::now();
+        }
+    }
+}
+
+/// What `secsgate log` (and anyone reading the store) asks for; `None` matches everything.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// Only the tables of this prefix (default: every `<prefix>Messages` table).
+    pub prefix: Option<String>,
+    pub equipment: Option<String>,
+    /// E.g. "S6F11".
+    pub stream_function: Option<String>,
+    pub direction: Option<Direction>,
+    pub common_id: Option<String>,
+    /// Milliseconds since the Unix epoch, inclusive.
+    pub since_ms: Option<i64>,
+    /// Milliseconds since the Unix epoch, exclusive.
+    pub until_ms: Option<i64>,
+    /// The newest `limit` messages (all when `None`).
+    pub limit: Option<usize>,
+}
+
+/// A row of a `<prefix>Messages` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMessage {
+    pub prefix: String,
+    pub id: i64,
+    pub timestamp: String,
+    pub equipment: String,
+    pub stream_function: String,
+    pub direction: String,
+    pub request_response: String,
+    pub common_id: String,
+    pub txid: i64,
+    pub system_bytes: i64,
+    pub reply: bool,
+    /// The JSON form.
+    pub message: String,
+    pub sml: String,
+}
+
+/// The prefixes that have a `<prefix>Messages` table, sorted.
+pub fn message_prefixes(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%Messages' ORDER BY name",
+    )?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(names
+        .into_iter()
+        .filter_map(|n| n.strip_suffix("Messages").map(str::to_string))
+        .filter(|p| valid_prefix(p))
+        .collect())
+}
+
+/// The messages matching `query` with an ID above `after_id` in their table (per prefix: the
+/// last ID seen), oldest first (by timestamp, then ID).
+pub fn query_messages(
+    conn: &Connection,
+    query: &Query,
+    after_id: &std::collections::HashMap<String, i64>,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let prefixes = match &query.prefix {
+        Some(p) => {
+            if !valid_prefix(p) {
+                return Err(StoreError::Prefix(p.clone()));
+            }
+            message_prefixes(conn)?
+                .into_iter()
+                .filter(|x| x == p)
+                .collect()
+        }
+        None => message_prefixes(conn)?,
+    };
+    let mut out = Vec::new();
+    for prefix in prefixes {
+        let mut sql = format!(
+            "SELECT ID, Timestamp, Equipment, StreamFunction, Direction, RequestResponse, CommonID, TxID, SystemBytes, Reply, Message, SML FROM {prefix}Messages WHERE ID > ?1"
+        );
+        let mut args: Vec<rusqlite::types::Value> =
+            vec![after_id.get(&prefix).copied().unwrap_or(0).into()];
+        let mut add = |clause: &str, value: rusqlite::types::Value| {
+            args.push(value);
+            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        };
+        if let Some(e) = &query.equipment {
+            add("Equipment =", e.clone().into());
+        }
+        if let Some(sf) = &query.stream_function {
+            add("StreamFunction =", sf.to_ascii_uppercase().into());
+        }
+        if let Some(d) = query.direction {
+            add("Direction =", d.as_str().to_string().into());
+        }
+        if let Some(c) = &query.common_id {
+            add("CommonID =", c.clone().into());
+        }
+        if let Some(t) = query.since_ms {
+            add("Timestamp >=", timestamp_text(t).into());
+        }
+        if let Some(t) = query.until_ms {
+            add("Timestamp <", timestamp_text(t).into());
+        }
+        sql.push_str(" ORDER BY ID DESC");
+        if let Some(n) = query.limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(StoredMessage {
+                prefix: prefix.clone(),
+                id: r.get(0)?,
+                timestamp: r.get(1)?,
+                equipment: r.get(2)?,
+                stream_function: r.get(3)?,
+                direction: r.get(4)?,
+                request_response: r.get(5)?,
+                common_id: r.get(6)?,
+                txid: r.get(7)?,
+                system_bytes: r.get(8)?,
+                reply: r.get(9)?,
+                message: r.get(10)?,
+                sml: r.get(11)?,
+            })
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    out.sort_by(|a, b| (&a.timestamp, a.id).cmp(&(&b.timestamp, b.id)));
+    if let Some(n) = query.limit {
+        let extra = out.len().saturating_sub(n);
+        out.drain(..extra);
+    }
+    Ok(out)
+}
+
+/// Opens a store's database for reading (as `secsgate log` does).
+pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secs2::sml;
+
+    fn message_record(time_ms: i64, text: &str, direction: Direction) -> Record {
+        let m = sml::parse_message(text).unwrap();
+        Record::Message(MessageRecord {
+            time_ms,
+            equipment: "Tool1".into(),
+            prefix: DEFAULT_PREFIX.into(),
+            direction,
+            request_response: RequestResponse::of(&m),
+            common_id: "7".into(),
+            txid: 7,
+            message: Arc::new(m),
+        })
+    }
+
+    fn count(path: &Path, table: &str) -> i64 {
+        let c = Connection::open(path).unwrap();
+        c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn timestamps_are_fixed_width_iso_text() {
+        assert_eq!(timestamp_text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            timestamp_text(1_796_290_295_123),
+            "2026-12-03T09:31:35.123Z"
+        );
+    }
+
+    #[test]
+    fn writes_columns_and_prunes_by_rows_and_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/secsgate.sqlite");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let day = 86_400_000;
+        let now = 100 * day;
+        let mut batch = Vec::new();
+        for i in 0..10 {
+            // Two old rows (4 and 3 days old), the rest recent.
+            let t = if i < 2 {
+                now - (4 - i) * day
+            } else {
+                now - 1000
+            };
+            batch.push(message_record(
+                t,
+                "S6F11 W <L [3] <U4 1> <U4 4001> <L>> .",
+                Direction::Received,
+            ));
+        }
+        batch.push(Record::Error(ErrorRecord {
+            time_ms: now - 5 * day,
+            equipment: "Tool1".into(),
+            prefix: DEFAULT_PREFIX.into(),
+            kind: "validation",
+            reason: "body: expected L".into(),
+            stream_function: Some(StreamFunction {
+                stream: 6,
+                function: 11,
+            }),
+            message: None,
+        }));
+        batch.push(Record::Equipment(EquipmentRecord {
+            equipment: "Tool1".into(),
+            prefix: DEFAULT_PREFIX.into(),
+            status: "Communicating".into(),
+            sdl_file: "standard".into(),
+        }));
+        store.write(&batch).unwrap();
+        let (sf, dir_, rr, reply, sml_, raw, json_): (
+            String,
+            String,
+            String,
+            bool,
+            String,
+            Vec<u8>,
+            String,
+        ) = store
+            .conn
+            .query_row(
+                "SELECT StreamFunction, Direction, RequestResponse, Reply, SML, Raw, Message FROM SECSGEM_Messages WHERE ID = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (sf.as_str(), dir_.as_str(), rr.as_str(), reply),
+            ("S6F11", "Received", "Request", true)
+        );
+        assert_eq!(sml_, "S6F11 W <L [3] <U4 1> <U4 4001> <L [0]>> .");
+        assert_eq!(raw[0], 0x01, "a list header");
+        assert!(json_.contains("\"stream\":6"), "{json_}");
+        assert_eq!(count(&path, "SECSGEM_Errors"), 1);
+
+        // Age: two days keeps the recent eight; the 5-day-old error goes too.
+        let deleted = store
+            .prune(
+                &Retention {
+                    max_age: Some(Duration::from_secs(2 * 86_400)),
+                    max_rows: None,
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(deleted, 3);
+        assert_eq!(count(&path, "SECSGEM_Messages"), 8);
+        // Rows: the newest five stay.
+        let deleted = store
+            .prune(
+                &Retention {
+                    max_age: None,
+                    max_rows: Some(5),
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(deleted, 3);
+        let min: i64 = store
+            .conn
+            .query_row("SELECT MIN(ID) FROM SECSGEM_Messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(min, 6);
+        assert_eq!(count(&path, "SECSGEM_EquipmentInfo"), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_recorder_writes_everything_and_prunes_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let recorder = Recorder::open_sqlite(
+            &path,
+            RecorderSettings {
+                queue: 4,
+                batch: 3,
+                retention: Retention {
+                    max_age: None,
+                    max_rows: Some(50),
+                },
+                prune_every_rows: 10,
+                prune_every: Duration::from_secs(3600),
+            },
+        )
+        .unwrap();
+        for _ in 0..200 {
+            recorder
+                .record(message_record(now_ms(), "S1F1 W .", Direction::Sent))
+                .await;
+        }
+        recorder.close().await;
+        assert_eq!(recorder.written(), 200);
+        assert_eq!(recorder.dropped(), 0);
+        let rows = count(&path, "SECSGEM_Messages");
+        // Pruned at most 10 rows ago, to 50.
+        assert!((50..=60).contains(&rows), "{rows}");
+        // Closed: later records are counted as dropped, not written.
+        recorder
+            .record(message_record(now_ms(), "S1F1 W .", Direction::Sent))
+            .await;
+        assert_eq!(recorder.dropped(), 1);
+    }
+}
