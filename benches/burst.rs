@@ -12,6 +12,10 @@
 //! 4. `gateway_custom`: the same with a custom response handler that answers each S6F11 with
 //!    `sendResponse`.
 //!
+//! With `BURST_CASES=store` it measures the message store instead: case 2 with `[store]
+//! enabled = false` and with the store on, in turns (best of 3), and the database bytes per
+//! stored S6F11.
+//!
 //! Each line of stdout is one JSON object: messages/s from the first byte sent to the last
 //! reply read, and the secsgate process's peak RSS (VmHWM) at the end. The binary is
 //! `SECSGATE_BIN` or `target/release/secsgate`. Run without `--bench` (as `cargo test
@@ -233,6 +237,13 @@ fn project(dir: &Path, port: u16, extra: &str, files: &[(&str, &str)]) {
 }
 
 fn gateway(bench: &str, extra: &str, files: &[(&str, &str)]) {
+    let (rate, rss, _dir) = gateway_run(extra, files);
+    print(bench, rate, rss);
+}
+
+/// Runs `secsgate run` on a project with `extra` settings, bursts S6F11 W at it and stops it
+/// (SIGTERM: the message store flushes); returns messages/s, peak RSS and the project folder.
+fn gateway_run(extra: &str, files: &[(&str, &str)]) -> (f64, u64, tempfile::TempDir) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -260,11 +271,55 @@ fn gateway(bench: &str, extra: &str, files: &[(&str, &str)]) {
     let ack = Item::L(vec![Item::B(vec![0]), Item::L(vec![])]);
     write_message(&mut wr, &s1f13.reply_with(Some(ack)));
     let rate = burst(&mut rd, &wr, s6f11, sf(6, 12));
-    print(bench, rate, process.peak_rss_kib());
+    let rss = process.peak_rss_kib();
+    drop(process);
+    (rate, rss, dir)
+}
+
+/// The message store's cost: the same burst with `[store] enabled = false` and with the
+/// store on (the default), in turns, best of 3 each; and the database bytes per stored S6F11
+/// (file + WAL after a clean stop, divided by the S6F11 rows).
+fn store() {
+    let mut best = [0f64; 2];
+    let mut rss = [0u64; 2];
+    let mut bytes_per = 0f64;
+    for _ in 0..3 {
+        for (i, extra) in ["[store]\nenabled = false\n", ""].into_iter().enumerate() {
+            let (rate, peak, dir) = gateway_run(extra, &[]);
+            if rate > best[i] {
+                best[i] = rate;
+                rss[i] = peak;
+            }
+            if i == 1 {
+                let db = dir.path().join("data/secsgate.sqlite");
+                let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+                let total = size(&db) + size(&db.with_extension("sqlite-wal"));
+                let rows: u64 = rusqlite::Connection::open(&db)
+                    .and_then(|c| {
+                        c.query_row(
+                            "SELECT COUNT(*) FROM SECSGEM_Messages WHERE StreamFunction = 'S6F11'",
+                            [],
+                            |r| r.get(0),
+                        )
+                    })
+                    .expect("count the stored S6F11");
+                assert!(rows >= u64::from(BURST), "{rows} S6F11 stored of {BURST}");
+                // Each S6F11 row comes with its S6F12 row: bytes per S6F11 include its reply.
+                bytes_per = total as f64 / rows as f64;
+            }
+        }
+    }
+    print("store_off", best[0], rss[0]);
+    print("store_on", best[1], rss[1]);
+    println!(r#"{{"bench":"store_bytes_per_s6f11","bytes":{bytes_per:.0}}}"#);
 }
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if std::env::var("BURST_CASES").as_deref() == Ok("store") {
+        store();
         return;
     }
     sim_s1f1();

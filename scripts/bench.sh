@@ -10,10 +10,13 @@
 #   scripts/bench.sh burst   100,000 pipelined W-bit primaries to `secsgate sim` and `secsgate run`
 #                            (no handler, realtime, custom response): messages/s and peak RSS,
 #                            beside the 64-in-flight HSMS figure of the same run
+#   scripts/bench.sh store   the same S6F11 burst through `secsgate run` with the message store
+#                            off and on (same run, in turns, best of 3), and database bytes
+#                            per stored S6F11
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst" >&2; exit 2; }
+usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 
 bench_codec() {
@@ -191,11 +194,31 @@ print(f"{'HSMS endpoints, 64 in flight (same run)':<44}{inflight:>12,.0f}")
 PY
 }
 
+bench_store() {
+  scripts/setup.sh
+  cargo build --release --quiet --bin secsgate
+  echo "== store: 100,000 pipelined S6F11 W through secsgate run, message store off and on"
+  BURST_CASES=store SECSGATE_BIN="$PWD/target/release/secsgate" cargo bench --quiet --bench burst > target/secsgate-store.jsonl 2>/tmp/secsgate-bench-store.log \
+    || { cat /tmp/secsgate-bench-store.log; exit 1; }
+  .venv/bin/python - <<'PY'
+import json, pathlib
+rows = {r["bench"]: r for r in map(json.loads, pathlib.Path("target/secsgate-store.jsonl").read_text().splitlines())}
+off, on = rows["store_off"], rows["store_on"]
+cost = 1 - on["per_second"] / off["per_second"]
+print(f"{'burst of 100,000 S6F11 W (every reply checked)':<48}{'messages/s':>12}{'peak RSS':>12}")
+print(f"{'secsgate run, store off (baseline)':<48}{off['per_second']:>12,.0f}{off['peak_rss_kib'] / 1024:>9.1f} MiB")
+print(f"{'secsgate run, store on':<48}{on['per_second']:>12,.0f}{on['peak_rss_kib'] / 1024:>9.1f} MiB")
+print(f"store cost: {cost:.0%} of throughput (target < 20% at 50,000 messages/s)")
+print(f"database bytes per stored S6F11 (with its S6F12 row, indices, WAL): {rows['store_bytes_per_s6f11']['bytes']:,.0f}")
+PY
+}
+
 case "$1" in
   codec) bench_codec ;;
   hsms) bench_hsms ;;
   sim) bench_sim ;;
   python) bench_python ;;
   burst) bench_burst ;;
+  store) bench_store ;;
   *) usage ;;
 esac
