@@ -179,7 +179,21 @@ pub struct Project {
     pub gateway: GatewaySettings,
     pub equipment: Vec<EquipmentConfig>,
     pub simulators: Vec<SimulatorConfig>,
+    /// Named SQLite databases for `system.db` (`[[database]] name, path`).
+    pub databases: Vec<DatabaseConfig>,
 }
+
+/// A named database scripts reach with `system.db` (`database="name"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    pub name: String,
+    /// The SQLite file (relative paths are resolved against the project).
+    pub path: PathBuf,
+}
+
+/// The project's own SQLite database (the message store's file), relative to the project:
+/// `system.db` uses it when no database is named.
+pub const DEFAULT_DATABASE: &str = "data/secsgate.sqlite";
 
 impl Project {
     /// `handlers/` of the project.
@@ -248,6 +262,15 @@ struct RawProject {
     equipment: Vec<Spanned<RawEquipment>>,
     #[serde(default)]
     simulator: Vec<Spanned<RawSimulator>>,
+    #[serde(default)]
+    database: Vec<Spanned<RawDatabase>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    name: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -410,11 +433,37 @@ impl Validator<'_> {
                 simulators.push(sim);
             }
         }
+        let mut databases: Vec<DatabaseConfig> = Vec::new();
+        for (i, d) in raw.database.into_iter().enumerate() {
+            let span = d.span();
+            let d = d.into_inner();
+            let k = |field: &str| format!("database[{i}].{field}");
+            let name = self.name(d.name, span.clone(), k("name"));
+            let path = match d.path {
+                Some(p) if !p.get_ref().trim().is_empty() => Some(dir.join(p.get_ref())),
+                Some(p) => {
+                    self.error(p.span(), k("path"), "must name an SQLite file");
+                    None
+                }
+                None => {
+                    self.error(span.clone(), k("path"), "missing (the SQLite file)");
+                    None
+                }
+            };
+            if let (Some(name), Some(path)) = (name, path) {
+                if databases.iter().any(|x| x.name == name) {
+                    self.error(span, k("name"), format!("database '{name}' is defined twice"));
+                } else {
+                    databases.push(DatabaseConfig { name, path });
+                }
+            }
+        }
         Project {
             dir: dir.to_path_buf(),
             gateway,
             equipment,
             simulators,
+            databases,
         }
     }
 

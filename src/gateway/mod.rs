@@ -35,6 +35,7 @@ use crate::sdl::Sdl;
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
 use crate::sim::{SimConfig, Simulator};
 use crate::store::ToolPrograms;
+use crate::tags::Tags;
 use transactions::{ReplyState, Transactions};
 
 /// Name of the realtime handler (`handlers/onSecsGemRealtimeUpdate.py`).
@@ -146,6 +147,11 @@ pub struct Connection {
     observed: Mutex<Observed>,
     status: watch::Sender<Status>,
     local_addr: Mutex<Option<SocketAddr>>,
+    /// The gateway's tag tree (this connection keeps `<name>/...` current).
+    tags: Arc<Tags>,
+    /// Tag paths of the counters.
+    sent_tag: String,
+    received_tag: String,
 }
 
 /// The states a connection's [`Status`] is derived from.
@@ -174,7 +180,7 @@ impl Connection {
     }
 
     /// A connection for `config`, enabled or not as it says.
-    fn new(config: EquipmentConfig) -> Connection {
+    fn new(config: EquipmentConfig, tags: Arc<Tags>) -> Connection {
         let host = Self::gem_host(&config);
         let observed = Observed {
             link: config.enabled.then_some(LinkState::Disconnected),
@@ -182,7 +188,23 @@ impl Connection {
             gem: host.communication_state(),
         };
         let (status, _) = watch::channel(Status::derive(observed.link, false, observed.gem));
+        let now = SystemTime::now();
+        tags.set(
+            &format!("{}/Status", config.name),
+            serde_json::Value::from(status.borrow().to_string()),
+            now,
+        );
+        tags.set(
+            &format!("{}/Enabled", config.name),
+            serde_json::Value::from(config.enabled),
+            now,
+        );
+        tags.add(&format!("{}/MessagesSent", config.name), 0, now);
+        tags.add(&format!("{}/MessagesReceived", config.name), 0, now);
         Connection {
+            tags,
+            sent_tag: format!("{}/MessagesSent", config.name),
+            received_tag: format!("{}/MessagesReceived", config.name),
             name: config.name.clone(),
             config: RwLock::new(Arc::new(config)),
             link: Mutex::new(None),
@@ -273,6 +295,47 @@ impl Connection {
         });
         if old != status {
             info!(equipment = %self.name(), from = %old, to = %status, "equipment status");
+            let now = SystemTime::now();
+            self.tags.set(
+                &format!("{}/Status", self.name),
+                serde_json::Value::from(status.to_string()),
+                now,
+            );
+            self.tags.set(
+                &format!("{}/Enabled", self.name),
+                serde_json::Value::from(observed.link.is_some()),
+                now,
+            );
+        }
+    }
+
+    /// Counts a message sent to the equipment (the `MessagesSent` tag).
+    fn count_sent(&self) {
+        self.tags.add(&self.sent_tag, 1, SystemTime::now());
+    }
+
+    /// Counts a message received from the equipment (the `MessagesReceived` tag).
+    fn count_received(&self) {
+        self.tags.add(&self.received_tag, 1, SystemTime::now());
+    }
+
+    /// Updates the `Messages/...` tags of a message the equipment sent, if its SDL marks
+    /// it `SQLTags`.
+    fn message_tags(&self, message: &Message, common_id: &str, txid: u32) {
+        let config = self.config();
+        if config
+            .sdl
+            .as_deref()
+            .is_some_and(|s| s.sql_tags(message.stream_function()))
+        {
+            self.tags.message(
+                &self.name,
+                message,
+                common_id,
+                txid,
+                &now_text(2),
+                SystemTime::now(),
+            );
         }
     }
 
@@ -341,6 +404,10 @@ struct Core {
     connections: RwLock<HashMap<String, Arc<Connection>>>,
     /// Process programs the tools sent (S7F3), in the project's `data/programs/`.
     programs: Option<ToolPrograms>,
+    /// The realtime tags.
+    tags: Arc<Tags>,
+    /// The named databases of `system.db`.
+    databases: RwLock<Vec<crate::config::DatabaseConfig>>,
 }
 
 /// A running gateway.
@@ -373,6 +440,8 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             config_reloads: watch::channel(0).0,
             config_watch: Mutex::new(None),
+            tags: Arc::new(Tags::new()),
+            databases: RwLock::new(project.databases.clone()),
             engine,
             transactions: Arc::new(Transactions::new(project.gateway.response_retention)),
             connections: RwLock::new(HashMap::new()),
@@ -580,7 +649,7 @@ impl Core {
     async fn add(self: &Arc<Self>, config: EquipmentConfig) -> std::io::Result<Arc<Connection>> {
         let name = config.name.clone();
         let enabled = config.enabled;
-        let conn = Arc::new(Connection::new(config));
+        let conn = Arc::new(Connection::new(config, self.tags.clone()));
         if let Ok(mut map) = self.connections.write() {
             map.insert(name, conn.clone());
         }
@@ -637,7 +706,7 @@ impl Core {
                 OnInvalid::S9F7 => {
                     error!(equipment = name, %sf, system_bytes = message.system_bytes,
                         "received message does not match the SDL: {mismatch}; answered S9F7 (illegal data)");
-                    stream_nine(link, 7, hsms_header(&message)).await;
+                    stream_nine(conn, link, 7, hsms_header(&message)).await;
                     return;
                 }
                 OnInvalid::Accept => {
@@ -690,17 +759,18 @@ impl Core {
                     }
                     error!(equipment = %conn2.name(), %sf, handler = %handler, txid,
                         "custom response handler {why}; sending the default reply");
-                    core.default_reply(&link2, &primary, txid).await;
+                    core.default_reply(&conn2, &link2, &primary, txid).await;
                 });
             }
             Some(c) => {
                 warn!(equipment = name, %sf, handler = %c.handler, "custom response handler is not loaded; sending the default reply");
-                self.default_reply(link, &message, txid).await;
+                self.default_reply(conn, link, &message, txid).await;
             }
-            None if sf == S7F3 => self.tool_program_received(link, &message, txid).await,
-            None => self.default_reply(link, &message, txid).await,
+            None if sf == S7F3 => self.tool_program_received(conn, link, &message, txid).await,
+            None => self.default_reply(conn, link, &message, txid).await,
         }
         let common_id = common_id(sdl, &message, None, txid);
+        conn.message_tags(&message, &common_id, txid);
         self.realtime(conn, message_json, txid, "Request", common_id)
             .await;
     }
@@ -743,7 +813,13 @@ impl Core {
 
     /// S7F3 from the tool: the program is stored for `getToolProgram` and acknowledged
     /// (S7F4 ACKC7 0), or refused with ACKC7 1 when it cannot be stored.
-    async fn tool_program_received(&self, link: &Link, primary: &Message, txid: u32) {
+    async fn tool_program_received(
+        &self,
+        conn: &Connection,
+        link: &Link,
+        primary: &Message,
+        txid: u32,
+    ) {
         let stored = match &self.programs {
             Some(p) => p
                 .save_s7f3(primary.body.as_ref())
@@ -762,28 +838,16 @@ impl Core {
         };
         if primary.w_bit && self.transactions.mark_replied(txid) {
             let reply = primary.reply_with(Some(Item::B(vec![ackc7])));
-            if let Err(e) = link.post_reply(reply).await {
-                warn!("cannot send S7F4: {e}");
+            match link.post_reply(reply).await {
+                Ok(()) => conn.count_sent(),
+                Err(e) => warn!("cannot send S7F4: {e}"),
             }
         }
     }
 
     /// Sends the GEM host's default reply to `primary` (see [`gem::Host::default_reply`]),
     /// unless transaction `txid` was answered already.
-    async fn default_reply(&self, link: &Link, primary: &Message, txid: u32) {
-        // The connection the primary came from: its GEM host answers.
-        let conn = match self.transactions.get(txid) {
-            Some(transactions::Entry::Received { equipment, .. }) => self
-                .connections
-                .read()
-                .ok()
-                .and_then(|c| c.get(&equipment).cloned()),
-            _ => None,
-        };
-        let Some(conn) = conn else {
-            warn!(stream_function = %primary.stream_function(), txid, "no default reply: the transaction's equipment is gone");
-            return;
-        };
+    async fn default_reply(&self, conn: &Connection, link: &Link, primary: &Message, txid: u32) {
         let reply = conn
             .with_host(|h| h.default_reply(primary, Instant::now()))
             .flatten();
@@ -795,8 +859,11 @@ impl Core {
         }
         debug!(reply = %reply, "sending default reply");
         // Queued without waiting for the link to take it: the next primary is handled at once.
-        if let Err(e) = link.post_reply(reply).await {
-            warn!(stream_function = %primary.stream_function(), "cannot send the default reply: {e}");
+        match link.post_reply(reply).await {
+            Ok(()) => conn.count_sent(),
+            Err(e) => {
+                warn!(stream_function = %primary.stream_function(), "cannot send the default reply: {e}")
+            }
         }
     }
 }
@@ -809,7 +876,7 @@ const S7F3: StreamFunction = StreamFunction {
 
 /// Sends the stream 9 error `S9F{function}` whose MHEAD is the header of the message it is
 /// about.
-async fn stream_nine(link: &Link, function: u8, mhead: [u8; 10]) {
+async fn stream_nine(conn: &Connection, link: &Link, function: u8, mhead: [u8; 10]) {
     let message = Message::new(
         StreamFunction {
             stream: 9,
@@ -818,16 +885,20 @@ async fn stream_nine(link: &Link, function: u8, mhead: [u8; 10]) {
         false,
         Some(Item::B(mhead.to_vec())),
     );
-    if let Err(e) = link.send(message).await {
-        warn!("cannot send S9F{function}: {e}");
+    match link.send(message).await {
+        Ok(_) => conn.count_sent(),
+        Err(e) => warn!("cannot send S9F{function}: {e}"),
     }
 }
 
 /// The CommonID of a message, as Ignition builds it: the values of the items that its SDL
 /// `CommonID` list names (or, for a reply, its request's), else the TxID as text.
 fn common_id(sdl: Option<&Sdl>, message: &Message, request: Option<&Message>, txid: u32) -> String {
-    let _ = (sdl, message, request);
-    txid.to_string()
+    sdl.and_then(|s| {
+        s.common_id_value(message)
+            .or_else(|| request.and_then(|r| s.common_id_value(r)))
+    })
+    .unwrap_or_else(|| txid.to_string())
 }
 
 /// A time as ISO 8601 text (UTC), as `editDate` shows it.
@@ -851,6 +922,7 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
     while let Some(received) = incoming.recv().await {
         match received {
             Received::Message(m) => {
+                conn.count_received();
                 conn.host_receive(&m);
                 core.on_primary(&conn, &link, m).await
             }
@@ -860,8 +932,9 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
                 header,
                 ..
             } => {
+                conn.count_received();
                 error!(equipment = %conn.name(), %stream_function, %error, "malformed message from the equipment; answered S9F7 (illegal data)");
-                stream_nine(&link, 7, header).await;
+                stream_nine(&conn, &link, 7, header).await;
             }
         }
     }
@@ -930,8 +1003,9 @@ async fn carry_out(
             continue;
         };
         let Some(tag) = tag else {
-            if let Err(e) = link.send(message).await {
-                debug!(equipment = %conn.name(), "not sent: {e}");
+            match link.send(message).await {
+                Ok(_) => conn.count_sent(),
+                Err(e) => debug!(equipment = %conn.name(), "not sent: {e}"),
             }
             continue;
         };
@@ -942,6 +1016,7 @@ async fn carry_out(
         };
         match link.send_request(message).await {
             Ok(pending) => {
+                conn.count_sent();
                 let shead = hsms_header(&Message {
                     system_bytes: pending.system_bytes,
                     ..header
@@ -1057,6 +1132,7 @@ impl Host for GatewayHost {
                 .runtime
                 .block_on(link.send_request(message))
                 .map_err(|e| send_error(&e))?;
+            conn.count_sent();
             let txid = core.transactions.sent(equipment, sf, ReplyState::Pending);
             // The reply is kept however late it comes, then goes to the realtime handler if
             // the connection's realtime setting includes its S/F.
@@ -1066,8 +1142,10 @@ impl Host for GatewayHost {
                 let reply = result.as_ref().ok().map(|m| Arc::new(m.clone()));
                 task_core.transactions.complete(txid, result);
                 if let Some(reply) = reply {
+                    conn.count_received();
                     let sdl = conn.config().sdl.clone();
                     let id = common_id(sdl.as_deref(), &reply, Some(&request), txid);
+                    conn.message_tags(&reply, &id, txid);
                     let lazy = LazyMessage::new(reply, sdl);
                     task_core.realtime(&conn, lazy, txid, "Response", id).await;
                 }
@@ -1077,6 +1155,7 @@ impl Host for GatewayHost {
             core.runtime
                 .block_on(link.send(message))
                 .map_err(|e| send_error(&e))?;
+            conn.count_sent();
             Ok(core
                 .transactions
                 .sent(equipment, sf, ReplyState::NoReplyExpected))
@@ -1163,7 +1242,7 @@ impl Host for GatewayHost {
         debug!(equipment, message = %reply, "sending response");
         core.runtime
             .block_on(link.send(reply))
-            .map(|_| ())
+            .map(|_| conn.count_sent())
             .map_err(|e| HostError::Send {
                 sf,
                 equipment: equipment.to_string(),
@@ -1269,6 +1348,29 @@ impl Host for GatewayHost {
             info!(ppid, "process program deleted");
         }
         Ok(deleted)
+    }
+
+    fn tags(&self) -> Result<Arc<Tags>, HostError> {
+        Ok(self.core()?.tags.clone())
+    }
+
+    fn database(&self, name: &str) -> Result<std::path::PathBuf, HostError> {
+        let core = self.core()?;
+        if name.is_empty() {
+            return Ok(core.dir.join(crate::config::DEFAULT_DATABASE));
+        }
+        let databases = core
+            .databases
+            .read()
+            .map_err(|_| HostError::Unavailable("databases"))?;
+        databases
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.path.clone())
+            .ok_or_else(|| HostError::UnknownDatabase {
+                name: name.to_string(),
+                known: databases.iter().map(|d| d.name.clone()).collect(),
+            })
     }
 
     fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), HostError> {
