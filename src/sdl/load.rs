@@ -264,13 +264,23 @@ impl<'a> Loader<'a> {
         let obj = value.as_object().ok_or_else(|| {
             self.err(key, "expected an item definition such as {\"doc\": \"ALTX, Alarm Text\", \"format\": \"A\"}")
         })?;
-        let mut def = ItemDef {
+        let def = ItemDef {
             name: name.to_string(),
             doc: None,
             formats: Vec::new(),
             length: None,
             codes: Vec::new(),
         };
+        self.item_keys(key, def, obj)
+    }
+
+    /// Applies an item object's keys over `def`.
+    fn item_keys(
+        &mut self,
+        key: &str,
+        mut def: ItemDef,
+        obj: &Map<String, Value>,
+    ) -> Result<ItemDef, SdlError> {
         for (k, v) in obj {
             let path = join(key, k);
             match self.known_key(key, k, ITEM_KEYS) {
@@ -280,7 +290,14 @@ impl<'a> Loader<'a> {
                 Some("codes") => def.codes = self.codes(&path, v)?,
                 Some("name") => match v.as_str() {
                     Some(n) if def.name.is_empty() => def.name = n.to_string(),
-                    Some(_) => {}
+                    Some(n) if n.trim() == def.name => {}
+                    Some(n) => self.warn(
+                        &path,
+                        format!(
+                            "the item is named {} by its key; name '{n}' is ignored",
+                            def.name
+                        ),
+                    ),
                     None => return Err(self.err(&path, "expected the item's name as a string")),
                 },
                 _ => {}
@@ -626,8 +643,9 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// `{"name": "SVID"}` refers to an item; with `format`, `codes` or `length` it defines one
-    /// in place.
+    /// `{"name": "SVID"}` refers to an item; other keys (`doc`, `format`, `codes`, `length`)
+    /// change that item in this place only, or define an item in place when the name is not
+    /// in `items` (or absent).
     fn inline_item(
         &mut self,
         key: &str,
@@ -641,19 +659,13 @@ impl<'a> Loader<'a> {
                 return Err(self.err(&join(key, "name"), "expected the item's name as a string"));
             }
         };
-        let defines = obj.keys().any(|k| {
-            ["format", "codes", "length"]
-                .iter()
-                .any(|x| x.eq_ignore_ascii_case(k))
-        });
-        if let Some(n) = &name
-            && !defines
-            && items.contains_key(n)
-        {
-            for k in obj.keys() {
-                self.known_key(key, k, ITEM_KEYS);
+        let base = name.as_ref().and_then(|n| items.get(n));
+        if let (Some(n), Some(base)) = (&name, base) {
+            if obj.keys().all(|k| k == "name") {
+                return Ok(Spec::Item(n.clone()));
             }
-            return Ok(Spec::Item(n.clone()));
+            let def = self.item_keys(key, base.clone(), obj)?;
+            return Ok(Spec::Inline(Box::new(def)));
         }
         let def = self.item_def(
             key,

@@ -894,7 +894,7 @@ mod tests {
                     {"name": "ALCD", "format": "B", "length": "1-1", "codes": {"0": "Cleared", "128": "Set"}},
                     "U4",
                     {"name": "ALTX"}
-                ]}}}}
+                ]}}, "F3": {"body": {"name": "ALTX", "doc": "ALTX, Short Alarm Text", "length": 2}}}}
             }),
         )
         .unwrap();
@@ -924,5 +924,17 @@ mod tests {
         let mut v = json::message_to_json(&msg);
         s.annotate(&msg, &mut v);
         assert_eq!(v["body"][0]["codeDesc"], "Set");
+        // An item object naming a defined item changes it in that place only.
+        let short = m("S5F3 <A \"ok\">");
+        assert!(s.check(&short, true).is_ok());
+        let mut v = json::message_to_json(&short);
+        s.annotate(&short, &mut v);
+        assert_eq!(v["body"]["doc"], "ALTX, Short Alarm Text");
+        assert_eq!(
+            s.check(&m("S5F3 <U1 1>"), true).unwrap_err().to_string(),
+            "body: ALTX must be A, not U1"
+        );
+        assert!(s.check(&m("S5F3 <A \"long\">"), true).is_err());
+        assert_eq!(s.items["ALTX"].length, Some((0, 5)));
     }
 }
