@@ -142,7 +142,8 @@ pub struct EquipmentConfig {
     pub on_invalid: OnInvalid,
     pub realtime: Realtime,
     pub custom_responses: Vec<CustomResponse>,
-    /// The equipment's SDL: what it sends and accepts; `None` checks nothing.
+    /// The equipment's SDL: what it sends and accepts. No `sdl` key: the standard catalogue
+    /// (`sdl/messages.sdl`); `sdl = "none"`: `None`, which checks nothing.
     pub sdl: Option<Arc<Sdl>>,
 }
 
@@ -181,6 +182,9 @@ pub struct Project {
     pub simulators: Vec<SimulatorConfig>,
     /// Named SQLite databases for `system.db` (`[[database]] name, path`).
     pub databases: Vec<DatabaseConfig>,
+    /// Things that were ignored but loaded, such as unknown keys in an SDL file, each with
+    /// its file, line and key. `secsgate check` prints them; the project still runs.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// A named database scripts reach with `system.db` (`database="name"`).
@@ -235,9 +239,11 @@ impl Project {
             file,
             text,
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
-        let project = v.project(dir, raw);
+        let mut project = v.project(dir, raw);
         if v.errors.is_empty() {
+            project.warnings = v.warnings;
             Ok(project)
         } else {
             Err(v.errors)
@@ -344,6 +350,7 @@ struct Validator<'a> {
     file: &'a Path,
     text: &'a str,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
@@ -464,6 +471,7 @@ impl Validator<'_> {
             equipment,
             simulators,
             databases,
+            warnings: Vec::new(),
         }
     }
 
@@ -628,21 +636,45 @@ impl Validator<'_> {
                 0x7FFF_FFFF,
             ) as usize;
         }
-        let sdl = e.sdl.as_ref().and_then(|path| {
-            if path.get_ref() == crate::sdl::STANDARD_NAME {
-                return Some(Arc::new(Sdl::standard()));
+        let sdl = match &e.sdl {
+            None => Some(Sdl::standard_shared()),
+            Some(name)
+                if name
+                    .get_ref()
+                    .trim()
+                    .eq_ignore_ascii_case(crate::sdl::STANDARD_NAME) =>
+            {
+                Some(Sdl::standard_shared())
             }
-            let file = dir.join(path.get_ref());
-            match Sdl::load(&file) {
-                Ok(sdl) => Some(Arc::new(sdl)),
+            Some(name)
+                if name
+                    .get_ref()
+                    .trim()
+                    .eq_ignore_ascii_case(crate::sdl::NONE_NAME) =>
+            {
+                None
+            }
+            Some(path) => match Sdl::load(&dir.join(path.get_ref())) {
+                Ok((sdl, warnings)) => {
+                    self.warnings
+                        .extend(warnings.into_iter().map(|w| ConfigError {
+                            file: w.file,
+                            line: w.line,
+                            key: w.key,
+                            message: w.message,
+                        }));
+                    Some(Arc::new(sdl))
+                }
                 Err(err) => {
                     self.error(path.span(), k("sdl"), err.to_string());
                     None
                 }
-            }
-        });
+            },
+        };
+        // Without an `sdl` key the standard catalogue checks and annotates, but the realtime
+        // handler still gets every primary unless `realtime` or an explicit `sdl` says which.
         let realtime = match e.realtime {
-            None if e.sdl.is_some() => Realtime::Sdl,
+            None if e.sdl.is_some() && sdl.is_some() => Realtime::Sdl,
             None => Realtime::All,
             Some(list) => {
                 let mut sfs = Vec::new();

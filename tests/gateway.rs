@@ -193,13 +193,14 @@ async fn custom_response_handler_answers_and_failures_fall_back() {
     assert!(payload["TxID"].as_u64().unwrap() > 0);
     assert!(payload["SystemBytes"].is_u64());
     let message: Value = serde_json::from_str(payload["Message"].as_str().unwrap()).unwrap();
+    // No `sdl` key: the standard catalogue adds the docs.
     assert_eq!(
         message["header"],
-        serde_json::json!({"stream": 6, "function": 11, "reply": true})
+        serde_json::json!({"doc": "Event Report Send", "stream": 6, "function": 11, "reply": true})
     );
     assert_eq!(
         message["body"][1],
-        serde_json::json!({"format": "U4", "value": 4001})
+        serde_json::json!({"doc": "CEID, Collected Event ID", "format": "U4", "value": 4001})
     );
 
     // A handler that raises: the default reply goes out at once, not after the timeout.
@@ -356,7 +357,9 @@ log.infof("%s=%d", "x", 3); log.warnf("plain")
 out["logger"] = log.getName()
 out["disable"] = sg.enableDisableEquipment(False, ["Tool1", "Ghost"])
 "#;
-    let settings = toml(eq.port, "").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
+    // Header-only S1F3 and S10F3 with one item are not the standard bodies: no SDL here.
+    let settings =
+        toml(eq.port, "sdl = \"none\"").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
     let dir = project(
         "api",
         &settings,
@@ -570,7 +573,9 @@ enabled = sg.enableDisableEquipment(True, ["Tool2"])
             "{'reply': reply, 'dup': dup, 'disabled': disabled, 'not_comm': not_comm, 'enabled': enabled}"
         )
     );
-    let settings = toml(eq.port, "").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
+    // Header-only S1F3 and S10F3 with one item are not the standard bodies: no SDL here.
+    let settings =
+        toml(eq.port, "sdl = \"none\"").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
     let dir = project("copy", &settings, &[("handlers/onStartup.py", &handler)]);
     let gateway = start(&dir).await;
     let out = output(gateway.engine(), &dir, "copy", Duration::from_secs(20)).await;

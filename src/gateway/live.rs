@@ -138,6 +138,9 @@ impl Core {
                 return;
             }
         };
+        for warning in &project.warnings {
+            warn!("{warning}");
+        }
         self.apply_gateway_settings(&project.gateway);
         if let Ok(mut d) = self.databases.write()
             && *d != project.databases
