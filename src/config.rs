@@ -678,7 +678,7 @@ impl Validator<'_> {
         // Without an `sdl` key the standard catalogue checks and annotates, but the realtime
         // handler still gets every primary unless `realtime` or an explicit `sdl` says which.
         let realtime = match e.realtime {
-            None if e.sdl.is_some() && sdl.is_some() => Realtime::Sdl,
+            None if sdl.is_some() => Realtime::Sdl,
             None => Realtime::All,
             Some(list) => {
                 let mut sfs = Vec::new();
@@ -881,7 +881,7 @@ enabled = false
         assert!(t1.realtime.includes("S6F11".parse().unwrap(), None));
         assert!(!t1.realtime.includes("S1F1".parse().unwrap(), None));
         assert!(!p.equipment[1].enabled);
-        assert_eq!(p.equipment[1].realtime, Realtime::All);
+        assert_eq!(p.equipment[1].realtime, Realtime::Sdl);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -75,6 +76,8 @@ pub struct BrowseEntry {
 pub struct Tags {
     /// Path (without provider) -> value.
     tags: RwLock<BTreeMap<String, (Value, SystemTime)>>,
+    /// Bumped on every change, so a snapshot is written only when something changed.
+    version: AtomicU64,
 }
 
 /// A path without its `[provider]` prefix and surrounding slashes.
@@ -93,8 +96,18 @@ impl Tags {
         Tags::default()
     }
 
+    /// A number that changes whenever a tag does.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Sets a tag (creating it and its folders).
     pub fn set(&self, path: &str, value: Value, at: SystemTime) {
+        self.changed();
         if let Ok(mut t) = self.tags.write() {
             t.insert(normalize(path).to_string(), (value, at));
         }
@@ -102,6 +115,7 @@ impl Tags {
 
     /// Adds `n` to an integer tag (0 if it does not exist yet).
     pub fn add(&self, path: &str, n: i64, at: SystemTime) {
+        self.changed();
         if let Ok(mut t) = self.tags.write() {
             let entry = t
                 .entry(normalize(path).to_string())
@@ -114,6 +128,7 @@ impl Tags {
     /// Removes every tag under a folder (an equipment that was removed).
     pub fn remove_folder(&self, folder: &str) {
         let prefix = format!("{}/", normalize(folder));
+        self.changed();
         if let Ok(mut t) = self.tags.write() {
             t.retain(|k, _| !k.starts_with(&prefix));
         }
@@ -218,6 +233,7 @@ impl Tags {
         if let Some(body) = &message.body {
             leaf_values(body, "0".to_string(), &mut leaves);
         }
+        self.changed();
         let Ok(mut t) = self.tags.write() else {
             return;
         };
@@ -234,6 +250,29 @@ impl Tags {
             t.insert(format!("{folder}/Body/{path}"), (value, at));
         }
     }
+}
+
+/// A snapshot of the tags as JSON: `{"pid", "running", "written", "tags": [{"path", "value",
+/// "quality", "timestamp"}]}`, what `secsgate tags` reads.
+pub fn snapshot_json(tags: &Tags, running: bool, written: &str, time_text: impl Fn(SystemTime) -> String) -> Value {
+    let list: Vec<Value> = tags
+        .all()
+        .into_iter()
+        .map(|(path, t)| {
+            serde_json::json!({
+                "path": path,
+                "value": t.value,
+                "quality": t.quality.name(),
+                "timestamp": time_text(t.timestamp),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "pid": std::process::id(),
+        "running": running,
+        "written": written,
+        "tags": list,
+    })
 }
 
 /// The leaf items of a body by their `toDataset` path, with their JSON values.

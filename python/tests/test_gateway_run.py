@@ -68,6 +68,7 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
         name = "Tool1"
         port = {port}
         timers = {{ t5 = 0.5 }}
+        realtime = ["S1F13"]          # the standard SDL does not mark S1F13 realtime
         """,
         {
             "lib/out.py": EMIT,

@@ -701,12 +701,24 @@ impl Core {
         }
         let config = conn.config();
         let sdl = config.sdl.as_deref();
-        if let Some(Err(mismatch)) = sdl.map(|s| s.check(&message, false)) {
+        if let Some(sdl) = sdl
+            && let Err(mismatch) = sdl.check(&message, false)
+        {
             match conn.config().on_invalid {
                 OnInvalid::S9F7 => {
+                    // E5: an unknown stream is S9F3, an unknown function of a known stream
+                    // S9F5, a known message with the wrong body S9F7.
+                    let function = if sdl.message(sf).is_some() {
+                        7
+                    } else if sdl.messages.keys().any(|k| k.stream == sf.stream) {
+                        5
+                    } else {
+                        3
+                    };
                     error!(equipment = name, %sf, system_bytes = message.system_bytes,
-                        "received message does not match the SDL: {mismatch}; answered S9F7 (illegal data)");
-                    stream_nine(conn, link, 7, hsms_header(&message)).await;
+                        "received message does not match the SDL: {mismatch}; answered S9F{function} ({})",
+                        crate::link::stream_nine_meaning(function));
+                    stream_nine(conn, link, function, hsms_header(&message)).await;
                     return;
                 }
                 OnInvalid::Accept => {
