@@ -6,7 +6,7 @@ Code, or `mypy_path = python`) to get completion and type checks in `handlers/*.
 `CustomResponsePayload`).
 """
 
-from typing import Any, Iterator, List, Optional, Sequence, TypedDict, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TypedDict, Union
 
 class ScriptTimeout(BaseException):
     """Raised inside a handler that ran past the gateway's handler_timeout."""
@@ -115,6 +115,16 @@ class secsgem:
     @staticmethod
     def enableDisableEquipment(enable: bool, names: Sequence[str]) -> List[str]:
         """Enables or disables connections; one message per name that failed (empty = success)."""
+    @staticmethod
+    def getToolProgram(ppid: str) -> Optional[Dict[str, Any]]:
+        """A process program a tool sent in S7F3: {'ppid', 'editDate', 'ppbody', 'ppBody',
+        'bodyFormat'} (ppbody is text for 'A', a list of byte values for 'B'); None if unknown."""
+    @staticmethod
+    def getToolProgramDataset() -> _Dataset:
+        """Every stored process program: columns ppid, editDate, bodyFormat."""
+    @staticmethod
+    def deleteToolProgram(ppid: str) -> None:
+        """Deletes a stored process program (a warning is logged if there is none)."""
 
 class _Logger:
     def getName(self) -> str: ...

@@ -138,10 +138,23 @@ pub struct EquipmentConfig {
     pub hsms: Settings,
     /// Send S1F13 when selected, and count the equipment communicating only after S1F14.
     pub establish_communication: bool,
+    /// What to do with a primary from the equipment that does not match its SDL.
+    pub on_invalid: OnInvalid,
     pub realtime: Realtime,
     pub custom_responses: Vec<CustomResponse>,
     /// The equipment's SDL: what it sends and accepts; `None` checks nothing.
     pub sdl: Option<Arc<Sdl>>,
+}
+
+/// What the gateway does with a primary from the equipment that fails its SDL check
+/// (`on_invalid` in `[[equipment]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInvalid {
+    /// Answer S9F7 (illegal data) naming its header; no handler runs and it is not acked
+    /// as accepted. The default.
+    S9F7,
+    /// Log the mismatch and handle the message as if it matched.
+    Accept,
 }
 
 /// An in-process simulator (`[[simulator]]`).
@@ -265,6 +278,7 @@ struct RawEquipment {
     timers: Option<Spanned<RawTimers>>,
     max_message_size: Option<Spanned<i64>>,
     establish_communication: Option<bool>,
+    on_invalid: Option<Spanned<String>>,
     realtime: Option<Spanned<Vec<Spanned<String>>>>,
     sdl: Option<Spanned<String>>,
     #[serde(default)]
@@ -648,6 +662,19 @@ impl Validator<'_> {
                 });
             }
         }
+        let on_invalid = match e.on_invalid.as_ref().map(|v| v.get_ref().as_str()) {
+            None | Some("s9f7") => OnInvalid::S9F7,
+            Some("accept") => OnInvalid::Accept,
+            Some(other) => {
+                let span = e.on_invalid.as_ref().map_or(0..0, |v| v.span());
+                self.error(
+                    span,
+                    k("on_invalid"),
+                    format!("'{other}' is not a choice; use \"s9f7\" or \"accept\""),
+                );
+                OnInvalid::S9F7
+            }
+        };
         let name = name?;
         hsms.name = name.clone();
         Some(EquipmentConfig {
@@ -656,6 +683,7 @@ impl Validator<'_> {
             enabled: e.enabled.unwrap_or(true),
             hsms,
             establish_communication: e.establish_communication.unwrap_or(true),
+            on_invalid,
             realtime,
             custom_responses,
             sdl,

@@ -4,7 +4,10 @@ codes of failed exchanges."""
 
 import json
 import re
+import socket
+import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -94,26 +97,41 @@ def test_connection_refused_exits_1(secsgate):
     assert f"cannot connect to 127.0.0.1:{port}" in out.stderr, out.stderr
 
 
-def test_reply_timeout_exits_1(secsgate, secsgate_bin):
-    # A silent peer: `send --passive` with no messages selects, then only listens on stdin.
-    peer = subprocess.Popen(
-        [secsgate_bin, "send", "--passive", "--connect", "127.0.0.1:0"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def silent_peer():
+    """A peer that selects and then never answers a data message (a plain socket)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            header = b""
+            while len(header) < 14:
+                header += conn.recv(14 - len(header))
+            # Select.rsp (SType 2) with the Select.req's system bytes, status 0.
+            conn.sendall(struct.pack(">IHBBBB", 10, 0xFFFF, 0, 0, 0, 2) + header[10:14])
+            while conn.recv(4096):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_reply_timeout_exits_1(secsgate):
+    listener, thread = silent_peer()
     try:
-        port = re.search(r":(\d+)", peer.stderr.readline()).group(1)
+        port = listener.getsockname()[1]
         started = time.monotonic()
         out = secsgate("send", "--connect", f"127.0.0.1:{port}", "--timeout", "1", "S1F1 W")
         assert out.returncode == 1
         assert 0.9 < time.monotonic() - started < 10
         assert "T3 reply timeout: no reply to S1F1" in out.stderr, out.stderr
-        peer.stdin.close()  # end of its input: it separates and exits
-        assert peer.wait(timeout=10) == 0
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "secsgate send closed the connection when it was done"
     finally:
-        stop(peer)
+        listener.close()
 
 
 def test_bad_message_exits_2_before_connecting(secsgate):

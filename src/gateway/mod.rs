@@ -21,17 +21,19 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{EquipmentConfig, GatewaySettings, Project, SimulatorConfig};
+use crate::config::{EquipmentConfig, GatewaySettings, OnInvalid, Project, SimulatorConfig};
 use crate::gem::clock::DateTime;
 use crate::gem::{self, CommunicationState, HostConfig, hsms_header};
 use crate::hsms::driver::{self, Mode};
 use crate::link::{Incoming, Link, LinkError, LinkState, Received};
 use crate::script::{
     Arg, CopyEquipment, EngineSettings, Host, HostError, LazyMessage, Outcome, Payload,
-    ScriptEngine,
+    ScriptEngine, ToolProgram,
 };
+use crate::sdl::Sdl;
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
 use crate::sim::{SimConfig, Simulator};
+use crate::store::ToolPrograms;
 use transactions::{ReplyState, Transactions};
 
 /// Name of the realtime handler (`handlers/onSecsGemRealtimeUpdate.py`).
@@ -287,6 +289,8 @@ struct Core {
     engine: ScriptEngine,
     transactions: Arc<Transactions>,
     connections: RwLock<HashMap<String, Arc<Connection>>>,
+    /// Process programs the tools sent (S7F3), in the project's `data/programs/`.
+    programs: Option<ToolPrograms>,
 }
 
 /// A running gateway.
@@ -317,6 +321,13 @@ impl Gateway {
             engine,
             transactions: Arc::new(Transactions::new(project.gateway.response_retention)),
             connections: RwLock::new(HashMap::new()),
+            programs: match ToolPrograms::open(&project.dir.join("data").join("programs")) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    error!("tool programs from S7F3 cannot be stored: {e}");
+                    None
+                }
+            },
         });
         core.engine.set_host(Arc::new(GatewayHost {
             core: Arc::downgrade(&core),
@@ -524,11 +535,21 @@ impl Core {
             warn!(equipment = name, %sf, system_bytes = message.system_bytes, "reply for no open transaction; dropped");
             return;
         }
-        let txid = self.transactions.received(name, &message);
         let sdl = conn.config.sdl.as_deref();
         if let Some(Err(mismatch)) = sdl.map(|s| s.check(&message, false)) {
-            warn!(equipment = name, %sf, "received message does not match the SDL: {mismatch}");
+            match conn.config.on_invalid {
+                OnInvalid::S9F7 => {
+                    error!(equipment = name, %sf, system_bytes = message.system_bytes,
+                        "received message does not match the SDL: {mismatch}; answered S9F7 (illegal data)");
+                    stream_nine(link, 7, hsms_header(&message)).await;
+                    return;
+                }
+                OnInvalid::Accept => {
+                    warn!(equipment = name, %sf, "received message does not match the SDL: {mismatch}; accepted (on_invalid = \"accept\")")
+                }
+            }
         }
+        let txid = self.transactions.received(name, &message);
         // The JSON text of the message is made only if a handler reads payload["Message"].
         let message = Arc::new(message);
         let message_json = LazyMessage::new(message.clone(), conn.config.sdl.clone());
@@ -581,27 +602,74 @@ impl Core {
                 warn!(equipment = name, %sf, handler = %c.handler, "custom response handler is not loaded; sending the default reply");
                 self.default_reply(link, &message, txid).await;
             }
+            None if sf == S7F3 => self.tool_program_received(link, &message, txid).await,
             None => self.default_reply(link, &message, txid).await,
         }
-        if conn.config.realtime.includes(sf, sdl) && self.engine.has_handler(REALTIME_HANDLER) {
-            self.engine
-                .post(
-                    name,
-                    REALTIME_HANDLER,
-                    Payload(vec![
-                        ("CommonID", Arg::Int(i64::from(txid))),
-                        ("Equipment", Arg::Str(name.to_string())),
-                        ("Direction", Arg::Str("Received".into())),
-                        ("RequestResponse", Arg::Str("Request".into())),
-                        ("TxID", Arg::Int(i64::from(txid))),
-                        ("Reply", Arg::Bool(message.w_bit)),
-                        ("Message", Arg::Lazy(message_json)),
-                        ("StreamFunction", Arg::Str(sf.to_string())),
-                        ("SystemBytes", Arg::Int(i64::from(message.system_bytes))),
-                        ("Timestamp", Arg::Str(now_text(2))),
-                    ]),
-                )
-                .await;
+        let common_id = common_id(sdl, &message, None, txid);
+        self.realtime(conn, message_json, txid, "Request", common_id)
+            .await;
+    }
+
+    /// Hands a message the equipment sent (a primary, or the reply to a script's request) to
+    /// `onSecsGemRealtimeUpdate`, if the connection's realtime setting includes its S/F.
+    async fn realtime(
+        &self,
+        conn: &Connection,
+        message: LazyMessage,
+        txid: u32,
+        request_response: &'static str,
+        common_id: String,
+    ) {
+        let m = message.message();
+        let sf = m.stream_function();
+        if !conn
+            .config
+            .realtime
+            .includes(sf, conn.config.sdl.as_deref())
+            || !self.engine.has_handler(REALTIME_HANDLER)
+        {
+            return;
+        }
+        let name = conn.config.name.as_str();
+        let payload = Payload(vec![
+            ("CommonID", Arg::Str(common_id)),
+            ("Equipment", Arg::Str(name.to_string())),
+            ("Direction", Arg::Str("Received".into())),
+            ("RequestResponse", Arg::Str(request_response.into())),
+            ("TxID", Arg::Int(i64::from(txid))),
+            ("Reply", Arg::Bool(m.w_bit)),
+            ("StreamFunction", Arg::Str(sf.to_string())),
+            ("SystemBytes", Arg::Int(i64::from(m.system_bytes))),
+            ("Timestamp", Arg::Str(now_text(2))),
+            ("Message", Arg::Lazy(message)),
+        ]);
+        self.engine.post(name, REALTIME_HANDLER, payload).await;
+    }
+
+    /// S7F3 from the tool: the program is stored for `getToolProgram` and acknowledged
+    /// (S7F4 ACKC7 0), or refused with ACKC7 1 when it cannot be stored.
+    async fn tool_program_received(&self, link: &Link, primary: &Message, txid: u32) {
+        let stored = match &self.programs {
+            Some(p) => p
+                .save_s7f3(primary.body.as_ref())
+                .map_err(|e| e.to_string()),
+            None => Err("the program folder could not be opened (see the log)".to_string()),
+        };
+        let ackc7 = match stored {
+            Ok(ppid) => {
+                info!(ppid = %ppid, "process program stored (S7F3)");
+                0
+            }
+            Err(e) => {
+                error!("S7F3 refused (ACKC7 1): {e}");
+                1
+            }
+        };
+        if primary.w_bit && self.transactions.mark_replied(txid) {
+            let reply = primary.reply_with(Some(Item::B(vec![ackc7])));
+            if let Err(e) = link.post_reply(reply).await {
+                warn!("cannot send S7F4: {e}");
+            }
         }
     }
 
@@ -638,6 +706,43 @@ impl Core {
     }
 }
 
+/// S7F3 Process Program Send.
+const S7F3: StreamFunction = StreamFunction {
+    stream: 7,
+    function: 3,
+};
+
+/// Sends the stream 9 error `S9F{function}` whose MHEAD is the header of the message it is
+/// about.
+async fn stream_nine(link: &Link, function: u8, mhead: [u8; 10]) {
+    let message = Message::new(
+        StreamFunction {
+            stream: 9,
+            function,
+        },
+        false,
+        Some(Item::B(mhead.to_vec())),
+    );
+    if let Err(e) = link.send(message).await {
+        warn!("cannot send S9F{function}: {e}");
+    }
+}
+
+/// The CommonID of a message, as Ignition builds it: the values of the items that its SDL
+/// `CommonID` list names (or, for a reply, its request's), else the TxID as text.
+fn common_id(sdl: Option<&Sdl>, message: &Message, request: Option<&Message>, txid: u32) -> String {
+    let _ = (sdl, message, request);
+    txid.to_string()
+}
+
+/// A time as ISO 8601 text (UTC), as `editDate` shows it.
+fn date_text(time: SystemTime) -> String {
+    let ms = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    DateTime::from_unix_millis(ms).format(2)
+}
+
 /// The current UTC time in a TIME format of SEMI E5 (0: YYMMDDhhmmss, 1: YYYYMMDDhhmmsscc,
 /// 2: ISO 8601).
 fn now_text(time_format: u64) -> String {
@@ -657,9 +762,11 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
             Received::Malformed {
                 stream_function,
                 error,
+                header,
                 ..
             } => {
-                warn!(equipment = %conn.config.name, %stream_function, %error, "malformed message from the equipment; dropped")
+                error!(equipment = %conn.config.name, %stream_function, %error, "malformed message from the equipment; answered S9F7 (illegal data)");
+                stream_nine(&link, 7, header).await;
             }
         }
     }
@@ -807,6 +914,15 @@ impl GatewayHost {
     }
 
     /// Checks a message a script sends against the equipment's SDL, if it has one.
+    fn programs(core: &Core) -> Result<&ToolPrograms, HostError> {
+        core.programs.as_ref().ok_or_else(|| {
+            HostError::Programs(
+                "the process program folder (data/programs) could not be opened; see the log"
+                    .into(),
+            )
+        })
+    }
+
     fn check_sdl(conn: &Connection, message: &Message) -> Result<(), HostError> {
         match &conn.config.sdl {
             Some(sdl) => sdl.check(message, true).map_err(|m| {
@@ -841,16 +957,25 @@ impl Host for GatewayHost {
         };
         debug!(equipment, message = %message, "sending");
         if reply && sf.is_primary() {
+            let request = message.clone();
             let pending = core
                 .runtime
                 .block_on(link.send_request(message))
                 .map_err(|e| send_error(&e))?;
             let txid = core.transactions.sent(equipment, sf, ReplyState::Pending);
-            // The reply is kept however late it comes.
-            let table = core.transactions.clone();
+            // The reply is kept however late it comes, then goes to the realtime handler if
+            // the connection's realtime setting includes its S/F.
+            let task_core = core.clone();
             core.runtime.spawn(async move {
                 let result = pending.wait().await;
-                table.complete(txid, result);
+                let reply = result.as_ref().ok().map(|m| Arc::new(m.clone()));
+                task_core.transactions.complete(txid, result);
+                if let Some(reply) = reply {
+                    let sdl = conn.config.sdl.clone();
+                    let id = common_id(sdl.as_deref(), &reply, Some(&request), txid);
+                    let lazy = LazyMessage::new(reply, sdl);
+                    task_core.realtime(&conn, lazy, txid, "Response", id).await;
+                }
             });
             Ok(txid)
         } else {
@@ -902,6 +1027,7 @@ impl Host for GatewayHost {
                 equipment: e,
                 system_bytes: sb,
                 stream_function,
+                w_bit,
                 ..
             }) => {
                 if e != equipment || sb != system_bytes {
@@ -909,10 +1035,19 @@ impl Host for GatewayHost {
                         "transaction {transaction_id} is {stream_function} from '{e}' with system bytes {sb}, not system bytes {system_bytes} from '{equipment}'; pass payload['TxID'] and payload['SystemBytes'] of the message you answer"
                     )));
                 }
+                if !w_bit {
+                    return Err(HostError::Transaction(format!(
+                        "transaction {transaction_id} is {stream_function} without W-bit: the equipment wants no reply"
+                    )));
+                }
                 if sf.stream != stream_function.stream
                     || sf.function != stream_function.function + 1
                 {
-                    warn!(equipment, "answering {stream_function} with {sf}");
+                    return Err(HostError::InvalidMessage(format!(
+                        "{sf} is not the reply to {stream_function}; answer it with S{}F{}",
+                        stream_function.stream,
+                        stream_function.function + 1
+                    )));
                 }
             }
             _ => {
@@ -1001,6 +1136,44 @@ impl Host for GatewayHost {
             }
         }
         problems
+    }
+
+    fn tool_program(&self, ppid: &str) -> Result<Option<ToolProgram>, HostError> {
+        let core = self.core()?;
+        let programs = Self::programs(&core)?;
+        let program = programs
+            .get(ppid)
+            .map_err(|e| HostError::Programs(e.to_string()))?;
+        Ok(program.map(|p| ToolProgram {
+            ppid: p.ppid,
+            edit_date: date_text(p.edited),
+            body_format: p.format.code().to_string(),
+            body: p.body,
+        }))
+    }
+
+    fn tool_programs(&self) -> Result<Vec<(String, String, String)>, HostError> {
+        let core = self.core()?;
+        let programs = Self::programs(&core)?;
+        let list = programs
+            .list()
+            .map_err(|e| HostError::Programs(e.to_string()))?;
+        Ok(list
+            .into_iter()
+            .map(|(ppid, edited, format)| (ppid, date_text(edited), format.code().to_string()))
+            .collect())
+    }
+
+    fn delete_tool_program(&self, ppid: &str) -> Result<bool, HostError> {
+        let core = self.core()?;
+        let programs = Self::programs(&core)?;
+        let deleted = programs
+            .delete(ppid)
+            .map_err(|e| HostError::Programs(e.to_string()))?;
+        if deleted {
+            info!(ppid, "process program deleted");
+        }
+        Ok(deleted)
     }
 
     fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), HostError> {

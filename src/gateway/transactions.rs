@@ -2,9 +2,11 @@
 //! gets one. A sent request's reply is kept for `getResponse`, also when it arrives after the
 //! script stopped waiting, for the retention time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use tracing::warn;
 
 use crate::link::LinkError;
 use crate::secs2::{Message, StreamFunction};
@@ -37,6 +39,8 @@ pub enum Entry {
         equipment: String,
         stream_function: StreamFunction,
         system_bytes: u32,
+        /// Whether the equipment wants a reply (W-bit).
+        w_bit: bool,
         replied: bool,
         since: Instant,
     },
@@ -56,13 +60,19 @@ impl Entry {
     }
 }
 
-/// How many transactions go by between prunes of old ones.
-const PRUNE_EVERY: u32 = 1024;
+/// The entries and the order they were made in.
+#[derive(Default)]
+struct Table {
+    /// Last TxID given out.
+    next: u32,
+    entries: HashMap<u32, Entry>,
+    /// (time, TxID) oldest first, for pruning without scanning the table.
+    order: VecDeque<(Instant, u32)>,
+}
 
 /// The TxID table.
 pub struct Transactions {
-    /// Last TxID given out, and the entries.
-    entries: Mutex<(u32, HashMap<u32, Entry>)>,
+    entries: Mutex<Table>,
     changed: Condvar,
     retention: Duration,
 }
@@ -71,7 +81,7 @@ impl Transactions {
     /// An empty table keeping finished transactions for `retention`.
     pub fn new(retention: Duration) -> Self {
         Transactions {
-            entries: Mutex::new((0, HashMap::new())),
+            entries: Mutex::new(Table::default()),
             changed: Condvar::new(),
             retention,
         }
@@ -81,21 +91,36 @@ impl Transactions {
         let Ok(mut guard) = self.entries.lock() else {
             return 0;
         };
-        let (next, map) = &mut *guard;
+        let table = &mut *guard;
         let now = Instant::now();
-        // Every 1024 transactions, forget those older than the retention (a pending request
-        // is refreshed when it completes, and T3 bounds how long it stays pending).
-        if next.is_multiple_of(PRUNE_EVERY) {
-            map.retain(|_, e| now.duration_since(e.since()) < self.retention);
+        // Forget transactions older than the retention, oldest first. A pending request is
+        // refreshed when it completes (and T3 bounds how long it stays pending): one whose
+        // time moved on goes to the back of the order instead.
+        while let Some(&(at, txid)) = table.order.front() {
+            if now.duration_since(at) < self.retention {
+                break;
+            }
+            table.order.pop_front();
+            match table.entries.get(&txid).map(Entry::since) {
+                Some(since) if now.duration_since(since) < self.retention => {
+                    table.order.push_back((since, txid));
+                }
+                Some(_) => {
+                    table.entries.remove(&txid);
+                }
+                None => {}
+            }
         }
         loop {
-            *next = next.wrapping_add(1).max(1);
-            if !map.contains_key(next) {
+            table.next = table.next.wrapping_add(1).max(1);
+            if !table.entries.contains_key(&table.next) {
                 break;
             }
         }
-        map.insert(*next, entry);
-        *next
+        let txid = table.next;
+        table.entries.insert(txid, entry);
+        table.order.push_back((now, txid));
+        txid
     }
 
     /// A new transaction for a message a script sends.
@@ -114,6 +139,7 @@ impl Transactions {
             equipment: equipment.to_string(),
             stream_function: message.stream_function(),
             system_bytes: message.system_bytes,
+            w_bit: message.w_bit,
             replied: false,
             since: Instant::now(),
         })
@@ -129,7 +155,7 @@ impl Transactions {
         if let Ok(mut guard) = self.entries.lock()
             && let Some(Entry::Sent {
                 state: s, since, ..
-            }) = guard.1.get_mut(&txid)
+            }) = guard.entries.get_mut(&txid)
         {
             *s = state;
             *since = Instant::now();
@@ -142,7 +168,7 @@ impl Transactions {
         let Ok(mut guard) = self.entries.lock() else {
             return false;
         };
-        match guard.1.get_mut(&txid) {
+        match guard.entries.get_mut(&txid) {
             Some(Entry::Received { replied, .. }) if !*replied => {
                 *replied = true;
                 true
@@ -153,9 +179,12 @@ impl Transactions {
 
     /// Whether a received primary has been answered.
     pub fn is_replied(&self, txid: u32) -> bool {
-        self.entries
-            .lock()
-            .is_ok_and(|g| matches!(g.1.get(&txid), Some(Entry::Received { replied: true, .. })))
+        self.entries.lock().is_ok_and(|g| {
+            matches!(
+                g.entries.get(&txid),
+                Some(Entry::Received { replied: true, .. })
+            )
+        })
     }
 
     /// The entry of a TxID.
@@ -163,12 +192,13 @@ impl Transactions {
         self.entries
             .lock()
             .ok()
-            .and_then(|g| g.1.get(&txid).cloned())
+            .and_then(|g| g.entries.get(&txid).cloned())
     }
 
     /// Waits up to `timeout` for the reply of a sent request. `Ok(None)` when there is none by
-    /// then (still pending, no reply expected, or failed); an error for an unknown TxID or one
-    /// that belongs to other equipment.
+    /// then (still pending, no reply expected, or failed), and for an unknown TxID (logged as
+    /// a warning, as Ignition's `getResponse` answers `None`); an error for a TxID that
+    /// belongs to other equipment or names a received message.
     pub fn wait_reply(
         &self,
         txid: u32,
@@ -181,11 +211,13 @@ impl Transactions {
             .lock()
             .map_err(|_| "transaction table unavailable".to_string())?;
         loop {
-            match guard.1.get(&txid) {
+            match guard.entries.get(&txid) {
                 None => {
-                    return Err(format!(
-                        "unknown transaction ID {txid} (never sent, or older than the retention time)"
-                    ));
+                    warn!(
+                        equipment,
+                        "getResponse: unknown transaction ID {txid} (never sent, or older than the retention time); returning None"
+                    );
+                    return Ok(None);
                 }
                 Some(e) if e.equipment() != equipment => {
                     return Err(format!(

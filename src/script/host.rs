@@ -65,6 +65,9 @@ pub enum HostError {
     /// The gateway this engine served has shut down.
     #[error("the gateway has stopped; system.secsgem calls fail until it is started again")]
     Stopped,
+    /// The process program store failed.
+    #[error("{0}")]
+    Programs(String),
     /// Shared gateway state is unusable (a thread panicked while holding it).
     #[error("the gateway's {0} are unavailable (an internal error; see the log)")]
     Unavailable(&'static str),
@@ -105,6 +108,23 @@ pub trait Host: Send + Sync + 'static {
     fn enable_disable_equipment(&self, enable: bool, names: &[String]) -> Vec<HostError>;
     /// Starts an event run of an in-process simulator.
     fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), HostError>;
+    /// A process program a tool sent in S7F3, `None` if there is none with that PPID.
+    fn tool_program(&self, ppid: &str) -> Result<Option<ToolProgram>, HostError>;
+    /// Every stored process program: PPID, edit date (ISO 8601 text, UTC), body format.
+    fn tool_programs(&self) -> Result<Vec<(String, String, String)>, HostError>;
+    /// Deletes a stored process program; false if there was none.
+    fn delete_tool_program(&self, ppid: &str) -> Result<bool, HostError>;
+}
+
+/// A process program as `getToolProgram` returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolProgram {
+    pub ppid: String,
+    /// When it was stored, as ISO 8601 text (UTC).
+    pub edit_date: String,
+    /// `A` (text) or `B` (binary).
+    pub body_format: String,
+    pub body: Vec<u8>,
 }
 
 /// Arguments of `system.secsgem.copyEquipment`.

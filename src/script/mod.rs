@@ -34,7 +34,7 @@ use pyo3::types::{PyCode, PyDict};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tracing::{error, info, warn};
 
-pub use host::{CopyEquipment, Host, HostError};
+pub use host::{CopyEquipment, Host, HostError, ToolProgram};
 pub use payload::{Arg, LazyMessage, Payload};
 
 /// The Python-2 rewrite, run inside the interpreter.
@@ -938,6 +938,15 @@ mod tests {
             Vec::new()
         }
         fn start_sim_event_run(&self, _: &str, _: &str) -> Result<(), HostError> {
+            Err(HostError::Stopped)
+        }
+        fn tool_program(&self, _: &str) -> Result<Option<ToolProgram>, HostError> {
+            Err(HostError::Stopped)
+        }
+        fn tool_programs(&self) -> Result<Vec<(String, String, String)>, HostError> {
+            Err(HostError::Stopped)
+        }
+        fn delete_tool_program(&self, _: &str) -> Result<bool, HostError> {
             Err(HostError::Stopped)
         }
     }

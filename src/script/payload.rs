@@ -37,6 +37,11 @@ impl LazyMessage {
     }
 
     /// The JSON text of the message (annotated when there is an SDL).
+    /// The message itself.
+    pub fn message(&self) -> &Arc<Message> {
+        &self.message
+    }
+
     pub fn text(&self) -> &str {
         self.text.get_or_init(|| match &self.sdl {
             Some(sdl) => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyBaseException, PyException, PyIndexError, PyKeyError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use serde_json::Value;
 
 use super::convert::{body_from_python, from_python, to_python};
@@ -554,6 +554,73 @@ pub mod system {
             let host = host()?;
             py.detach(move || host.start_sim_event_run(&simulatorName, &eventRunName))
                 .map_err(gateway_error)
+        }
+
+        /// A process program a tool sent in S7F3: a dict with `ppid`, `editDate`, `ppbody`
+        /// (and `ppBody`, the same value: text for an `A` body, a list of byte values for `B`)
+        /// and `bodyFormat` (`"A"` or `"B"`); `None` if there is none with that PPID.
+        #[pyfunction]
+        fn getToolProgram<'py>(
+            py: Python<'py>,
+            ppid: String,
+        ) -> PyResult<Option<Bound<'py, PyDict>>> {
+            let host = host()?;
+            let Some(program) = py
+                .detach(move || host.tool_program(&ppid))
+                .map_err(gateway_error)?
+            else {
+                return Ok(None);
+            };
+            let dict = PyDict::new(py);
+            let body: Bound<'py, PyAny> = if program.body_format == "A" {
+                PyString::new(py, &String::from_utf8_lossy(&program.body)).into_any()
+            } else {
+                PyList::new(py, program.body.iter().map(|b| i64::from(*b)))?.into_any()
+            };
+            dict.set_item("ppid", &program.ppid)?;
+            dict.set_item("editDate", &program.edit_date)?;
+            dict.set_item("ppbody", &body)?;
+            dict.set_item("ppBody", &body)?;
+            dict.set_item("bodyFormat", &program.body_format)?;
+            Ok(Some(dict))
+        }
+
+        /// Every stored process program: a Dataset with columns `ppid`, `editDate`,
+        /// `bodyFormat`.
+        #[pyfunction]
+        fn getToolProgramDataset(py: Python<'_>) -> PyResult<Dataset> {
+            let host = host()?;
+            let programs = py
+                .detach(move || host.tool_programs())
+                .map_err(gateway_error)?;
+            let columns = ["ppid", "editDate", "bodyFormat"]
+                .map(String::from)
+                .to_vec();
+            let rows = programs
+                .into_iter()
+                .map(|(ppid, date, format)| {
+                    vec![
+                        PyString::new(py, &ppid).into_any().unbind(),
+                        PyString::new(py, &date).into_any().unbind(),
+                        PyString::new(py, &format).into_any().unbind(),
+                    ]
+                })
+                .collect();
+            Ok(Dataset { columns, rows })
+        }
+
+        /// Deletes a stored process program (a warning is logged if there is none).
+        #[pyfunction]
+        fn deleteToolProgram(py: Python<'_>, ppid: String) -> PyResult<()> {
+            let host = host()?;
+            let name = ppid.clone();
+            let deleted = py
+                .detach(move || host.delete_tool_program(&ppid))
+                .map_err(gateway_error)?;
+            if !deleted {
+                tracing::warn!(target: "script", "deleteToolProgram: no process program '{name}'");
+            }
+            Ok(())
         }
 
         /// Enables or disables connections by name; returns a message for each one that could

@@ -1,9 +1,12 @@
 //! Durable storage. The equipment spool is kept in SQLite (bundled, one file per simulated
 //! equipment, written before a message counts as spooled); process programs are files in a
-//! folder, one per PPID.
+//! folder, one per PPID: the simulator's (`programs`) and those tools send the gateway
+//! (`tool_programs`).
 
 pub mod programs;
 pub mod spool;
+pub mod tool_programs;
 
 pub use programs::FolderPrograms;
 pub use spool::SqliteSpool;
+pub use tool_programs::ToolPrograms;
