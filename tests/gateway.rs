@@ -193,13 +193,14 @@ async fn custom_response_handler_answers_and_failures_fall_back() {
     assert!(payload["TxID"].as_u64().unwrap() > 0);
     assert!(payload["SystemBytes"].is_u64());
     let message: Value = serde_json::from_str(payload["Message"].as_str().unwrap()).unwrap();
+    // No `sdl` key: the standard catalogue adds the docs.
     assert_eq!(
         message["header"],
-        serde_json::json!({"stream": 6, "function": 11, "reply": true})
+        serde_json::json!({"doc": "Event Report Send", "stream": 6, "function": 11, "reply": true})
     );
     assert_eq!(
         message["body"][1],
-        serde_json::json!({"format": "U4", "value": 4001})
+        serde_json::json!({"doc": "CEID, Collected Event ID", "format": "U4", "value": 4001})
     );
 
     // A handler that raises: the default reply goes out at once, not after the timeout.
@@ -356,7 +357,9 @@ log.infof("%s=%d", "x", 3); log.warnf("plain")
 out["logger"] = log.getName()
 out["disable"] = sg.enableDisableEquipment(False, ["Tool1", "Ghost"])
 "#;
-    let settings = toml(eq.port, "").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
+    // Header-only S1F3 and S10F3 with one item are not the standard bodies: no SDL here.
+    let settings =
+        toml(eq.port, "sdl = \"none\"").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
     let dir = project(
         "api",
         &settings,
@@ -570,7 +573,9 @@ enabled = sg.enableDisableEquipment(True, ["Tool2"])
             "{'reply': reply, 'dup': dup, 'disabled': disabled, 'not_comm': not_comm, 'enabled': enabled}"
         )
     );
-    let settings = toml(eq.port, "").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
+    // Header-only S1F3 and S10F3 with one item are not the standard bodies: no SDL here.
+    let settings =
+        toml(eq.port, "sdl = \"none\"").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
     let dir = project("copy", &settings, &[("handlers/onStartup.py", &handler)]);
     let gateway = start(&dir).await;
     let out = output(gateway.engine(), &dir, "copy", Duration::from_secs(20)).await;
@@ -1106,5 +1111,125 @@ async fn send_response_refuses_what_is_not_the_reply() {
             "{errors}"
         );
     }
+    gateway.shutdown().await;
+}
+
+/// Waits for the next configuration reload (applied or refused).
+async fn next_config(reloads: &mut tokio::sync::watch::Receiver<u64>) {
+    tokio::time::timeout(Duration::from_secs(10), reloads.changed())
+        .await
+        .expect("a configuration reload within 10 s")
+        .expect("the gateway is running");
+}
+
+async fn communicating(gateway: &Gateway, name: &str) {
+    let conn = gateway.connection(name).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        conn.watch_status()
+            .wait_for(|s| *s == Status::Communicating),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} communicating"))
+    .unwrap();
+}
+
+/// Saving project.toml applies each kind of change while running, and an invalid edit is
+/// refused with the running configuration kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_toml_changes_apply_while_running() {
+    let eq_a = equipment(Duration::ZERO).await;
+    let eq_b = equipment(Duration::ZERO).await;
+    let eq_c = equipment(Duration::ZERO).await;
+    let answering = "system.secsgem.sendResponse(payload['TxID'], payload['SystemBytes'], 'S6F12', {'format': 'B', 'value': 7}, payload['Equipment'])\n";
+    let realtime = emit("realtime", "payload['StreamFunction']");
+    let dir = project(
+        "live",
+        &toml(eq_a.port, "realtime = [\"S5F1\"]"),
+        &[
+            ("handlers/onEvent.py", answering),
+            ("handlers/onSecsGemRealtimeUpdate.py", &realtime),
+        ],
+    );
+    let gateway = start(&dir).await;
+    let s6f11 = || msg("S6F11 W <L [3] <U4 1> <U4 4001> <L>>");
+    let reply = eq_a.link.request(s6f11()).await.unwrap();
+    assert_eq!(
+        reply.to_string(),
+        "S6F12 <B 0x00> .",
+        "the default reply first"
+    );
+    let mut reloads = gateway.watch_config_reloads();
+    let tool2 = format!(
+        "\n[[equipment]]\nname = \"Tool2\"\nport = {}\ntimers = {{ t3 = 5, t5 = 0.2 }}\n",
+        eq_b.port
+    );
+
+    // A custom response, a realtime list, and a second equipment.
+    let edit = toml(
+        eq_a.port,
+        "realtime = [\"S6F11\"]\n[[equipment.custom_response]]\nstream_function = \"S6F11\"\nhandler = \"onEvent\"\n",
+    ) + &tool2;
+    write_atomically(&dir.join("project.toml"), &edit);
+    next_config(&mut reloads).await;
+    let reply = eq_a.link.request(s6f11()).await.unwrap();
+    assert_eq!(
+        reply.to_string(),
+        "S6F12 <B 0x07> .",
+        "the handler answers now"
+    );
+    let seen = output(gateway.engine(), &dir, "realtime", Duration::from_secs(10)).await;
+    assert_eq!(seen, "S6F11");
+    communicating(&gateway, "Tool2").await;
+
+    // Tool1 moves to another port: it alone reconnects.
+    let mut tool2_status = gateway.connection("Tool2").unwrap().watch_status();
+    tool2_status.borrow_and_update();
+    let edit = toml(
+        eq_c.port,
+        "realtime = [\"S6F11\"]\n[[equipment.custom_response]]\nstream_function = \"S6F11\"\nhandler = \"onEvent\"\n",
+    ) + &tool2;
+    write_atomically(&dir.join("project.toml"), &edit);
+    next_config(&mut reloads).await;
+    communicating(&gateway, "Tool1").await;
+    let reply = eq_c.link.request(s6f11()).await.unwrap();
+    assert_eq!(reply.to_string(), "S6F12 <B 0x07> .");
+    assert!(
+        !tool2_status.has_changed().unwrap(),
+        "Tool2 was not touched"
+    );
+
+    // An invalid edit is refused: everything stays as it runs.
+    write_atomically(
+        &dir.join("project.toml"),
+        &edit.replace("t3 = 5", "t3 = \"soon\""),
+    );
+    next_config(&mut reloads).await;
+    let reply = eq_c.link.request(s6f11()).await.unwrap();
+    assert_eq!(reply.to_string(), "S6F12 <B 0x07> .");
+    assert_eq!(
+        gateway.connection("Tool2").unwrap().status(),
+        Status::Communicating
+    );
+
+    // Tool2 disabled, then removed; the custom response removed.
+    write_atomically(
+        &dir.join("project.toml"),
+        &(toml(eq_c.port, "") + &tool2.replace("timers", "enabled = false\ntimers")),
+    );
+    next_config(&mut reloads).await;
+    assert_eq!(
+        gateway.connection("Tool2").unwrap().status(),
+        Status::Disabled
+    );
+    let reply = eq_c.link.request(s6f11()).await.unwrap();
+    assert_eq!(
+        reply.to_string(),
+        "S6F12 <B 0x00> .",
+        "the default reply again"
+    );
+    write_atomically(&dir.join("project.toml"), &toml(eq_c.port, ""));
+    next_config(&mut reloads).await;
+    assert!(gateway.connection("Tool2").is_none());
     gateway.shutdown().await;
 }

@@ -98,8 +98,13 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
             stop(gateway)
             raise AssertionError(f"{e}\ngateway log:\n{gateway.stderr.read()}") from None
         assert startup["payload"] == {"Equipment": ["Tool1"], "Communicating": ["Tool1"]}
-        assert startup["svs"]["body"] == [{"format": "U4", "value": 23}, {"format": "A", "value": "LOT-1"}]
-        assert {"format": "U4", "value": 300} in startup["ecs"]["body"]
+        # No sdl key: the standard catalogue adds each item's doc.
+        assert startup["svs"]["header"]["doc"] == "Selected Equipment Status Data"
+        assert startup["svs"]["body"] == [
+            {"doc": "SV, Status Variable Value", "format": "U4", "value": 23},
+            {"doc": "SV, Status Variable Value", "format": "A", "value": "LOT-1"},
+        ]
+        assert {"doc": "ECV, Equipment Constant Value", "format": "U4", "value": 300} in startup["ecs"]["body"]
         assert startup["s9"]["header"]["stream"] == 9 and startup["s9"]["header"]["function"] == 5
         # secsgem's equipment opens with S1F13: the realtime handler saw it.
         s1f13 = wait_for(project / "out" / "realtime_S1F13.json")

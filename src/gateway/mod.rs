@@ -10,6 +10,7 @@
 //! Send path: `sendRequest` checks the equipment is communicating, sends, and returns a TxID;
 //! the reply is kept for `getResponse`.
 
+pub mod live;
 pub mod transactions;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use crate::sdl::Sdl;
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
 use crate::sim::{SimConfig, Simulator};
 use crate::store::ToolPrograms;
+use crate::tags::Tags;
 use transactions::{ReplyState, Transactions};
 
 /// Name of the realtime handler (`handlers/onSecsGemRealtimeUpdate.py`).
@@ -133,7 +135,9 @@ mod status_tests {
 
 /// One equipment connection: its link (HSMS) and the GEM host that communicates over it.
 pub struct Connection {
-    pub config: EquipmentConfig,
+    name: String,
+    /// The settings in force: replaced as a whole when project.toml changes.
+    config: RwLock<Arc<EquipmentConfig>>,
     link: Mutex<Option<Link>>,
     /// The GEM host's communication with the equipment.
     host: Mutex<gem::Host>,
@@ -143,6 +147,11 @@ pub struct Connection {
     observed: Mutex<Observed>,
     status: watch::Sender<Status>,
     local_addr: Mutex<Option<SocketAddr>>,
+    /// The gateway's tag tree (this connection keeps `<name>/...` current).
+    tags: Arc<Tags>,
+    /// Tag paths of the counters.
+    sent_tag: String,
+    received_tag: String,
 }
 
 /// The states a connection's [`Status`] is derived from.
@@ -157,9 +166,9 @@ struct Observed {
 }
 
 impl Connection {
-    /// A connection for `config`, enabled or not as it says.
-    fn new(config: EquipmentConfig) -> Connection {
-        let host = gem::Host::new(
+    /// The GEM host of a connection with these settings.
+    fn gem_host(config: &EquipmentConfig) -> gem::Host {
+        gem::Host::new(
             HostConfig {
                 establish_communication: config.establish_communication,
                 retry_delay: HostConfig::retry_delay_for_t5(config.hsms.protocol.t5),
@@ -167,21 +176,75 @@ impl Connection {
             },
             Instant::now(),
             SystemTime::now(),
-        );
+        )
+    }
+
+    /// A connection for `config`, enabled or not as it says.
+    fn new(config: EquipmentConfig, tags: Arc<Tags>) -> Connection {
+        let host = Self::gem_host(&config);
         let observed = Observed {
             link: config.enabled.then_some(LinkState::Disconnected),
             tried: false,
             gem: host.communication_state(),
         };
         let (status, _) = watch::channel(Status::derive(observed.link, false, observed.gem));
+        let now = SystemTime::now();
+        tags.set(
+            &format!("{}/Status", config.name),
+            serde_json::Value::from(status.borrow().to_string()),
+            now,
+        );
+        tags.set(
+            &format!("{}/Enabled", config.name),
+            serde_json::Value::from(config.enabled),
+            now,
+        );
+        tags.add(&format!("{}/MessagesSent", config.name), 0, now);
+        tags.add(&format!("{}/MessagesReceived", config.name), 0, now);
         Connection {
-            config,
+            tags,
+            sent_tag: format!("{}/MessagesSent", config.name),
+            received_tag: format!("{}/MessagesReceived", config.name),
+            name: config.name.clone(),
+            config: RwLock::new(Arc::new(config)),
             link: Mutex::new(None),
             host: Mutex::new(host),
             host_changed: Notify::new(),
             observed: Mutex::new(observed),
             status,
             local_addr: Mutex::new(None),
+        }
+    }
+
+    /// The equipment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<EquipmentConfig> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts new settings in force and makes a new GEM host for them; only while disabled
+    /// (the next enable connects with them).
+    fn reconfigure(&self, config: EquipmentConfig) {
+        let host = Self::gem_host(&config);
+        if let Ok(mut h) = self.host.lock() {
+            *h = host;
+        }
+        self.set_config(config);
+    }
+
+    /// Puts new settings in force (the link and host are left as they are).
+    fn set_config(&self, config: EquipmentConfig) {
+        let config = Arc::new(config);
+        match self.config.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
         }
     }
 
@@ -231,7 +294,48 @@ impl Connection {
             old != status
         });
         if old != status {
-            info!(equipment = %self.config.name, from = %old, to = %status, "equipment status");
+            info!(equipment = %self.name(), from = %old, to = %status, "equipment status");
+            let now = SystemTime::now();
+            self.tags.set(
+                &format!("{}/Status", self.name),
+                serde_json::Value::from(status.to_string()),
+                now,
+            );
+            self.tags.set(
+                &format!("{}/Enabled", self.name),
+                serde_json::Value::from(observed.link.is_some()),
+                now,
+            );
+        }
+    }
+
+    /// Counts a message sent to the equipment (the `MessagesSent` tag).
+    fn count_sent(&self) {
+        self.tags.add(&self.sent_tag, 1, SystemTime::now());
+    }
+
+    /// Counts a message received from the equipment (the `MessagesReceived` tag).
+    fn count_received(&self) {
+        self.tags.add(&self.received_tag, 1, SystemTime::now());
+    }
+
+    /// Updates the `Messages/...` tags of a message the equipment sent, if its SDL marks
+    /// it `SQLTags`.
+    fn message_tags(&self, message: &Message, common_id: &str, txid: u32) {
+        let config = self.config();
+        if config
+            .sdl
+            .as_deref()
+            .is_some_and(|s| s.sql_tags(message.stream_function()))
+        {
+            self.tags.message(
+                &self.name,
+                message,
+                common_id,
+                txid,
+                &now_text(2),
+                SystemTime::now(),
+            );
         }
     }
 
@@ -284,13 +388,26 @@ impl Connection {
 
 struct Core {
     runtime: tokio::runtime::Handle,
+    /// The project folder.
+    dir: std::path::PathBuf,
     simulators: Mutex<HashMap<String, Simulator>>,
-    settings: GatewaySettings,
+    /// The `[[simulator]]`s of the configuration in force.
+    simulator_configs: Mutex<Vec<SimulatorConfig>>,
+    settings: RwLock<GatewaySettings>,
+    /// Live configuration: one reload at a time, a count of reloads done (applied or not),
+    /// and the file watch.
+    reload_lock: tokio::sync::Mutex<()>,
+    config_reloads: watch::Sender<u64>,
+    config_watch: Mutex<Option<live::ConfigWatch>>,
     engine: ScriptEngine,
     transactions: Arc<Transactions>,
     connections: RwLock<HashMap<String, Arc<Connection>>>,
     /// Process programs the tools sent (S7F3), in the project's `data/programs/`.
     programs: Option<ToolPrograms>,
+    /// The realtime tags.
+    tags: Arc<Tags>,
+    /// The named databases of `system.db`.
+    databases: RwLock<Vec<crate::config::DatabaseConfig>>,
 }
 
 /// A running gateway.
@@ -316,8 +433,15 @@ impl Gateway {
         let simulators = start_simulators(&project.simulators).await;
         let core = Arc::new(Core {
             runtime: tokio::runtime::Handle::current(),
+            dir: project.dir.clone(),
             simulators: Mutex::new(simulators),
-            settings: project.gateway.clone(),
+            simulator_configs: Mutex::new(project.simulators.clone()),
+            settings: RwLock::new(project.gateway.clone()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            config_reloads: watch::channel(0).0,
+            config_watch: Mutex::new(None),
+            tags: Arc::new(Tags::new()),
+            databases: RwLock::new(project.databases.clone()),
             engine,
             transactions: Arc::new(Transactions::new(project.gateway.response_retention)),
             connections: RwLock::new(HashMap::new()),
@@ -337,12 +461,36 @@ impl Gateway {
                 error!(equipment = %config.name, "cannot start: {e}");
             }
         }
+        if hot_reload {
+            match live::watch(Arc::downgrade(&core), project.dir.clone()) {
+                Ok(w) => {
+                    if let Ok(mut slot) = core.config_watch.lock() {
+                        *slot = Some(w);
+                    }
+                }
+                Err(e) => warn!(
+                    "configuration changes are not applied live: cannot watch {}: {e}",
+                    project.dir.display()
+                ),
+            }
+        }
         let gateway = Gateway { core };
         if gateway.core.engine.has_handler(STARTUP_HANDLER) {
             let g = gateway.clone();
             tokio::spawn(async move { g.run_startup().await });
         }
         gateway
+    }
+
+    /// A watch of how many times the configuration was reloaded (applied or refused).
+    pub fn watch_config_reloads(&self) -> watch::Receiver<u64> {
+        self.core.config_reloads.subscribe()
+    }
+
+    /// Loads project.toml (and the SDL files it names) again and applies what changed, as
+    /// saving them does.
+    pub async fn reload_config(&self) {
+        self.core.reload_config().await;
     }
 
     /// The script engine.
@@ -372,12 +520,12 @@ impl Gateway {
     }
 
     async fn run_startup(&self) {
-        let wait = self.core.settings.startup_wait;
+        let wait = self.core.settings().startup_wait;
         let conns: Vec<Arc<Connection>> = self
             .core
             .connections
             .read()
-            .map(|c| c.values().filter(|c| c.config.enabled).cloned().collect())
+            .map(|c| c.values().filter(|c| c.config().enabled).cloned().collect())
             .unwrap_or_default();
         let all = async {
             for c in &conns {
@@ -390,11 +538,11 @@ impl Gateway {
                 "not every enabled equipment is communicating after {wait:?}; running {STARTUP_HANDLER} anyway"
             );
         }
-        let names: Vec<String> = conns.iter().map(|c| c.config.name.clone()).collect();
+        let names: Vec<String> = conns.iter().map(|c| c.name().to_string()).collect();
         let communicating: Vec<String> = conns
             .iter()
             .filter(|c| c.status() == Status::Communicating)
-            .map(|c| c.config.name.clone())
+            .map(|c| c.name().to_string())
             .collect();
         self.core
             .engine
@@ -411,6 +559,14 @@ impl Gateway {
 
     /// Separates and stops every connection, then the script workers.
     pub async fn shutdown(&self) {
+        // No configuration change is applied while stopping.
+        let watch = self
+            .core
+            .config_watch
+            .lock()
+            .ok()
+            .and_then(|mut w| w.take());
+        drop(watch);
         let conns: Vec<Arc<Connection>> = self
             .core
             .connections
@@ -481,11 +637,19 @@ async fn start_simulators(configs: &[SimulatorConfig]) -> HashMap<String, Simula
 }
 
 impl Core {
+    /// The gateway settings in force.
+    fn settings(&self) -> GatewaySettings {
+        match self.settings.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// Adds a connection and starts it if enabled.
     async fn add(self: &Arc<Self>, config: EquipmentConfig) -> std::io::Result<Arc<Connection>> {
         let name = config.name.clone();
         let enabled = config.enabled;
-        let conn = Arc::new(Connection::new(config));
+        let conn = Arc::new(Connection::new(config, self.tags.clone()));
         if let Ok(mut map) = self.connections.write() {
             map.insert(name, conn.clone());
         }
@@ -501,7 +665,7 @@ impl Core {
             return Ok(());
         }
         conn.set_enabled(true);
-        let endpoint = driver::start(conn.config.hsms.clone()).await?;
+        let endpoint = driver::start(conn.config().hsms.clone()).await?;
         if let Ok(mut a) = conn.local_addr.lock() {
             *a = endpoint.local_addr;
         }
@@ -528,20 +692,21 @@ impl Core {
 
     /// Handles a primary the equipment sent.
     async fn on_primary(self: &Arc<Self>, conn: &Arc<Connection>, link: &Link, message: Message) {
-        let name = conn.config.name.as_str();
+        let name = conn.name();
         let sf = message.stream_function();
         debug!(equipment = name, %sf, message = %message, "received");
         if !sf.is_primary() {
             warn!(equipment = name, %sf, system_bytes = message.system_bytes, "reply for no open transaction; dropped");
             return;
         }
-        let sdl = conn.config.sdl.as_deref();
+        let config = conn.config();
+        let sdl = config.sdl.as_deref();
         if let Some(Err(mismatch)) = sdl.map(|s| s.check(&message, false)) {
-            match conn.config.on_invalid {
+            match conn.config().on_invalid {
                 OnInvalid::S9F7 => {
                     error!(equipment = name, %sf, system_bytes = message.system_bytes,
                         "received message does not match the SDL: {mismatch}; answered S9F7 (illegal data)");
-                    stream_nine(link, 7, hsms_header(&message)).await;
+                    stream_nine(conn, link, 7, hsms_header(&message)).await;
                     return;
                 }
                 OnInvalid::Accept => {
@@ -552,9 +717,8 @@ impl Core {
         let txid = self.transactions.received(name, &message);
         // The JSON text of the message is made only if a handler reads payload["Message"].
         let message = Arc::new(message);
-        let message_json = LazyMessage::new(message.clone(), conn.config.sdl.clone());
-        let custom = conn
-            .config
+        let message_json = LazyMessage::new(message.clone(), conn.config().sdl.clone());
+        let custom = config
             .custom_responses
             .iter()
             .find(|c| c.stream_function == sf);
@@ -576,7 +740,7 @@ impl Core {
                     c.handler.clone(),
                 );
                 tokio::spawn(async move {
-                    let limit = core.settings.custom_response_timeout;
+                    let limit = core.settings().custom_response_timeout;
                     let why = match tokio::time::timeout(limit, outcome).await {
                         Ok(Ok(Outcome::Done)) => {
                             "finished without calling sendResponse".to_string()
@@ -593,19 +757,20 @@ impl Core {
                     if core.transactions.is_replied(txid) {
                         return;
                     }
-                    error!(equipment = %conn2.config.name, %sf, handler = %handler, txid,
+                    error!(equipment = %conn2.name(), %sf, handler = %handler, txid,
                         "custom response handler {why}; sending the default reply");
-                    core.default_reply(&link2, &primary, txid).await;
+                    core.default_reply(&conn2, &link2, &primary, txid).await;
                 });
             }
             Some(c) => {
                 warn!(equipment = name, %sf, handler = %c.handler, "custom response handler is not loaded; sending the default reply");
-                self.default_reply(link, &message, txid).await;
+                self.default_reply(conn, link, &message, txid).await;
             }
-            None if sf == S7F3 => self.tool_program_received(link, &message, txid).await,
-            None => self.default_reply(link, &message, txid).await,
+            None if sf == S7F3 => self.tool_program_received(conn, link, &message, txid).await,
+            None => self.default_reply(conn, link, &message, txid).await,
         }
         let common_id = common_id(sdl, &message, None, txid);
+        conn.message_tags(&message, &common_id, txid);
         self.realtime(conn, message_json, txid, "Request", common_id)
             .await;
     }
@@ -623,14 +788,14 @@ impl Core {
         let m = message.message();
         let sf = m.stream_function();
         if !conn
-            .config
+            .config()
             .realtime
-            .includes(sf, conn.config.sdl.as_deref())
+            .includes(sf, conn.config().sdl.as_deref())
             || !self.engine.has_handler(REALTIME_HANDLER)
         {
             return;
         }
-        let name = conn.config.name.as_str();
+        let name = conn.name();
         let payload = Payload(vec![
             ("CommonID", Arg::Str(common_id)),
             ("Equipment", Arg::Str(name.to_string())),
@@ -648,7 +813,13 @@ impl Core {
 
     /// S7F3 from the tool: the program is stored for `getToolProgram` and acknowledged
     /// (S7F4 ACKC7 0), or refused with ACKC7 1 when it cannot be stored.
-    async fn tool_program_received(&self, link: &Link, primary: &Message, txid: u32) {
+    async fn tool_program_received(
+        &self,
+        conn: &Connection,
+        link: &Link,
+        primary: &Message,
+        txid: u32,
+    ) {
         let stored = match &self.programs {
             Some(p) => p
                 .save_s7f3(primary.body.as_ref())
@@ -667,28 +838,16 @@ impl Core {
         };
         if primary.w_bit && self.transactions.mark_replied(txid) {
             let reply = primary.reply_with(Some(Item::B(vec![ackc7])));
-            if let Err(e) = link.post_reply(reply).await {
-                warn!("cannot send S7F4: {e}");
+            match link.post_reply(reply).await {
+                Ok(()) => conn.count_sent(),
+                Err(e) => warn!("cannot send S7F4: {e}"),
             }
         }
     }
 
     /// Sends the GEM host's default reply to `primary` (see [`gem::Host::default_reply`]),
     /// unless transaction `txid` was answered already.
-    async fn default_reply(&self, link: &Link, primary: &Message, txid: u32) {
-        // The connection the primary came from: its GEM host answers.
-        let conn = match self.transactions.get(txid) {
-            Some(transactions::Entry::Received { equipment, .. }) => self
-                .connections
-                .read()
-                .ok()
-                .and_then(|c| c.get(&equipment).cloned()),
-            _ => None,
-        };
-        let Some(conn) = conn else {
-            warn!(stream_function = %primary.stream_function(), txid, "no default reply: the transaction's equipment is gone");
-            return;
-        };
+    async fn default_reply(&self, conn: &Connection, link: &Link, primary: &Message, txid: u32) {
         let reply = conn
             .with_host(|h| h.default_reply(primary, Instant::now()))
             .flatten();
@@ -700,8 +859,11 @@ impl Core {
         }
         debug!(reply = %reply, "sending default reply");
         // Queued without waiting for the link to take it: the next primary is handled at once.
-        if let Err(e) = link.post_reply(reply).await {
-            warn!(stream_function = %primary.stream_function(), "cannot send the default reply: {e}");
+        match link.post_reply(reply).await {
+            Ok(()) => conn.count_sent(),
+            Err(e) => {
+                warn!(stream_function = %primary.stream_function(), "cannot send the default reply: {e}")
+            }
         }
     }
 }
@@ -714,7 +876,7 @@ const S7F3: StreamFunction = StreamFunction {
 
 /// Sends the stream 9 error `S9F{function}` whose MHEAD is the header of the message it is
 /// about.
-async fn stream_nine(link: &Link, function: u8, mhead: [u8; 10]) {
+async fn stream_nine(conn: &Connection, link: &Link, function: u8, mhead: [u8; 10]) {
     let message = Message::new(
         StreamFunction {
             stream: 9,
@@ -723,16 +885,20 @@ async fn stream_nine(link: &Link, function: u8, mhead: [u8; 10]) {
         false,
         Some(Item::B(mhead.to_vec())),
     );
-    if let Err(e) = link.send(message).await {
-        warn!("cannot send S9F{function}: {e}");
+    match link.send(message).await {
+        Ok(_) => conn.count_sent(),
+        Err(e) => warn!("cannot send S9F{function}: {e}"),
     }
 }
 
 /// The CommonID of a message, as Ignition builds it: the values of the items that its SDL
 /// `CommonID` list names (or, for a reply, its request's), else the TxID as text.
 fn common_id(sdl: Option<&Sdl>, message: &Message, request: Option<&Message>, txid: u32) -> String {
-    let _ = (sdl, message, request);
-    txid.to_string()
+    sdl.and_then(|s| {
+        s.common_id_value(message)
+            .or_else(|| request.and_then(|r| s.common_id_value(r)))
+    })
+    .unwrap_or_else(|| txid.to_string())
 }
 
 /// A time as ISO 8601 text (UTC), as `editDate` shows it.
@@ -756,6 +922,7 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
     while let Some(received) = incoming.recv().await {
         match received {
             Received::Message(m) => {
+                conn.count_received();
                 conn.host_receive(&m);
                 core.on_primary(&conn, &link, m).await
             }
@@ -765,8 +932,9 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
                 header,
                 ..
             } => {
-                error!(equipment = %conn.config.name, %stream_function, %error, "malformed message from the equipment; answered S9F7 (illegal data)");
-                stream_nine(&link, 7, header).await;
+                conn.count_received();
+                error!(equipment = %conn.name(), %stream_function, %error, "malformed message from the equipment; answered S9F7 (illegal data)");
+                stream_nine(&conn, &link, 7, header).await;
             }
         }
     }
@@ -835,18 +1003,20 @@ async fn carry_out(
             continue;
         };
         let Some(tag) = tag else {
-            if let Err(e) = link.send(message).await {
-                debug!(equipment = %conn.config.name, "not sent: {e}");
+            match link.send(message).await {
+                Ok(_) => conn.count_sent(),
+                Err(e) => debug!(equipment = %conn.name(), "not sent: {e}"),
             }
             continue;
         };
         let header = Message {
             body: None,
-            device_id: conn.config.hsms.device_id,
+            device_id: conn.config().hsms.device_id,
             ..message.clone()
         };
         match link.send_request(message).await {
             Ok(pending) => {
+                conn.count_sent();
                 let shead = hsms_header(&Message {
                     system_bytes: pending.system_bytes,
                     ..header
@@ -861,7 +1031,7 @@ async fn carry_out(
                 });
             }
             Err(e) => {
-                warn!(equipment = %conn.config.name, stream_function = %header.stream_function(), "not sent: {e}");
+                warn!(equipment = %conn.name(), stream_function = %header.stream_function(), "not sent: {e}");
                 conn.with_host(|h| h.outcome(tag, gem::Outcome::Failed, Instant::now()));
             }
         }
@@ -907,7 +1077,7 @@ impl GatewayHost {
         match (status, conn.link()) {
             (Status::Communicating, Some(link)) => Ok(link),
             _ => Err(HostError::NotCommunicating {
-                name: conn.config.name.clone(),
+                name: conn.name().to_string(),
                 status: status.to_string(),
             }),
         }
@@ -924,12 +1094,12 @@ impl GatewayHost {
     }
 
     fn check_sdl(conn: &Connection, message: &Message) -> Result<(), HostError> {
-        match &conn.config.sdl {
+        match &conn.config().sdl {
             Some(sdl) => sdl.check(message, true).map_err(|m| {
                 HostError::InvalidMessage(format!(
                     "{} for '{}' does not match its SDL: {m}",
                     message.stream_function(),
-                    conn.config.name
+                    conn.name()
                 ))
             }),
             None => Ok(()),
@@ -962,6 +1132,7 @@ impl Host for GatewayHost {
                 .runtime
                 .block_on(link.send_request(message))
                 .map_err(|e| send_error(&e))?;
+            conn.count_sent();
             let txid = core.transactions.sent(equipment, sf, ReplyState::Pending);
             // The reply is kept however late it comes, then goes to the realtime handler if
             // the connection's realtime setting includes its S/F.
@@ -971,8 +1142,10 @@ impl Host for GatewayHost {
                 let reply = result.as_ref().ok().map(|m| Arc::new(m.clone()));
                 task_core.transactions.complete(txid, result);
                 if let Some(reply) = reply {
-                    let sdl = conn.config.sdl.clone();
+                    conn.count_received();
+                    let sdl = conn.config().sdl.clone();
                     let id = common_id(sdl.as_deref(), &reply, Some(&request), txid);
+                    conn.message_tags(&reply, &id, txid);
                     let lazy = LazyMessage::new(reply, sdl);
                     task_core.realtime(&conn, lazy, txid, "Response", id).await;
                 }
@@ -982,6 +1155,7 @@ impl Host for GatewayHost {
             core.runtime
                 .block_on(link.send(message))
                 .map_err(|e| send_error(&e))?;
+            conn.count_sent();
             Ok(core
                 .transactions
                 .sent(equipment, sf, ReplyState::NoReplyExpected))
@@ -1002,7 +1176,7 @@ impl Host for GatewayHost {
             .map_err(HostError::Transaction)?;
         Ok(reply.map(|m| {
             let mut value = secs_json::message_to_json(&m);
-            if let Some(sdl) = &conn.config.sdl {
+            if let Some(sdl) = &conn.config().sdl {
                 sdl.annotate(&m, &mut value);
             }
             value
@@ -1068,7 +1242,7 @@ impl Host for GatewayHost {
         debug!(equipment, message = %reply, "sending response");
         core.runtime
             .block_on(link.send(reply))
-            .map(|_| ())
+            .map(|_| conn.count_sent())
             .map_err(|e| HostError::Send {
                 sf,
                 equipment: equipment.to_string(),
@@ -1082,7 +1256,7 @@ impl Host for GatewayHost {
         if Self::connection(&core, &copy.name).is_ok() {
             return Err(HostError::EquipmentExists { name: copy.name });
         }
-        let mut config = source.config.clone();
+        let mut config = EquipmentConfig::clone(&source.config());
         config.name = copy.name.clone();
         config.hsms.name = copy.name.clone();
         config.enabled = copy.enabled;
@@ -1174,6 +1348,29 @@ impl Host for GatewayHost {
             info!(ppid, "process program deleted");
         }
         Ok(deleted)
+    }
+
+    fn tags(&self) -> Result<Arc<Tags>, HostError> {
+        Ok(self.core()?.tags.clone())
+    }
+
+    fn database(&self, name: &str) -> Result<std::path::PathBuf, HostError> {
+        let core = self.core()?;
+        if name.is_empty() {
+            return Ok(core.dir.join(crate::config::DEFAULT_DATABASE));
+        }
+        let databases = core
+            .databases
+            .read()
+            .map_err(|_| HostError::Unavailable("databases"))?;
+        databases
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.path.clone())
+            .ok_or_else(|| HostError::UnknownDatabase {
+                name: name.to_string(),
+                known: databases.iter().map(|d| d.name.clone()).collect(),
+            })
     }
 
     fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), HostError> {

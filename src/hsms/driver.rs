@@ -38,7 +38,7 @@ pub enum Mode {
 }
 
 /// Settings of one HSMS endpoint.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// How the connection is made.
     pub mode: Mode,
