@@ -244,14 +244,6 @@ def test_s2f14_reaches_the_realtime_handler(gateway):
     assert (types["CommonID"], types["TxID"], types["Reply"], types["Message"]) == ("str", "int", "bool", "str")
 
 
-SDL_COMMON_ID = pytest.mark.xfail(
-    reason="the gateway does not build CommonID from the SDL's CommonID list yet "
-    "(gateway::common_id returns the TxID; the SDL loader on main does not read CommonID)",
-    strict=False,
-)
-
-
-@SDL_COMMON_ID
 def test_s2f14_common_id_is_the_ecv_values(gateway):
     """messages.sdl gives S2F14 "CommonID": ["ECV"], as the docs' example does: the CommonID
     is the values of the constants, in order."""
@@ -261,7 +253,6 @@ def test_s2f14_common_id_is_the_ecv_values(gateway):
     assert m["CommonID"] == "25.5,120,true,30,READY,5"
 
 
-@SDL_COMMON_ID
 def test_event_and_trace_common_ids_are_ceid_and_trid(gateway):
     """The standard SDL's CommonID lists: CEID for S6F11, TRID for S6F1."""
     for m in gateway.realtime("S6F11", count=6):
