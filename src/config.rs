@@ -459,7 +459,11 @@ impl Validator<'_> {
             };
             if let (Some(name), Some(path)) = (name, path) {
                 if databases.iter().any(|x| x.name == name) {
-                    self.error(span, k("name"), format!("database '{name}' is defined twice"));
+                    self.error(
+                        span,
+                        k("name"),
+                        format!("database '{name}' is defined twice"),
+                    );
                 } else {
                     databases.push(DatabaseConfig { name, path });
                 }

@@ -268,12 +268,26 @@ mod tests {
         assert_eq!(t.read("[SECSGEM]Tool1/Status").value, "Communicating");
         assert_eq!(t.read("Tool1/MessagesReceived").value, 5);
         assert_eq!(t.read("Tool1/Nope").quality, Quality::NotFound);
-        let top: Vec<_> = t.browse("[SECSGEM]").into_iter().map(|e| (e.name, e.has_children)).collect();
-        assert_eq!(top, [("Tool1".to_string(), true), ("Tool2".to_string(), true)]);
+        let top: Vec<_> = t
+            .browse("[SECSGEM]")
+            .into_iter()
+            .map(|e| (e.name, e.has_children))
+            .collect();
+        assert_eq!(
+            top,
+            [("Tool1".to_string(), true), ("Tool2".to_string(), true)]
+        );
         let tool1 = t.browse("[SECSGEM]Tool1");
         assert_eq!(
-            tool1.iter().map(|e| e.full_path.as_str()).collect::<Vec<_>>(),
-            ["[SECSGEM]Tool1/Enabled", "[SECSGEM]Tool1/MessagesReceived", "[SECSGEM]Tool1/Status"]
+            tool1
+                .iter()
+                .map(|e| e.full_path.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "[SECSGEM]Tool1/Enabled",
+                "[SECSGEM]Tool1/MessagesReceived",
+                "[SECSGEM]Tool1/Status"
+            ]
         );
         assert_eq!(tool1[0].value, Some(Value::from(true)));
         t.remove_folder("Tool2");
@@ -284,18 +298,31 @@ mod tests {
     fn a_message_becomes_tags_keyed_by_common_id() {
         let t = Tags::new();
         let now = SystemTime::now();
-        let m = parse_message("S6F1 W <L [4] <U4 7> <U4 1> <A \"t\"> <L [2] <U4 1 2> <F4 2.5>>>").unwrap();
+        let m = parse_message("S6F1 W <L [4] <U4 7> <U4 1> <A \"t\"> <L [2] <U4 1 2> <F4 2.5>>>")
+            .unwrap();
         t.message("Tool1", &m, "7", 12, "2026-12-03T10:00:00Z", now);
         let base = "[SECSGEM]Tool1/Messages/S6F1/7";
         assert_eq!(t.read(&format!("{base}/TxID")).value, 12);
         assert_eq!(t.read(&format!("{base}/Body/0/0")).value, 7);
-        assert_eq!(t.read(&format!("{base}/Body/0/3/0")).value, serde_json::json!([1, 2]));
+        assert_eq!(
+            t.read(&format!("{base}/Body/0/3/0")).value,
+            serde_json::json!([1, 2])
+        );
         assert_eq!(t.read(&format!("{base}/Body/0/3/1")).value, 2.5);
-        assert!(t.read(&format!("{base}/Message")).value.as_str().unwrap().contains("\"stream\":6"));
+        assert!(
+            t.read(&format!("{base}/Message"))
+                .value
+                .as_str()
+                .unwrap()
+                .contains("\"stream\":6")
+        );
         // A newer message of the same CommonID replaces the old one's tags.
         let m = parse_message("S6F1 W <L [1] <U4 7>>").unwrap();
         t.message("Tool1", &m, "7", 13, "2026-12-03T10:00:01Z", now);
-        assert_eq!(t.read(&format!("{base}/Body/0/3/1")).quality, Quality::NotFound);
+        assert_eq!(
+            t.read(&format!("{base}/Body/0/3/1")).quality,
+            Quality::NotFound
+        );
         assert_eq!(t.read(&format!("{base}/TxID")).value, 13);
     }
 }

@@ -534,3 +534,85 @@ fn check_prints_sdl_warnings_and_errors_with_file_line_and_key() {
         "{stderr}"
     );
 }
+
+fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::Value;
+    let word = prop::sample::select(vec![
+        "doc",
+        "formats",
+        "items",
+        "defaults",
+        "messages",
+        "S1",
+        "F1",
+        "S6",
+        "F11",
+        "L",
+        "L*",
+        "L?",
+        "body",
+        "name",
+        "format",
+        "codes",
+        "length",
+        "reply",
+        "realtime",
+        "SQLTags",
+        "CommonID",
+        "block",
+        "direction",
+        "U4",
+        "Bool",
+        "A",
+        "ANY",
+        "SVID*",
+        "h->e",
+        "true",
+        "0-5",
+        ">0",
+        "*",
+        "multiple",
+        "x",
+    ]);
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        word.clone().prop_map(|w| Value::String(w.to_string())),
+    ];
+    leaf.prop_recursive(5, 64, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((word.clone(), inner), 0..5).prop_map(|kv| {
+                Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// Whatever an SDL file holds, loading it returns an SDL or an error, never a panic, and
+    /// every warning and error has a key path.
+    #[test]
+    fn any_sdl_content_loads_or_fails_without_panicking(value in any_json(), shape in 0..4usize) {
+        let value = match shape {
+            0 => value,
+            1 => serde_json::json!({"items": value}),
+            2 => serde_json::json!({"items": {"CEID": {}}, "messages": {"S6": {"F11": value}}}),
+            _ => serde_json::json!({"items": {"CEID": {}}, "messages": {"S6": {"F11": {"body": value, "CommonID": ["CEID"]}}}}),
+        };
+        let text = serde_json::to_string_pretty(&value).unwrap();
+        match Sdl::parse(Path::new("p.sdl"), &text) {
+            Ok((sdl, warnings)) => {
+                for w in &warnings {
+                    proptest::prop_assert!(!w.key.is_empty(), "{}", w);
+                }
+                let m = msg("S6F11 W <L [3] <U4 1> <U4 2> <L>>");
+                let _ = sdl.check(&m, false);
+                let _ = sdl.common_id_value(&m);
+            }
+            Err(e) => proptest::prop_assert!(!e.message.is_empty()),
+        }
+    }
+}

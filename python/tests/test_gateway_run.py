@@ -82,7 +82,9 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
                 s9 = sg.getResponse(tx, "Tool1", 5)
                 out.emit("startup", {"payload": payload, "svs": svs, "ecs": ecs, "s9": s9,
                                      "api": sorted(n for n in dir(sg) if not n.startswith("_")),
-                                     "util": sorted(n for n in dir(system.util) if not n.startswith("_"))})
+                                     "util": sorted(n for n in dir(system.util) if not n.startswith("_")),
+                                     "tag": sorted(n for n in dir(system.tag) if not n.startswith("_")),
+                                     "db": sorted(n for n in dir(system.db) if not n.startswith("_"))})
             """,
             "handlers/onSecsGemRealtimeUpdate.py": """
                 import out
@@ -117,6 +119,8 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
             return sorted(n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
         assert names(classes["secsgem"]) == startup["api"]
         assert names(classes["util"]) == startup["util"]
+        assert names(classes["tag"]) == startup["tag"]
+        assert names(classes["db"]) == startup["db"]
     finally:
         gateway.send_signal(signal.SIGTERM)
         try:

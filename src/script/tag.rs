@@ -219,7 +219,11 @@ pub mod tag {
             d.set_item("hasChildren", entry.has_children)?;
             d.set_item(
                 "tagType",
-                if entry.has_children { "Folder" } else { "AtomicTag" },
+                if entry.has_children {
+                    "Folder"
+                } else {
+                    "AtomicTag"
+                },
             )?;
             if let Some(v) = &entry.value {
                 d.set_item("value", to_python(py, v)?)?;

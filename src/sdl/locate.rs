@@ -143,14 +143,16 @@ impl Scanner<'_> {
             }
             b'"' => self.string().map(|_| ()),
             _ => {
-                // A number, true, false or null: up to the next delimiter.
+                // A number, true, false or null: up to the next delimiter. Nothing at all
+                // (`[}`) is broken text: stop rather than loop.
+                let start = self.pos;
                 while let Some(b) = self.peek() {
                     if matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace() {
                         break;
                     }
                     self.pos += 1;
                 }
-                Some(())
+                (self.pos > start).then_some(())
             }
         }
     }
@@ -178,8 +180,19 @@ mod tests {
         assert_eq!(lines.line("nothing.here"), 0);
     }
 
+    proptest::proptest! {
+        /// Broken, truncated or odd text never panics the scanner.
+        #[test]
+        fn scanning_any_text_never_panics(text in "[{}\\[\\]\":,\\\\ a-z0-9\n\u{e9}]{0,80}") {
+            let lines = Lines::scan(&text);
+            let _ = lines.line("a.b[0]");
+        }
+    }
+
     #[test]
     fn keeps_what_it_found_in_broken_text() {
+        assert_eq!(Lines::scan("[}").line("x"), 0);
+        assert_eq!(Lines::scan("{\"a\": [1, }").line("a[0]"), 1);
         let lines = Lines::scan("{\n\"a\": 1,\n\"b\": {\"c\": [1, 2,\n");
         assert_eq!(lines.line("a"), 2);
         assert_eq!(lines.line("b.c[1]"), 3);
