@@ -30,7 +30,7 @@ class SecsMessage(TypedDict):
 
 class RealtimePayload(TypedDict):
     """`payload` of handlers/onSecsGemRealtimeUpdate.py."""
-    CommonID: int
+    CommonID: str  # the values of the items the SDL's CommonID names, else the TxID as text
     Equipment: str
     Direction: str
     RequestResponse: str
@@ -155,3 +155,64 @@ class util:
     def jsonEncode(pyObj: Any, indentFactor: int = 0) -> str: ...
     @staticmethod
     def jsonDecode(jsonString: str) -> Any: ...
+
+class _QualityCode:
+    def isGood(self) -> bool: ...
+    def isBad(self) -> bool: ...
+    def getName(self) -> str: ...
+
+class _QualifiedValue:
+    value: Any
+    quality: _QualityCode
+    timestamp: str  # ISO 8601, UTC
+    def getValue(self) -> Any: ...
+    def getQuality(self) -> _QualityCode: ...
+    def getTimestamp(self) -> str: ...
+
+class _BrowseResults:
+    def getResults(self) -> List[Dict[str, Any]]: ...
+    def getReturnedSize(self) -> int: ...
+    def __iter__(self) -> Iterator[Dict[str, Any]]: ...
+    def __len__(self) -> int: ...
+
+class tag:
+    """The gateway's realtime tags ([SECSGEM]Equipment/...), read-only."""
+    class TagWriteError(Exception):
+        """Raised by the write functions: the tags are read-only."""
+    class QualityCode(_QualityCode): ...
+    class QualifiedValue(_QualifiedValue): ...
+    class BrowseResults(_BrowseResults): ...
+
+    @staticmethod
+    def readBlocking(tagPaths: Union[str, Sequence[str]], timeoutMillis: int = 45000) -> List[_QualifiedValue]:
+        """One QualifiedValue per path; an unknown path has quality Bad_NotFound."""
+    @staticmethod
+    def readAll(tagPaths: Union[str, Sequence[str]], timeoutMillis: int = 45000) -> List[_QualifiedValue]: ...
+    @staticmethod
+    def browse(path: str = "[SECSGEM]", filter: Optional[dict] = None) -> _BrowseResults:
+        """The tags and folders under a path: dicts with name, fullPath, hasChildren, tagType, value."""
+    @staticmethod
+    def writeBlocking(*args: Any, **kwargs: Any) -> None:
+        """Raises TagWriteError."""
+    @staticmethod
+    def writeAsync(*args: Any, **kwargs: Any) -> None:
+        """Raises TagWriteError."""
+    @staticmethod
+    def write(*args: Any, **kwargs: Any) -> None:
+        """Raises TagWriteError."""
+
+class db:
+    """SQL against the project's SQLite databases ("" = data/secsgate.sqlite, or a [[database]] name)."""
+    class DatabaseError(Exception):
+        """Unknown database, bad SQL, or the database refused the statement."""
+
+    @staticmethod
+    def runQuery(query: str, database: str = "", tx: Any = None) -> _Dataset: ...
+    @staticmethod
+    def runPrepQuery(query: str, args: Sequence[Any] = ..., database: str = "", tx: Any = None) -> _Dataset: ...
+    @staticmethod
+    def runUpdateQuery(query: str, database: str = "", tx: Any = None, getKey: bool = False, skipAudit: bool = False) -> int:
+        """Rows changed, or the new row's key with getKey."""
+    @staticmethod
+    def runPrepUpdate(query: str, args: Sequence[Any] = ..., database: str = "", tx: Any = None, getKey: bool = False, skipAudit: bool = False) -> int:
+        """Rows changed, or the new row's key with getKey."""

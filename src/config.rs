@@ -150,7 +150,8 @@ pub struct EquipmentConfig {
     pub on_invalid: OnInvalid,
     pub realtime: Realtime,
     pub custom_responses: Vec<CustomResponse>,
-    /// The equipment's SDL: what it sends and accepts; `None` checks nothing.
+    /// The equipment's SDL: what it sends and accepts. No `sdl` key: the standard catalogue
+    /// (`sdl/messages.sdl`); `sdl = "none"`: `None`, which checks nothing.
     pub sdl: Option<Arc<Sdl>>,
     /// Prefix of its message store tables (`<prefix>Messages`, `<prefix>Errors`); several
     /// equipment may share one.
@@ -222,7 +223,24 @@ pub struct Project {
     pub store: StoreSettings,
     pub equipment: Vec<EquipmentConfig>,
     pub simulators: Vec<SimulatorConfig>,
+    /// Named SQLite databases for `system.db` (`[[database]] name, path`).
+    pub databases: Vec<DatabaseConfig>,
+    /// Things that were ignored but loaded, such as unknown keys in an SDL file, each with
+    /// its file, line and key. `secsgate check` prints them; the project still runs.
+    pub warnings: Vec<ConfigError>,
 }
+
+/// A named database scripts reach with `system.db` (`database="name"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    pub name: String,
+    /// The SQLite file (relative paths are resolved against the project).
+    pub path: PathBuf,
+}
+
+/// The project's own SQLite database (the message store's file), relative to the project:
+/// `system.db` uses it when no database is named.
+pub const DEFAULT_DATABASE: &str = "data/secsgate.sqlite";
 
 impl Project {
     /// `handlers/` of the project.
@@ -264,9 +282,11 @@ impl Project {
             file,
             text,
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
-        let project = v.project(dir, raw);
+        let mut project = v.project(dir, raw);
         if v.errors.is_empty() {
+            project.warnings = v.warnings;
             Ok(project)
         } else {
             Err(v.errors)
@@ -293,6 +313,7 @@ struct RawProject {
     simulator: Vec<Spanned<RawSimulator>>,
     #[serde(default)]
     store: Option<Spanned<RawStore>>,
+    database: Vec<Spanned<RawDatabase>>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +326,13 @@ struct RawStore {
     control_messages: Option<Spanned<bool>>,
     queue: Option<Spanned<i64>>,
     batch: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    name: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -379,6 +407,7 @@ struct Validator<'a> {
     file: &'a Path,
     text: &'a str,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
@@ -472,12 +501,43 @@ impl Validator<'_> {
             Some(st) => self.store(dir, st.into_inner()),
             None => StoreSettings::default_for(dir),
         };
+        let mut databases: Vec<DatabaseConfig> = Vec::new();
+        for (i, d) in raw.database.into_iter().enumerate() {
+            let span = d.span();
+            let d = d.into_inner();
+            let k = |field: &str| format!("database[{i}].{field}");
+            let name = self.name(d.name, span.clone(), k("name"));
+            let path = match d.path {
+                Some(p) if !p.get_ref().trim().is_empty() => Some(dir.join(p.get_ref())),
+                Some(p) => {
+                    self.error(p.span(), k("path"), "must name an SQLite file");
+                    None
+                }
+                None => {
+                    self.error(span.clone(), k("path"), "missing (the SQLite file)");
+                    None
+                }
+            };
+            if let (Some(name), Some(path)) = (name, path) {
+                if databases.iter().any(|x| x.name == name) {
+                    self.error(
+                        span,
+                        k("name"),
+                        format!("database '{name}' is defined twice"),
+                    );
+                } else {
+                    databases.push(DatabaseConfig { name, path });
+                }
+            }
+        }
         Project {
             dir: dir.to_path_buf(),
             gateway,
             store,
             equipment,
             simulators,
+            databases,
+            warnings: Vec::new(),
         }
     }
 
@@ -696,21 +756,45 @@ impl Validator<'_> {
                 0x7FFF_FFFF,
             ) as usize;
         }
-        let sdl = e.sdl.as_ref().and_then(|path| {
-            if path.get_ref() == crate::sdl::STANDARD_NAME {
-                return Some(Arc::new(Sdl::standard()));
+        let sdl = match &e.sdl {
+            None => Some(Sdl::standard_shared()),
+            Some(name)
+                if name
+                    .get_ref()
+                    .trim()
+                    .eq_ignore_ascii_case(crate::sdl::STANDARD_NAME) =>
+            {
+                Some(Sdl::standard_shared())
             }
-            let file = dir.join(path.get_ref());
-            match Sdl::load(&file) {
-                Ok(sdl) => Some(Arc::new(sdl)),
+            Some(name)
+                if name
+                    .get_ref()
+                    .trim()
+                    .eq_ignore_ascii_case(crate::sdl::NONE_NAME) =>
+            {
+                None
+            }
+            Some(path) => match Sdl::load(&dir.join(path.get_ref())) {
+                Ok((sdl, warnings)) => {
+                    self.warnings
+                        .extend(warnings.into_iter().map(|w| ConfigError {
+                            file: w.file,
+                            line: w.line,
+                            key: w.key,
+                            message: w.message,
+                        }));
+                    Some(Arc::new(sdl))
+                }
                 Err(err) => {
                     self.error(path.span(), k("sdl"), err.to_string());
                     None
                 }
-            }
-        });
+            },
+        };
+        // Without an `sdl` key the standard catalogue checks and annotates, but the realtime
+        // handler still gets every primary unless `realtime` or an explicit `sdl` says which.
         let realtime = match e.realtime {
-            None if e.sdl.is_some() => Realtime::Sdl,
+            None if sdl.is_some() => Realtime::Sdl,
             None => Realtime::All,
             Some(list) => {
                 let mut sfs = Vec::new();
@@ -930,7 +1014,7 @@ enabled = false
         assert!(t1.realtime.includes("S6F11".parse().unwrap(), None));
         assert!(!t1.realtime.includes("S1F1".parse().unwrap(), None));
         assert!(!p.equipment[1].enabled);
-        assert_eq!(p.equipment[1].realtime, Realtime::All);
+        assert_eq!(p.equipment[1].realtime, Realtime::Sdl);
     }
 
     #[test]

@@ -36,3 +36,4 @@ pub mod sdl;
 pub mod secs2;
 pub mod sim;
 pub mod store;
+pub mod tags;

@@ -193,13 +193,14 @@ async fn custom_response_handler_answers_and_failures_fall_back() {
     assert!(payload["TxID"].as_u64().unwrap() > 0);
     assert!(payload["SystemBytes"].is_u64());
     let message: Value = serde_json::from_str(payload["Message"].as_str().unwrap()).unwrap();
+    // No `sdl` key: the standard catalogue adds the docs.
     assert_eq!(
         message["header"],
-        serde_json::json!({"stream": 6, "function": 11, "reply": true})
+        serde_json::json!({"doc": "Event Report Send", "stream": 6, "function": 11, "reply": true})
     );
     assert_eq!(
         message["body"][1],
-        serde_json::json!({"format": "U4", "value": 4001})
+        serde_json::json!({"doc": "CEID, Collected Event ID", "format": "U4", "value": 4001})
     );
 
     // A handler that raises: the default reply goes out at once, not after the timeout.
@@ -356,7 +357,9 @@ log.infof("%s=%d", "x", 3); log.warnf("plain")
 out["logger"] = log.getName()
 out["disable"] = sg.enableDisableEquipment(False, ["Tool1", "Ghost"])
 "#;
-    let settings = toml(eq.port, "").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
+    // Header-only S1F3 and S10F3 with one item are not the standard bodies: no SDL here.
+    let settings =
+        toml(eq.port, "sdl = \"none\"").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
     let dir = project(
         "api",
         &settings,
@@ -570,7 +573,9 @@ enabled = sg.enableDisableEquipment(True, ["Tool2"])
             "{'reply': reply, 'dup': dup, 'disabled': disabled, 'not_comm': not_comm, 'enabled': enabled}"
         )
     );
-    let settings = toml(eq.port, "").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
+    // Header-only S1F3 and S10F3 with one item are not the standard bodies: no SDL here.
+    let settings =
+        toml(eq.port, "sdl = \"none\"").replace("handler_timeout = 1\n", "handler_timeout = 30\n");
     let dir = project("copy", &settings, &[("handlers/onStartup.py", &handler)]);
     let gateway = start(&dir).await;
     let out = output(gateway.engine(), &dir, "copy", Duration::from_secs(20)).await;
@@ -614,7 +619,7 @@ async fn two_gateways_in_one_process_each_reach_their_own_equipment() {
         );
         let dir = project(
             &format!("two-{who}"),
-            &toml(eq.port, ""),
+            &toml(eq.port, "sdl = \"none\""),
             &[("handlers/onStartup.py", &startup)],
         );
         gateways.push(start(&dir).await);
@@ -988,7 +993,7 @@ async fn invalid_primaries_get_s9f7() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_programs_from_s7f3() {
     let eq = equipment(Duration::ZERO).await;
-    let dir = project("programs", &toml(eq.port, ""), &[]);
+    let dir = project("programs", &toml(eq.port, "sdl = \"none\""), &[]);
     let gateway = start(&dir).await;
     for text in [
         "S7F3 W <L [2] <A \"ETCH-1\"> <A \"step 1; step 2\">>",
@@ -1226,5 +1231,167 @@ async fn project_toml_changes_apply_while_running() {
     write_atomically(&dir.join("project.toml"), &toml(eq_c.port, ""));
     next_config(&mut reloads).await;
     assert!(gateway.connection("Tool2").is_none());
+    gateway.shutdown().await;
+}
+
+/// Messages the SDL marks SQLTags (S6F1 in the standard catalogue) become read-only tags keyed
+/// by their CommonID; status tags follow the connection; handlers read and browse them with
+/// `system.tag`, and writing raises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqltags_messages_become_tags_for_system_tag() {
+    let eq = equipment(Duration::ZERO).await;
+    let dir = project("tags", &toml(eq.port, "realtime = [\"S6F1\"]"), &[]);
+    let gateway = start(&dir).await;
+    let reply = eq
+        .link
+        .request(msg(
+            "S6F1 W <L [4] <U4 5> <U4 2> <A \"20261203100000\"> <L [2] <U4 23> <F4 1.5>>>",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(reply.to_string(), "S6F2 <B 0x00> .");
+    let script = format!(
+        "r = system.tag.readBlocking(['[SECSGEM]Tool1/Messages/S6F1/5/Body/0/3/0', 'Tool1/Status', '[SECSGEM]Tool1/Messages/S6F1/5/TxID', 'Tool1/Nope'])\nvalues = [q.value for q in r]\nqualities = [str(q.quality) for q in r]\ngood = r[0].quality.isGood()\nbrowsed = [(b['name'], b['hasChildren']) for b in system.tag.browse('[SECSGEM]Tool1').getResults()]\ntry:\n    system.tag.writeBlocking(['Tool1/Status'], ['x'])\n    write = None\nexcept Exception as e:\n    write = type(e).__name__ + ': ' + str(e)\n{}",
+        emit(
+            "tags",
+            "{'values': values, 'qualities': qualities, 'good': good, 'browsed': browsed, 'write': write}"
+        )
+    );
+    write_atomically(&dir.join("handlers/onCheck.py"), &script);
+    gateway
+        .engine()
+        .reload_path(&dir.join("handlers/onCheck.py"));
+    gateway
+        .engine()
+        .post("test", "onCheck", secsgate::script::Payload::default())
+        .await;
+    let out = output(gateway.engine(), &dir, "tags", Duration::from_secs(10)).await;
+    assert_eq!(out["values"][0], 23);
+    assert_eq!(out["values"][1], "Communicating");
+    assert!(out["values"][2].as_u64().is_some(), "{out}");
+    assert_eq!(out["values"][3], Value::Null);
+    assert_eq!(
+        out["qualities"],
+        serde_json::json!(["Good", "Good", "Good", "Bad_NotFound"])
+    );
+    assert_eq!(out["good"], true);
+    assert_eq!(
+        out["browsed"],
+        serde_json::json!([
+            ["Enabled", false],
+            ["Messages", true],
+            ["MessagesReceived", false],
+            ["MessagesSent", false],
+            ["Status", false]
+        ])
+    );
+    assert!(
+        out["write"]
+            .as_str()
+            .unwrap()
+            .starts_with("TagWriteError: the SECS/GEM realtime tags are read-only"),
+        "{out}"
+    );
+    gateway.shutdown().await;
+}
+
+/// A handler writes with `system.db.runPrepUpdate` and another reads it back with
+/// `runPrepQuery`, against the project's own database and a named one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_db_writes_and_reads_back() {
+    let eq = equipment(Duration::ZERO).await;
+    let writer = "db = system.db\ndb.runUpdateQuery('CREATE TABLE IF NOT EXISTS lots (id INTEGER PRIMARY KEY, lot TEXT, qty INTEGER, t REAL)')\nkey = db.runPrepUpdate('INSERT INTO lots (lot, qty, t) VALUES (?, ?, ?)', ['LOT-1', 25, 1.5], getKey=True)\nn = db.runPrepUpdate('UPDATE lots SET qty = ? WHERE lot = ?', [24, 'LOT-1'])\ndb.runUpdateQuery('CREATE TABLE IF NOT EXISTS notes (x TEXT)', 'notes')\ndb.runPrepUpdate('INSERT INTO notes VALUES (?)', ['hello'], 'notes')\n";
+    let reader = format!(
+        "db = system.db\nds = db.runPrepQuery('SELECT lot, qty, t FROM lots WHERE qty < ?', [100])\nrows = [list(r) for r in ds]\nnotes = db.runQuery('SELECT x FROM notes', 'notes')\ntry:\n    db.runQuery('SELECT 1', 'nope')\n    unknown = None\nexcept Exception as e:\n    unknown = str(e)\ntry:\n    db.runQuery('SELEC nothing')\n    bad = None\nexcept Exception as e:\n    bad = type(e).__name__\n{}",
+        emit(
+            "db",
+            "{'columns': ds.getColumnNames(), 'rows': rows, 'notes': notes.getValueAt(0, 'x'), 'unknown': unknown, 'bad': bad}"
+        )
+    );
+    let dir = project(
+        "db",
+        &format!(
+            "{}\n[[database]]\nname = \"notes\"\npath = \"data/notes.sqlite\"\n",
+            toml(eq.port, "")
+        ),
+        &[
+            ("handlers/onWrite.py", writer),
+            ("handlers/onRead.py", &reader),
+        ],
+    );
+    let gateway = start(&dir).await;
+    // One equipment key: the reader runs after the writer.
+    gateway
+        .engine()
+        .post("Tool1", "onWrite", secsgate::script::Payload::default())
+        .await;
+    gateway
+        .engine()
+        .post("Tool1", "onRead", secsgate::script::Payload::default())
+        .await;
+    let out = output(gateway.engine(), &dir, "db", Duration::from_secs(10)).await;
+    assert_eq!(out["columns"], serde_json::json!(["lot", "qty", "t"]));
+    assert_eq!(out["rows"], serde_json::json!([["LOT-1", 24, 1.5]]));
+    assert_eq!(out["notes"], "hello");
+    assert!(
+        out["unknown"]
+            .as_str()
+            .unwrap()
+            .contains("unknown database 'nope' (defined: notes)"),
+        "{out}"
+    );
+    assert_eq!(out["bad"], "DatabaseError");
+    assert!(dir.join("data/secsgate.sqlite").is_file());
+    gateway.shutdown().await;
+}
+
+/// Ignition's worked example: an SDL marks S2F14 realtime with `CommonID: ["ECV"]`; the reply
+/// to a script's S2F13 reaches `onSecsGemRealtimeUpdate` with the ECVs as its CommonID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2f14_realtime_with_common_id_from_its_ecvs() {
+    let mut eq = equipment(Duration::ZERO).await;
+    let sdl = r#"{
+  "doc": ["Test tool"],
+  "items": {
+    "E": {"ECID": {"doc": "ECID, Equipment Constant ID", "format": ["U4", "A"]},
+          "ECV": {"doc": "ECV, Equipment Constant Value"}}
+  },
+  "messages": {
+    "S1": {"F13": {"direction": "h<->e", "reply": true, "body": "ANY"},
+           "F14": {"direction": "h<->e", "body": "ANY"}},
+    "S2": {"F13": {"doc": "Equipment Constant Request", "direction": "h->e", "reply": "true", "body": "ECID*"},
+           "F14": {"doc": "Equipment Constant Data", "direction": "h<-e", "realtime": "true", "CommonID": ["ECV"], "body": "ECV*"}}
+  }
+}"#;
+    let realtime = emit("realtime", "dict(payload)");
+    let startup = "system.secsgem.sendRequest('S2F13', True, [{'format': 'U4', 'value': 200}, {'format': 'U4', 'value': 201}], 'Tool1')\n";
+    let dir = project(
+        "s2f14",
+        &toml(eq.port, "sdl = \"tool.sdl\""),
+        &[
+            ("tool.sdl", sdl),
+            ("handlers/onSecsGemRealtimeUpdate.py", &realtime),
+            ("handlers/onStartup.py", startup),
+        ],
+    );
+    let gateway = start(&dir).await;
+    let s2f13 = tokio::time::timeout(Duration::from_secs(10), eq.others.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s2f13.to_string(), "S2F13 W <L [2] <U4 200> <U4 201>> .");
+    eq.link
+        .reply(
+            &s2f13,
+            Some(sml::parse_item("<L [2] <U4 80> <F4 1.5>>").unwrap()),
+        )
+        .await
+        .unwrap();
+    let seen = output(gateway.engine(), &dir, "realtime", Duration::from_secs(10)).await;
+    assert_eq!(seen["StreamFunction"], "S2F14");
+    assert_eq!(seen["RequestResponse"], "Response");
+    assert_eq!(seen["CommonID"], "80,1.5");
+    let message: Value = serde_json::from_str(seen["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(message["header"]["doc"], "Equipment Constant Data");
     gateway.shutdown().await;
 }

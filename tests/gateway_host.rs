@@ -123,7 +123,15 @@ async fn gem_host_establishes_communication_and_follows_the_link() {
         time.starts_with("S2F18 <A \"20") && time.len() == "S2F18 <A \"2026120308000000\"> .".len(),
         "{time}"
     );
-    assert_eq!(ask(&link, "S64F1 W .").await, "S64F0 .");
+    // Not in the standard SDL: S9F3 (unknown stream) names it; the request ends at once.
+    match link.request(msg("S64F1 W .")).await {
+        Err(secsgate::link::LinkError::StreamNine { function: 3, .. }) => {}
+        other => panic!("expected S9F3, got {other:?}"),
+    }
+    match link.request(msg("S1F99 W .")).await {
+        Err(secsgate::link::LinkError::StreamNine { function: 5, .. }) => {}
+        other => panic!("expected S9F5, got {other:?}"),
+    }
     assert_eq!(conn.status(), Status::Communicating);
 
     // The equipment goes away: the link state and the GEM state change together, so the

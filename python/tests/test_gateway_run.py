@@ -68,6 +68,7 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
         name = "Tool1"
         port = {port}
         timers = {{ t5 = 0.5 }}
+        realtime = ["S1F13"]          # the standard SDL does not mark S1F13 realtime
         """,
         {
             "lib/out.py": EMIT,
@@ -82,7 +83,9 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
                 s9 = sg.getResponse(tx, "Tool1", 5)
                 out.emit("startup", {"payload": payload, "svs": svs, "ecs": ecs, "s9": s9,
                                      "api": sorted(n for n in dir(sg) if not n.startswith("_")),
-                                     "util": sorted(n for n in dir(system.util) if not n.startswith("_"))})
+                                     "util": sorted(n for n in dir(system.util) if not n.startswith("_")),
+                                     "tag": sorted(n for n in dir(system.tag) if not n.startswith("_")),
+                                     "db": sorted(n for n in dir(system.db) if not n.startswith("_"))})
             """,
             "handlers/onSecsGemRealtimeUpdate.py": """
                 import out
@@ -98,8 +101,13 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
             stop(gateway)
             raise AssertionError(f"{e}\ngateway log:\n{gateway.stderr.read()}") from None
         assert startup["payload"] == {"Equipment": ["Tool1"], "Communicating": ["Tool1"]}
-        assert startup["svs"]["body"] == [{"format": "U4", "value": 23}, {"format": "A", "value": "LOT-1"}]
-        assert {"format": "U4", "value": 300} in startup["ecs"]["body"]
+        # No sdl key: the standard catalogue adds each item's doc.
+        assert startup["svs"]["header"]["doc"] == "Selected Equipment Status Data"
+        assert startup["svs"]["body"] == [
+            {"doc": "SV, Status Variable Value", "format": "U4", "value": 23},
+            {"doc": "SV, Status Variable Value", "format": "A", "value": "LOT-1"},
+        ]
+        assert {"doc": "ECV, Equipment Constant Value", "format": "U4", "value": 300} in startup["ecs"]["body"]
         assert startup["s9"]["header"]["stream"] == 9 and startup["s9"]["header"]["function"] == 5
         # secsgem's equipment opens with S1F13: the realtime handler saw it.
         s1f13 = wait_for(project / "out" / "realtime_S1F13.json")
@@ -112,6 +120,8 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
             return sorted(n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
         assert names(classes["secsgem"]) == startup["api"]
         assert names(classes["util"]) == startup["util"]
+        assert names(classes["tag"]) == startup["tag"]
+        assert names(classes["db"]) == startup["db"]
     finally:
         gateway.send_signal(signal.SIGTERM)
         try:

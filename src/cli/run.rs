@@ -20,15 +20,21 @@ fn load(dir: &Path) -> Result<Project, i32> {
     })
 }
 
-/// `secsgate check DIR`: validates the configuration and compiles every script; lists every
-/// problem and exits non-zero if there is any.
+/// `secsgate check DIR`: validates the configuration (with every SDL file) and compiles every
+/// script; lists every problem and exits non-zero if there is any. Warnings (unknown keys in
+/// an SDL, each as `file:line: key: ...`) are printed but do not fail the check.
 pub(super) fn check(dir: &Path) -> i32 {
     let mut problems: Vec<String> = match Project::load(dir) {
-        Ok(project) => project
-            .simulators
-            .iter()
-            .filter_map(|s| crate::gateway::load_simulator_config(s).err())
-            .collect(),
+        Ok(project) => {
+            for w in &project.warnings {
+                eprintln!("secsgate: warning: {w}");
+            }
+            project
+                .simulators
+                .iter()
+                .filter_map(|s| crate::gateway::load_simulator_config(s).err())
+                .collect()
+        }
         Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
     };
     problems.extend(crate::script::check_scripts(dir));
@@ -55,6 +61,9 @@ pub(super) fn run(dir: &Path, hot_reload: bool) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    for w in &project.warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = match super::server_runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -133,7 +133,16 @@ impl Core {
                 return;
             }
         };
+        for warning in &project.warnings {
+            warn!("{warning}");
+        }
         self.apply_gateway_settings(&project.gateway);
+        if let Ok(mut d) = self.databases.write()
+            && *d != project.databases
+        {
+            info!("databases for system.db changed");
+            *d = project.databases.clone();
+        }
         self.apply_simulators(&project).await;
         self.apply_equipment(&project).await;
         self.config_reloads.send_modify(|n| *n += 1);

@@ -39,6 +39,7 @@ use crate::store::messages::{
     self, Direction, EquipmentRecord, ErrorRecord, MessageRecord, Record, Recorder,
     RecorderSettings, RequestResponse, Retention,
 };
+use crate::tags::Tags;
 use transactions::{ReplyState, Transactions};
 
 /// Name of the realtime handler (`handlers/onSecsGemRealtimeUpdate.py`).
@@ -152,6 +153,11 @@ pub struct Connection {
     local_addr: Mutex<Option<SocketAddr>>,
     /// The message store, if on.
     store: Option<Arc<Recorder>>,
+    /// The gateway's tag tree (this connection keeps `<name>/...` current).
+    tags: Arc<Tags>,
+    /// Tag paths of the counters.
+    sent_tag: String,
+    received_tag: String,
 }
 
 /// The states a connection's [`Status`] is derived from.
@@ -180,7 +186,7 @@ impl Connection {
     }
 
     /// A connection for `config`, enabled or not as it says.
-    fn new(config: EquipmentConfig, store: Option<Arc<Recorder>>) -> Connection {
+    fn new(config: EquipmentConfig, tags: Arc<Tags>, store: Option<Arc<Recorder>>) -> Connection {
         let host = Self::gem_host(&config);
         let observed = Observed {
             link: config.enabled.then_some(LinkState::Disconnected),
@@ -188,7 +194,23 @@ impl Connection {
             gem: host.communication_state(),
         };
         let (status, _) = watch::channel(Status::derive(observed.link, false, observed.gem));
+        let now = SystemTime::now();
+        tags.set(
+            &format!("{}/Status", config.name),
+            serde_json::Value::from(status.borrow().to_string()),
+            now,
+        );
+        tags.set(
+            &format!("{}/Enabled", config.name),
+            serde_json::Value::from(config.enabled),
+            now,
+        );
+        tags.add(&format!("{}/MessagesSent", config.name), 0, now);
+        tags.add(&format!("{}/MessagesReceived", config.name), 0, now);
         Connection {
+            tags,
+            sent_tag: format!("{}/MessagesSent", config.name),
+            received_tag: format!("{}/MessagesReceived", config.name),
             name: config.name.clone(),
             config: RwLock::new(Arc::new(config)),
             link: Mutex::new(None),
@@ -384,6 +406,47 @@ impl Connection {
         if old != status {
             info!(equipment = %self.name(), from = %old, to = %status, "equipment status");
             self.record_status(status);
+            let now = SystemTime::now();
+            self.tags.set(
+                &format!("{}/Status", self.name),
+                serde_json::Value::from(status.to_string()),
+                now,
+            );
+            self.tags.set(
+                &format!("{}/Enabled", self.name),
+                serde_json::Value::from(observed.link.is_some()),
+                now,
+            );
+        }
+    }
+
+    /// Counts a message sent to the equipment (the `MessagesSent` tag).
+    fn count_sent(&self) {
+        self.tags.add(&self.sent_tag, 1, SystemTime::now());
+    }
+
+    /// Counts a message received from the equipment (the `MessagesReceived` tag).
+    fn count_received(&self) {
+        self.tags.add(&self.received_tag, 1, SystemTime::now());
+    }
+
+    /// Updates the `Messages/...` tags of a message the equipment sent, if its SDL marks
+    /// it `SQLTags`.
+    fn message_tags(&self, message: &Message, common_id: &str, txid: u32) {
+        let config = self.config();
+        if config
+            .sdl
+            .as_deref()
+            .is_some_and(|s| s.sql_tags(message.stream_function()))
+        {
+            self.tags.message(
+                &self.name,
+                message,
+                common_id,
+                txid,
+                &now_text(2),
+                SystemTime::now(),
+            );
         }
     }
 
@@ -454,6 +517,10 @@ struct Core {
     programs: Option<ToolPrograms>,
     /// The message store, if on.
     store: Option<Arc<Recorder>>,
+    /// The realtime tags.
+    tags: Arc<Tags>,
+    /// The named databases of `system.db`.
+    databases: RwLock<Vec<crate::config::DatabaseConfig>>,
 }
 
 /// A running gateway.
@@ -487,6 +554,8 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             config_reloads: watch::channel(0).0,
             config_watch: Mutex::new(None),
+            tags: Arc::new(Tags::new()),
+            databases: RwLock::new(project.databases.clone()),
             engine,
             transactions: Arc::new(Transactions::new(project.gateway.response_retention)),
             connections: RwLock::new(HashMap::new()),
@@ -734,7 +803,11 @@ impl Core {
     async fn add(self: &Arc<Self>, config: EquipmentConfig) -> std::io::Result<Arc<Connection>> {
         let name = config.name.clone();
         let enabled = config.enabled;
-        let conn = Arc::new(Connection::new(config, self.store.clone()));
+        let conn = Arc::new(Connection::new(
+            config,
+            self.tags.clone(),
+            self.store.clone(),
+        ));
         conn.record_status(conn.status());
         if let Ok(mut map) = self.connections.write() {
             map.insert(name, conn.clone());
@@ -789,21 +862,33 @@ impl Core {
         }
         let config = conn.config();
         let sdl = config.sdl.as_deref();
-        if let Some(Err(mismatch)) = sdl.map(|s| s.check(&message, false)) {
+        if let Some(sdl) = sdl
+            && let Err(mismatch) = sdl.check(&message, false)
+        {
             match conn.config().on_invalid {
                 OnInvalid::S9F7 => {
+                    // E5: an unknown stream is S9F3, an unknown function of a known stream
+                    // S9F5, a known message with the wrong body S9F7.
+                    let function = if sdl.message(sf).is_some() {
+                        7
+                    } else if sdl.messages.keys().any(|k| k.stream == sf.stream) {
+                        5
+                    } else {
+                        3
+                    };
                     conn.record_arc(Direction::Received, &message, "0".into(), 0)
                         .await;
                     error!(equipment = name, %sf, system_bytes = message.system_bytes,
-                        "received message does not match the SDL: {mismatch}; answered S9F7 (illegal data)");
+                        "received message does not match the SDL: {mismatch}; answered S9F{function} ({})",
+                        crate::link::stream_nine_meaning(function));
                     conn.record_error(
                         "validation",
-                        format!("does not match the SDL: {mismatch}; answered S9F7"),
+                        format!("does not match the SDL: {mismatch}; answered S9F{function}"),
                         Some(sf),
                         Some(message.clone()),
                     )
                     .await;
-                    stream_nine(conn, link, 7, hsms_header(&message)).await;
+                    stream_nine(conn, link, function, hsms_header(&message)).await;
                     return;
                 }
                 OnInvalid::Accept => {
@@ -868,16 +953,17 @@ impl Core {
                     }
                     error!(equipment = %conn2.name(), %sf, handler = %handler, txid,
                         "custom response handler {why}; sending the default reply");
-                    core.default_reply(&link2, &primary, txid).await;
+                    core.default_reply(&conn2, &link2, &primary, txid).await;
                 });
             }
             Some(c) => {
                 warn!(equipment = name, %sf, handler = %c.handler, "custom response handler is not loaded; sending the default reply");
-                self.default_reply(link, &message, txid).await;
+                self.default_reply(conn, link, &message, txid).await;
             }
             None if sf == S7F3 => self.tool_program_received(conn, link, &message, txid).await,
-            None => self.default_reply(link, &message, txid).await,
+            None => self.default_reply(conn, link, &message, txid).await,
         }
+        conn.message_tags(&message, &common_id, txid);
         self.realtime(conn, message_json, txid, "Request", common_id)
             .await;
     }
@@ -947,28 +1033,16 @@ impl Core {
             let reply = primary.reply_with(Some(Item::B(vec![ackc7])));
             let id = common_id(conn.config().sdl.as_deref(), &reply, Some(primary), txid);
             conn.record(Direction::Sent, &reply, id, txid).await;
-            if let Err(e) = link.post_reply(reply).await {
-                warn!("cannot send S7F4: {e}");
+            match link.post_reply(reply).await {
+                Ok(()) => conn.count_sent(),
+                Err(e) => warn!("cannot send S7F4: {e}"),
             }
         }
     }
 
     /// Sends the GEM host's default reply to `primary` (see [`gem::Host::default_reply`]),
     /// unless transaction `txid` was answered already.
-    async fn default_reply(&self, link: &Link, primary: &Message, txid: u32) {
-        // The connection the primary came from: its GEM host answers.
-        let conn = match self.transactions.get(txid) {
-            Some(transactions::Entry::Received { equipment, .. }) => self
-                .connections
-                .read()
-                .ok()
-                .and_then(|c| c.get(&equipment).cloned()),
-            _ => None,
-        };
-        let Some(conn) = conn else {
-            warn!(stream_function = %primary.stream_function(), txid, "no default reply: the transaction's equipment is gone");
-            return;
-        };
+    async fn default_reply(&self, conn: &Connection, link: &Link, primary: &Message, txid: u32) {
         let reply = conn
             .with_host(|h| h.default_reply(primary, Instant::now()))
             .flatten();
@@ -981,8 +1055,11 @@ impl Core {
         let id = common_id(conn.config().sdl.as_deref(), &reply, Some(primary), txid);
         conn.record(Direction::Sent, &reply, id, txid).await;
         // Queued without waiting for the link to take it: the next primary is handled at once.
-        if let Err(e) = link.post_reply(reply).await {
-            warn!(stream_function = %primary.stream_function(), "cannot send the default reply: {e}");
+        match link.post_reply(reply).await {
+            Ok(()) => conn.count_sent(),
+            Err(e) => {
+                warn!(stream_function = %primary.stream_function(), "cannot send the default reply: {e}")
+            }
         }
     }
 }
@@ -1006,6 +1083,7 @@ async fn stream_nine(conn: &Connection, link: &Link, function: u8, mhead: [u8; 1
     );
     match link.send(message.clone()).await {
         Ok(system_bytes) => {
+            conn.count_sent();
             message.system_bytes = system_bytes;
             conn.record(Direction::Sent, &message, "0".into(), 0).await;
         }
@@ -1016,8 +1094,11 @@ async fn stream_nine(conn: &Connection, link: &Link, function: u8, mhead: [u8; 1
 /// The CommonID of a message, as Ignition builds it: the values of the items that its SDL
 /// `CommonID` list names (or, for a reply, its request's), else the TxID as text.
 fn common_id(sdl: Option<&Sdl>, message: &Message, request: Option<&Message>, txid: u32) -> String {
-    let _ = (sdl, message, request);
-    txid.to_string()
+    sdl.and_then(|s| {
+        s.common_id_value(message)
+            .or_else(|| request.and_then(|r| s.common_id_value(r)))
+    })
+    .unwrap_or_else(|| txid.to_string())
 }
 
 /// A time as ISO 8601 text (UTC), as `editDate` shows it.
@@ -1041,6 +1122,7 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
     while let Some(received) = incoming.recv().await {
         match received {
             Received::Message(m) => {
+                conn.count_received();
                 conn.host_receive(&m);
                 core.on_primary(&conn, &link, m).await
             }
@@ -1050,6 +1132,7 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
                 header,
                 ..
             } => {
+                conn.count_received();
                 error!(equipment = %conn.name(), %stream_function, %error, "malformed message from the equipment; answered S9F7 (illegal data)");
                 conn.record_error(
                     "malformed",
@@ -1129,6 +1212,7 @@ async fn carry_out(
         let Some(tag) = tag else {
             match link.send(message.clone()).await {
                 Ok(system_bytes) => {
+                    conn.count_sent();
                     let sent = Message {
                         system_bytes,
                         ..message
@@ -1152,6 +1236,7 @@ async fn carry_out(
                     ..request
                 });
                 conn.record_arc(Direction::Sent, &sent, "0".into(), 0).await;
+                conn.count_sent();
                 let shead = hsms_header(&Message {
                     system_bytes: pending.system_bytes,
                     ..header
@@ -1301,6 +1386,7 @@ impl Host for GatewayHost {
                 .runtime
                 .block_on(link.send_request(message))
                 .map_err(|e| send_error(&e))?;
+            conn.count_sent();
             let txid = core.transactions.sent(equipment, sf, ReplyState::Pending);
             request.system_bytes = pending.system_bytes;
             let request = Arc::new(request);
@@ -1316,8 +1402,10 @@ impl Host for GatewayHost {
                 let reply = result.as_ref().ok().map(|m| Arc::new(m.clone()));
                 task_core.transactions.complete(txid, result);
                 if let Some(reply) = reply {
+                    conn.count_received();
                     let sdl = conn.config().sdl.clone();
                     let id = common_id(sdl.as_deref(), &reply, Some(&request), txid);
+                    conn.message_tags(&reply, &id, txid);
                     let lazy = LazyMessage::new(reply, sdl);
                     task_core.realtime(&conn, lazy, txid, "Response", id).await;
                 }
@@ -1329,6 +1417,7 @@ impl Host for GatewayHost {
                 .runtime
                 .block_on(link.send(message))
                 .map_err(|e| send_error(&e))?;
+            conn.count_sent();
             let txid = core
                 .transactions
                 .sent(equipment, sf, ReplyState::NoReplyExpected);
@@ -1421,7 +1510,7 @@ impl Host for GatewayHost {
             .block_on(conn.record(Direction::Sent, &reply, id, transaction_id));
         core.runtime
             .block_on(link.send(reply))
-            .map(|_| ())
+            .map(|_| conn.count_sent())
             .map_err(|e| HostError::Send {
                 sf,
                 equipment: equipment.to_string(),
@@ -1527,6 +1616,29 @@ impl Host for GatewayHost {
             info!(ppid, "process program deleted");
         }
         Ok(deleted)
+    }
+
+    fn tags(&self) -> Result<Arc<Tags>, HostError> {
+        Ok(self.core()?.tags.clone())
+    }
+
+    fn database(&self, name: &str) -> Result<std::path::PathBuf, HostError> {
+        let core = self.core()?;
+        if name.is_empty() {
+            return Ok(core.dir.join(crate::config::DEFAULT_DATABASE));
+        }
+        let databases = core
+            .databases
+            .read()
+            .map_err(|_| HostError::Unavailable("databases"))?;
+        databases
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.path.clone())
+            .ok_or_else(|| HostError::UnknownDatabase {
+                name: name.to_string(),
+                known: databases.iter().map(|d| d.name.clone()).collect(),
+            })
     }
 
     fn start_sim_event_run(&self, simulator: &str, run: &str) -> Result<(), HostError> {

@@ -65,6 +65,9 @@ pub enum HostError {
     /// The gateway this engine served has shut down.
     #[error("the gateway has stopped; system.secsgem calls fail until it is started again")]
     Stopped,
+    /// `system.db` named a database project.toml does not define.
+    #[error("unknown database '{name}' (defined: {}); add a [[database]] with that name to project.toml, or pass \"\" for the project's own", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    UnknownDatabase { name: String, known: Vec<String> },
     /// The process program store failed.
     #[error("{0}")]
     Programs(String),
@@ -114,6 +117,10 @@ pub trait Host: Send + Sync + 'static {
     fn tool_programs(&self) -> Result<Vec<(String, String, String)>, HostError>;
     /// Deletes a stored process program; false if there was none.
     fn delete_tool_program(&self, ppid: &str) -> Result<bool, HostError>;
+    /// The gateway's realtime tags.
+    fn tags(&self) -> Result<Arc<crate::tags::Tags>, HostError>;
+    /// The SQLite file of a database for `system.db` (`""`: the project's own).
+    fn database(&self, name: &str) -> Result<std::path::PathBuf, HostError>;
 }
 
 /// A process program as `getToolProgram` returns it.

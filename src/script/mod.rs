@@ -19,9 +19,11 @@
 //!   so editors' save-by-rename works).
 
 pub mod convert;
+pub mod db;
 pub mod host;
 pub mod payload;
 pub mod system;
+pub mod tag;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -961,6 +963,12 @@ mod tests {
             Err(HostError::Stopped)
         }
         fn delete_tool_program(&self, _: &str) -> Result<bool, HostError> {
+            Err(HostError::Stopped)
+        }
+        fn tags(&self) -> Result<Arc<crate::tags::Tags>, HostError> {
+            Err(HostError::Stopped)
+        }
+        fn database(&self, _: &str) -> Result<std::path::PathBuf, HostError> {
             Err(HostError::Stopped)
         }
     }

@@ -67,6 +67,13 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A dataset of these columns and rows (each row as long as `columns`).
+    pub fn new(columns: Vec<String>, rows: Vec<Vec<Py<PyAny>>>) -> Dataset {
+        Dataset { columns, rows }
+    }
+}
+
+impl Dataset {
     fn column(&self, col: &Bound<'_, PyAny>) -> PyResult<usize> {
         if let Ok(name) = col.cast::<PyString>() {
             let name = name.to_str()?;
@@ -280,11 +287,17 @@ pub mod system {
             py.get_type::<super::super::payload::PayloadDict>(),
         )?;
         let modules = py.import("sys")?.getattr("modules")?;
-        for sub in ["secsgem", "util", "dataset"] {
+        for sub in ["secsgem", "util", "dataset", "tag", "db"] {
             modules.set_item(format!("system.{sub}"), m.getattr(sub)?)?;
         }
         Ok(())
     }
+
+    #[pymodule_export]
+    use super::super::tag::tag;
+
+    #[pymodule_export]
+    use super::super::db::db;
 
     /// `system.dataset`: the Dataset type.
     #[pymodule]

@@ -1,36 +1,59 @@
-//! SECS Definition Language: a JSON file naming an equipment's messages and items.
+//! SECS Definition Language: a JSON file naming an equipment's messages and items, in the
+//! shape Ignition's SECS/GEM module uses (`messages.sdl`).
 //!
 //! ```json
 //! {
 //!   "doc": ["Etch tool, firmware 3.2"],
-//!   "defaults": {"reply": false, "realtime": false},
+//!   "formats": {"U4": {"doc": "Unsigned Integer Four Bytes"}, "U": {"doc": "Any unsigned"}},
+//!   "defaults": {"reply": false, "realtime": false, "block": "single"},
 //!   "items": {
-//!     "A": {"ACKC6": {"doc": "ACKC6, Acknowledge Code", "format": "B",
+//!     "A": {"ACKC6": {"doc": "ACKC6, Acknowledge Code", "format": "B", "length": 1,
 //!                     "codes": {"0": "Accepted", ">0": "Error, not accepted"}}},
 //!     "S": {"SVID": {"doc": "SVID, Status Variable ID", "format": ["U4", "U2", "A"]}}
 //!   },
 //!   "messages": {
 //!     "S1": {"F3": {"doc": "Selected Equipment Status Request", "direction": "h->e",
 //!                   "reply": true, "body": "SVID*"}},
-//!     "S6": {"F11": {"doc": "Event Report Send", "direction": "h<-e", "reply": true,
-//!                    "realtime": true, "body": ["DATAID", "CEID", {"L*": ["RPTID", "V*"]}]}}
+//!     "S6": {"F11": {"doc": "Event Report Send", "direction": "h<-e", "reply": "true",
+//!                    "block": "multiple", "realtime": true, "SQLTags": false,
+//!                    "CommonID": ["CEID"],
+//!                    "body": ["DATAID", "CEID", {"L*": ["RPTID", "V*"]}]}}
 //!   }
 //! }
 //! ```
 //!
-//! Items may also be listed flat (`"items": {"ACKC6": {...}}`). A body is an item name, a JSON
-//! array (a list of exactly those elements), `{"L?": [...]}` (those elements or an empty
-//! list), `"NAME*"` or `{"L*": spec}` (a list of any number of that element), `"ANY"` (any
-//! one item), or absent/`null` (no body). An item's
-//! `format` is one format, a list of them, or a group (`U`, `I`, `F`: every size); absent
-//! means any. `codes` keys are a value (`"0"`), `">N"`, `"<N"`, a range `"1-63"`, or `"*"`.
+//! - Sections: `doc` (a string or an array of strings), `formats` (by format code, each with
+//!   `doc`; codes are L, B, Bool, A, J, Local, B64, I1-I8, U1-U8, F4, F8 and the groups I, U,
+//!   F), `items` (flat, or grouped by letter), `defaults` (values for message keys a message
+//!   leaves out) and `messages` (`"S1": {"F11": {...}}`, or flat `"S1F11": {...}`).
+//! - A message has `doc`, `direction` (`h->e`, `h<-e`, `h<->e`), `reply`, `block` (`single` or
+//!   `multiple`), `body`, `realtime`, `SQLTags` and `CommonID` (a list of item names).
+//!   Booleans may be written as strings (`"true"`, `"False"`).
+//! - An item has `doc`, `format` (one, a list, or a group: `U` is every unsigned size),
+//!   `length` (at most N values: `120`; or a range `"1-120"`) and `codes` (value ->
+//!   description; keys are a value `"0"`, `">N"`, `"<N"`, a range `"1-63"` or `"*"`).
+//! - A body is an item name (`"SVID"`), `"NAME*"` (a list of any number of them), a JSON array
+//!   or `{"L": [...]}` (a list of exactly those elements), `{"L*": spec}` (a list of any
+//!   number of that element), `{"L?": [...]}` (those elements or an empty list), `"ANY"` (any
+//!   one item), a bare format code (`"U4"`: an unnamed item of that format), an item object
+//!   (`{"name": "SVID"}` refers to an item; with `format`, `codes` or `length` it defines one
+//!   in place), or absent/`null` (header only).
 //!
-//! An SDL is used to check the messages scripts send and those the equipment sends, to pick
-//! the messages that reach `onSecsGemRealtimeUpdate`, and to add `doc` and `codeDesc` to the
-//! JSON form scripts see.
+//! A key the loader does not know is a [`SdlWarning`] with its file, line and key path; a
+//! value of the wrong type is an [`SdlError`] the same way. Known keys match without regard to
+//! case (`sqltags` is `SQLTags`).
+//!
+//! An SDL checks the messages scripts send and those the equipment sends, picks the messages
+//! that reach `onSecsGemRealtimeUpdate` (`realtime`) and the tag provider (`SQLTags`), names
+//! the CommonID that links related messages, and adds `doc` and `codeDesc` to the JSON form
+//! scripts see.
+
+mod load;
+mod locate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value};
 
@@ -45,6 +68,17 @@ pub enum Direction {
     ToHost,
     /// Either (`h<->e`).
     Both,
+}
+
+/// Whether a message may span several SECS-I blocks (`"block": "multiple"`): E5's multi-block
+/// messages, which a sender may have to announce with an inquire/grant pair first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Block {
+    /// Fits in one block (`"single"`, the default).
+    #[default]
+    Single,
+    /// May span several blocks (`"multiple"`).
+    Multiple,
 }
 
 /// How a code value is matched.
@@ -87,13 +121,16 @@ impl CodeKey {
     }
 }
 
-/// A named item.
+/// An item definition: named in `items`, or written in place inside a body.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ItemDef {
+    /// The item's name (`SVID`); empty for an unnamed item written in place.
     pub name: String,
     pub doc: Option<String>,
     /// Allowed formats; empty allows any.
     pub formats: Vec<Format>,
+    /// Allowed number of values, `(min, max)` (`"length": 120` is `(0, 120)`).
+    pub length: Option<(usize, usize)>,
     codes: Vec<(CodeKey, String)>,
 }
 
@@ -110,8 +147,10 @@ impl ItemDef {
 /// The structure of a body.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Spec {
-    /// A named item.
+    /// An item defined in `items`, by name.
     Item(String),
+    /// An item defined in place in the body.
+    Inline(Box<ItemDef>),
     /// A list of exactly these elements.
     List(Vec<Spec>),
     /// A list of any number of this element.
@@ -122,13 +161,34 @@ pub enum Spec {
     Any,
 }
 
+impl Spec {
+    /// Whether the structure contains an item of this name anywhere.
+    pub fn names(&self, name: &str) -> bool {
+        match self {
+            Spec::Item(n) => n == name,
+            Spec::Inline(def) => def.name == name,
+            Spec::List(specs) | Spec::ListOrEmpty(specs) => specs.iter().any(|s| s.names(name)),
+            Spec::Repeat(inner) => inner.names(name),
+            Spec::Any => false,
+        }
+    }
+}
+
 /// A message definition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MessageDef {
     pub doc: Option<String>,
     pub direction: Direction,
+    /// The W-bit: a reply is expected.
     pub reply: bool,
+    /// Single- or multi-block.
+    pub block: Block,
+    /// Received from the equipment, it goes to `onSecsGemRealtimeUpdate`.
     pub realtime: bool,
+    /// Received from the equipment, its data becomes tags in the realtime tag provider.
+    pub sql_tags: bool,
+    /// The items whose values make the message's CommonID, in order.
+    pub common_id: Vec<String>,
     /// `None`: header only.
     pub body: Option<Spec>,
 }
@@ -138,17 +198,44 @@ pub struct MessageDef {
 pub struct Sdl {
     pub file: PathBuf,
     pub doc: Vec<String>,
+    /// The `formats` section: format code -> its doc.
+    pub formats: BTreeMap<String, String>,
     pub items: HashMap<String, ItemDef>,
     pub messages: BTreeMap<StreamFunction, MessageDef>,
 }
 
-/// An SDL file could not be used; `line` is 0 when the problem is not at one place.
+/// An SDL file could not be used: where (`line` is 0 when the problem is not at one place,
+/// `key` is the key path such as `messages.S6.F11.reply`) and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{}: {message}", file.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+#[error("{}", place(file, *line, key, message))]
 pub struct SdlError {
     pub file: PathBuf,
     pub line: usize,
+    pub key: String,
     pub message: String,
+}
+
+/// Something in an SDL file that was ignored, such as an unknown key: the file still loads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", place(file, *line, key, message))]
+pub struct SdlWarning {
+    pub file: PathBuf,
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+/// `file:line: key: message`, leaving out what is unknown.
+fn place(file: &Path, line: usize, key: &str, message: &str) -> String {
+    let mut s = file.display().to_string();
+    if line > 0 {
+        s.push_str(&format!(":{line}"));
+    }
+    if !key.is_empty() {
+        s.push_str(&format!(": {key}"));
+    }
+    s.push_str(&format!(": {message}"));
+    s
 }
 
 /// A message does not match its definition: where (`body[2][0]`) and why.
@@ -159,6 +246,8 @@ pub struct Mismatch {
     pub message: String,
 }
 
+/// The formats a group code stands for (`U`: every unsigned size), or `None` for a single
+/// format code.
 fn format_group(name: &str) -> Option<Vec<Format>> {
     Some(match name.to_ascii_uppercase().as_str() {
         "U" => vec![Format::U1, Format::U2, Format::U4, Format::U8],
@@ -170,125 +259,71 @@ fn format_group(name: &str) -> Option<Vec<Format>> {
     })
 }
 
-/// The standard catalogue shipped in `sdl/messages.sdl` (`sdl = "standard"`).
+/// The standard catalogue shipped in `sdl/messages.sdl`: what an equipment with no `sdl` key
+/// (or `sdl = "standard"`) uses.
 const STANDARD: &str = include_str!("../../sdl/messages.sdl");
 
 /// The name that selects the standard catalogue in project.toml.
 pub const STANDARD_NAME: &str = "standard";
 
+/// The name that switches SDL checking off in project.toml (`sdl = "none"`).
+pub const NONE_NAME: &str = "none";
+
+/// Separates the values of one CommonID item (`ECV` of S2F14: `"80,1.5"`).
+pub const COMMON_ID_VALUE_SEPARATOR: &str = ",";
+
+/// Separates the parts of a CommonID naming several items (`["DATAID", "CEID"]`: `"7_4000"`).
+pub const COMMON_ID_ITEM_SEPARATOR: &str = "_";
+
 impl Sdl {
-    /// The standard SDL: the SEMI E5 messages of the GEM tool table (streams 1, 2, 5, 6, 7, 9,
-    /// 10) with their items and code tables.
+    /// The standard SDL: the SEMI E5 messages of streams 1-21 the GEM references define, with
+    /// their items and code tables (`sdl/messages.sdl`).
     pub fn standard() -> Sdl {
-        let value: Value = match serde_json::from_str(STANDARD) {
-            Ok(v) => v,
-            Err(e) => panic!("the shipped sdl/messages.sdl is not JSON: {e}"),
-        };
-        match Sdl::from_value(Path::new("sdl/messages.sdl"), &value) {
-            Ok(sdl) => sdl,
+        match Sdl::parse(Path::new("sdl/messages.sdl"), STANDARD) {
+            Ok((sdl, warnings)) if warnings.is_empty() => sdl,
+            Ok((_, warnings)) => panic!("the shipped sdl/messages.sdl has warnings: {warnings:?}"),
             Err(e) => panic!("the shipped sdl/messages.sdl is invalid: {e}"),
         }
     }
 
-    /// Reads and checks an SDL file: JSON syntax (with its line), the sections, every
-    /// message body's item names.
-    pub fn load(path: &Path) -> Result<Sdl, SdlError> {
-        let err = |line: usize, message: String| SdlError {
-            file: path.to_path_buf(),
-            line,
-            message,
-        };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| err(0, format!("cannot read: {e}")))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| err(e.line(), e.to_string()))?;
-        Sdl::from_value(path, &value).map_err(|m| err(0, m))
+    /// The standard SDL, loaded once and shared by every equipment that uses it.
+    pub fn standard_shared() -> Arc<Sdl> {
+        static STANDARD_SDL: OnceLock<Arc<Sdl>> = OnceLock::new();
+        STANDARD_SDL
+            .get_or_init(|| Arc::new(Sdl::standard()))
+            .clone()
     }
 
-    /// Builds an SDL from its JSON.
-    pub fn from_value(file: &Path, value: &Value) -> Result<Sdl, String> {
-        let root = value.as_object().ok_or("the SDL must be a JSON object")?;
-        let doc = match root.get("doc") {
-            None => Vec::new(),
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|d| d.as_str().map(str::to_owned))
-                .collect(),
-            Some(_) => return Err("doc: expected a string or an array of strings".into()),
-        };
-        let defaults = root.get("defaults").and_then(Value::as_object);
-        let default_bool = |key: &str| {
-            defaults
-                .and_then(|d| d.get(key))
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-        };
-        let mut items = HashMap::new();
-        if let Some(section) = root.get("items") {
-            let section = section.as_object().ok_or("items: expected an object")?;
-            collect_items(section, "items", &mut items)?;
-        }
-        let mut messages = BTreeMap::new();
-        if let Some(section) = root.get("messages") {
-            let section = section
-                .as_object()
-                .ok_or("messages: expected an object of streams (\"S1\": {...})")?;
-            for (stream, functions) in section {
-                let functions = functions.as_object().ok_or_else(|| {
-                    format!("messages.{stream}: expected an object of functions (\"F1\": {{...}})")
-                })?;
-                for (function, def) in functions {
-                    let key = format!("messages.{stream}.{function}");
-                    let sf: StreamFunction = format!("{stream}{function}")
-                        .parse()
-                        .map_err(|e| format!("{key}: {e}"))?;
-                    let def = def
-                        .as_object()
-                        .ok_or_else(|| format!("{key}: expected an object"))?;
-                    let direction = match def
-                        .get("direction")
-                        .and_then(Value::as_str)
-                        .map(str::to_ascii_lowercase)
-                        .as_deref()
-                    {
-                        None | Some("h<->e") | Some("both") => Direction::Both,
-                        Some("h->e") => Direction::ToEquipment,
-                        Some("h<-e") | Some("e->h") => Direction::ToHost,
-                        Some(other) => {
-                            return Err(format!(
-                                "{key}.direction: '{other}' is not h->e, h<-e or h<->e"
-                            ));
-                        }
-                    };
-                    let body = match def.get("body") {
-                        None | Some(Value::Null) => None,
-                        Some(spec) => Some(parse_spec(spec, &format!("{key}.body"), &items)?),
-                    };
-                    messages.insert(
-                        sf,
-                        MessageDef {
-                            doc: def.get("doc").and_then(Value::as_str).map(str::to_owned),
-                            direction,
-                            reply: def
-                                .get("reply")
-                                .and_then(Value::as_bool)
-                                .unwrap_or_else(|| default_bool("reply")),
-                            realtime: def
-                                .get("realtime")
-                                .and_then(Value::as_bool)
-                                .unwrap_or_else(|| default_bool("realtime")),
-                            body,
-                        },
-                    );
-                }
-            }
-        }
-        Ok(Sdl {
+    /// Reads an SDL file. Unknown keys come back as warnings (the file still loads); JSON
+    /// syntax errors and values of the wrong type are errors, each with its line and key.
+    pub fn load(path: &Path) -> Result<(Sdl, Vec<SdlWarning>), SdlError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SdlError {
+            file: path.to_path_buf(),
+            line: 0,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Sdl::parse(path, &text)
+    }
+
+    /// Parses SDL text as found in `file` (which names it in errors and warnings).
+    pub fn parse(file: &Path, text: &str) -> Result<(Sdl, Vec<SdlWarning>), SdlError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| SdlError {
             file: file.to_path_buf(),
-            doc,
-            items,
-            messages,
-        })
+            line: e.line(),
+            key: String::new(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        load::Loader::new(file, Some(text)).sdl(&value)
+    }
+
+    /// Builds an SDL from its JSON (no line numbers: there is no text). Warnings are dropped;
+    /// use [`Sdl::parse`] to see them.
+    pub fn from_value(file: &Path, value: &Value) -> Result<Sdl, String> {
+        load::Loader::new(file, None)
+            .sdl(value)
+            .map(|(sdl, _)| sdl)
+            .map_err(|e| e.to_string())
     }
 
     /// The definition of a message.
@@ -296,9 +331,99 @@ impl Sdl {
         self.messages.get(&sf)
     }
 
-    /// Whether a message the equipment sends goes to the realtime handler.
+    /// Whether a message the equipment sends goes to the realtime handler
+    /// (`onSecsGemRealtimeUpdate`): `"realtime": true`.
     pub fn realtime(&self, sf: StreamFunction) -> bool {
         self.message(sf).is_some_and(|m| m.realtime)
+    }
+
+    /// Whether a message the equipment sends becomes tags in the realtime tag provider:
+    /// `"SQLTags": true`.
+    pub fn sql_tags(&self, sf: StreamFunction) -> bool {
+        self.message(sf).is_some_and(|m| m.sql_tags)
+    }
+
+    /// The item names whose values make the message's CommonID; empty when the SDL names none.
+    pub fn common_id(&self, sf: StreamFunction) -> &[String] {
+        self.message(sf).map_or(&[], |m| m.common_id.as_slice())
+    }
+
+    /// Single- or multi-block, as the SDL says; `None` when the message is not defined.
+    pub fn block(&self, sf: StreamFunction) -> Option<Block> {
+        self.message(sf).map(|m| m.block)
+    }
+
+    /// The message's description (`"Event Report Send"`), the header `doc` scripts see.
+    pub fn doc(&self, sf: StreamFunction) -> Option<&str> {
+        self.message(sf).and_then(|m| m.doc.as_deref())
+    }
+
+    /// The CommonID string of a message: the values of the items its `CommonID` list names,
+    /// found by walking the body against the SDL's body structure. The values of one item
+    /// (several occurrences, or a vector item) are joined with `","`
+    /// ([`COMMON_ID_VALUE_SEPARATOR`]); the items, in the list's order, with `"_"`
+    /// ([`COMMON_ID_ITEM_SEPARATOR`]). Text is taken as it is, numbers in decimal, booleans as
+    /// `true`/`false`. S6F11 with `["CEID"]` gives `"4000"`; S2F14 with `["ECV"]` and two
+    /// constants `"80,1.5"`; `["DATAID", "CEID"]` gives `"7_4000"`. An item the message does
+    /// not carry contributes an empty part. `None` when the SDL names no CommonID for the
+    /// message (or does not define it).
+    pub fn common_id_value(&self, message: &Message) -> Option<String> {
+        let def = self.message(message.stream_function())?;
+        if def.common_id.is_empty() {
+            return None;
+        }
+        let mut found: Vec<(&str, &Item)> = Vec::new();
+        if let (Some(spec), Some(body)) = (&def.body, &message.body) {
+            self.collect_named(spec, body, &mut found);
+        }
+        let parts: Vec<String> = def
+            .common_id
+            .iter()
+            .map(|name| {
+                found
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .filter_map(|(_, item)| value_text(item))
+                    .collect::<Vec<_>>()
+                    .join(COMMON_ID_VALUE_SEPARATOR)
+            })
+            .collect();
+        Some(parts.join(COMMON_ID_ITEM_SEPARATOR))
+    }
+
+    /// Every item of `item` that the structure names, in body order.
+    fn collect_named<'a>(
+        &'a self,
+        spec: &'a Spec,
+        item: &'a Item,
+        out: &mut Vec<(&'a str, &'a Item)>,
+    ) {
+        match (spec, item) {
+            (Spec::Item(name), item) => out.push((name.as_str(), item)),
+            (Spec::Inline(def), item) if !def.name.is_empty() => {
+                out.push((def.name.as_str(), item))
+            }
+            (Spec::List(specs) | Spec::ListOrEmpty(specs), Item::L(children)) => {
+                for (s, c) in specs.iter().zip(children) {
+                    self.collect_named(s, c, out);
+                }
+            }
+            (Spec::Repeat(inner), Item::L(children)) => {
+                for c in children {
+                    self.collect_named(inner, c, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The item definition a structure element stands for.
+    fn item_def<'a>(&'a self, spec: &'a Spec) -> Option<&'a ItemDef> {
+        match spec {
+            Spec::Item(name) => self.items.get(name),
+            Spec::Inline(def) => Some(def),
+            _ => None,
+        }
     }
 
     /// Checks a message against its definition. `sent_by_host` says which way it goes.
@@ -341,9 +466,14 @@ impl Sdl {
         };
         match spec {
             Spec::Any => Ok(()),
-            Spec::Item(name) => {
-                let Some(def) = self.items.get(name) else {
-                    return fail(format!("item {name} is not defined in the SDL"));
+            Spec::Item(_) | Spec::Inline(_) => {
+                let Some(def) = self.item_def(spec) else {
+                    return fail("the item is not defined in the SDL".to_string());
+                };
+                let name = if def.name.is_empty() {
+                    "the item"
+                } else {
+                    def.name.as_str()
                 };
                 if !def.formats.is_empty() && !def.formats.contains(&item.format()) {
                     let allowed: Vec<&str> = def.formats.iter().map(|f| f.name()).collect();
@@ -351,6 +481,19 @@ impl Sdl {
                         "{name} must be {}, not {}",
                         allowed.join(" or "),
                         item.format()
+                    ));
+                }
+                if let Some((min, max)) = def.length
+                    && !(min..=max).contains(&item.len())
+                {
+                    return fail(format!(
+                        "{name} must have {} values, not {}",
+                        if min == 0 {
+                            format!("at most {max}")
+                        } else {
+                            format!("{min} to {max}")
+                        },
+                        item.len()
                     ));
                 }
                 Ok(())
@@ -413,8 +556,8 @@ impl Sdl {
 
     fn annotate_item(&self, spec: &Spec, item: &Item, json: &mut Value) {
         match (spec, item, json) {
-            (Spec::Item(name), item, Value::Object(obj)) => {
-                let Some(def) = self.items.get(name) else {
+            (Spec::Item(_) | Spec::Inline(_), item, Value::Object(obj)) => {
+                let Some(def) = self.item_def(spec) else {
                     return;
                 };
                 let mut out = Map::new();
@@ -446,145 +589,29 @@ impl Sdl {
     }
 }
 
-/// An item definition (rather than a group of them): it has a definition's keys, or none at
-/// all (an item of any format).
-fn is_item_def(v: &Value) -> bool {
-    v.as_object().is_some_and(|o| {
-        o.is_empty() || o.contains_key("format") || o.contains_key("doc") || o.contains_key("codes")
+/// The value of a scalar item as CommonID text; `None` for a list.
+fn value_text(item: &Item) -> Option<String> {
+    fn join<T: ToString>(v: &[T]) -> String {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(COMMON_ID_VALUE_SEPARATOR)
+    }
+    Some(match item {
+        Item::L(_) => return None,
+        Item::A(_) | Item::J(_) | Item::W { .. } => item.as_text()?,
+        Item::B(v) | Item::U1(v) => join(v),
+        Item::Boolean(v) => join(v),
+        Item::I1(v) => join(v),
+        Item::I2(v) => join(v),
+        Item::I4(v) => join(v),
+        Item::I8(v) => join(v),
+        Item::U2(v) => join(v),
+        Item::U4(v) => join(v),
+        Item::U8(v) => join(v),
+        Item::F4(v) => join(v),
+        Item::F8(v) => join(v),
     })
-}
-
-fn collect_items(
-    section: &Map<String, Value>,
-    key: &str,
-    items: &mut HashMap<String, ItemDef>,
-) -> Result<(), String> {
-    for (name, value) in section {
-        let k = format!("{key}.{name}");
-        if is_item_def(value) {
-            items.insert(name.clone(), parse_item_def(name, value, &k)?);
-        } else if let Some(group) = value.as_object() {
-            // Items grouped by their first letter.
-            collect_items(group, &k, items)?;
-        } else {
-            return Err(format!(
-                "{k}: expected an item definition or a group of them"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn parse_item_def(name: &str, value: &Value, key: &str) -> Result<ItemDef, String> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| format!("{key}: expected an object"))?;
-    let one = |f: &str| -> Result<Vec<Format>, String> {
-        if let Some(group) = format_group(f) {
-            return Ok(group);
-        }
-        f.parse::<Format>()
-            .map(|f| vec![f])
-            .map_err(|e| format!("{key}.format: {e}"))
-    };
-    let formats = match obj.get("format") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(f)) => one(f)?,
-        Some(Value::Array(list)) => {
-            let mut out = Vec::new();
-            for f in list {
-                out.extend(one(f
-                    .as_str()
-                    .ok_or_else(|| format!("{key}.format: expected format names"))?)?);
-            }
-            out
-        }
-        Some(_) => {
-            return Err(format!(
-                "{key}.format: expected a format name or a list of them"
-            ));
-        }
-    };
-    let mut codes = Vec::new();
-    if let Some(c) = obj.get("codes") {
-        let c = c
-            .as_object()
-            .ok_or_else(|| format!("{key}.codes: expected an object of value -> description"))?;
-        for (k, v) in c {
-            let code = CodeKey::parse(k)
-                .ok_or_else(|| format!("{key}.codes: '{k}' is not a value, >N, <N, N-M or *"))?;
-            let desc = v
-                .as_str()
-                .ok_or_else(|| format!("{key}.codes.{k}: expected a description string"))?;
-            codes.push((code, desc.to_string()));
-        }
-        // Exact values win over ranges and comparisons, which win over "*".
-        codes.sort_by_key(|(k, _)| match k {
-            CodeKey::Eq(_) => 0,
-            CodeKey::Range(..) => 1,
-            CodeKey::Gt(_) | CodeKey::Lt(_) => 2,
-            CodeKey::Any => 3,
-        });
-    }
-    Ok(ItemDef {
-        name: name.to_string(),
-        doc: obj.get("doc").and_then(Value::as_str).map(str::to_owned),
-        formats,
-        codes,
-    })
-}
-
-fn parse_spec(spec: &Value, key: &str, items: &HashMap<String, ItemDef>) -> Result<Spec, String> {
-    let named = |name: &str| -> Result<Spec, String> {
-        if name.eq_ignore_ascii_case("ANY") {
-            return Ok(Spec::Any);
-        }
-        if items.contains_key(name) {
-            Ok(Spec::Item(name.to_string()))
-        } else {
-            Err(format!("{key}: item '{name}' is not defined in items"))
-        }
-    };
-    match spec {
-        Value::String(s) => match s.strip_suffix('*') {
-            Some(name) => Ok(Spec::Repeat(Box::new(named(name)?))),
-            None => named(s),
-        },
-        Value::Array(elements) => elements
-            .iter()
-            .enumerate()
-            .map(|(i, e)| parse_spec(e, &format!("{key}[{i}]"), items))
-            .collect::<Result<_, _>>()
-            .map(Spec::List),
-        Value::Object(obj) if obj.len() == 1 => {
-            let (k, v) = obj.iter().next().ok_or("empty")?;
-            match k.as_str() {
-                "L*" => Ok(Spec::Repeat(Box::new(parse_spec(
-                    v,
-                    &format!("{key}.L*"),
-                    items,
-                )?))),
-                "L?" => match parse_spec(v, &format!("{key}.L?"), items)? {
-                    Spec::List(specs) => Ok(Spec::ListOrEmpty(specs)),
-                    _ => Err(format!("{key}.L?: expected an array of elements")),
-                },
-                "L" => match v {
-                    Value::Array(_) => parse_spec(v, &format!("{key}.L"), items),
-                    other => Ok(Spec::Repeat(Box::new(parse_spec(
-                        other,
-                        &format!("{key}.L"),
-                        items,
-                    )?))),
-                },
-                other => Err(format!(
-                    "{key}: '{other}' is not a body form (use an item name, an array, \"NAME*\", {{\"L*\": ...}} or {{\"L?\": [...]}})"
-                )),
-            }
-        }
-        other => Err(format!(
-            "{key}: {other} is not a body form (use an item name, an array, \"NAME*\", {{\"L*\": ...}} or {{\"L?\": [...]}})"
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -779,14 +806,38 @@ mod tests {
                 json!({"messages": {"S1": {"F3": {"direction": "up"}}}}),
                 "messages.S1.F3.direction: 'up'",
             ),
-            (json!({"messages": {"X1": {"F3": {}}}}), "messages.X1.F3"),
+            (
+                json!({"messages": {"X1": {"F3": {}}}}),
+                "messages.X1: 'X1' is not a stream",
+            ),
+            (json!({"messages": {"S1": {"G3": {}}}}), "messages.S1.G3: "),
             (
                 json!({"items": {"X": {"format": "Q9"}}}),
                 "items.X.format: unknown SECS-II format 'Q9'",
             ),
             (
                 json!({"items": {"X": {"format": "B", "codes": {"abc": "?"}}}}),
-                "items.X.codes: 'abc'",
+                "items.X.codes.abc: 'abc' is not a value",
+            ),
+            (
+                json!({"items": {"X": {"length": "many"}}}),
+                "items.X.length: expected a number of values",
+            ),
+            (
+                json!({"messages": {"S1": {"F1": {"reply": "yes"}}}}),
+                "messages.S1.F1.reply: expected true or false, found \"yes\"",
+            ),
+            (
+                json!({"messages": {"S1": {"F1": {"block": 2}}}}),
+                "messages.S1.F1.block: expected \"single\" or \"multiple\"",
+            ),
+            (
+                json!({"messages": {"S1": {"F1": {"CommonID": 7}}}}),
+                "messages.S1.F1.CommonID: expected a list of item names",
+            ),
+            (
+                json!({"defaults": {"realtime": 1}}),
+                "defaults.realtime: expected true or false",
             ),
             (json!([1]), "must be a JSON object"),
         ];
@@ -794,15 +845,96 @@ mod tests {
             let e = Sdl::from_value(Path::new("t.sdl"), &v).unwrap_err();
             assert!(e.contains(expect), "{e}");
         }
-        let dir = std::env::temp_dir().join(format!("secsgate-sdl-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("bad.sdl");
-        std::fs::write(
-            &path,
+        let e = Sdl::parse(
+            Path::new("bad.sdl"),
             "{\n  \"items\": {\n    \"X\": {\"format\": \"B\",}\n  }\n}\n",
         )
-        .unwrap();
-        let e = Sdl::load(&path).unwrap_err();
+        .unwrap_err();
         assert_eq!(e.line, 3, "{e}");
+        let e = Sdl::parse(
+            Path::new("bad.sdl"),
+            "{\n  \"messages\": {\n    \"S1\": {\n      \"F1\": {\n        \"reply\": 3\n      }\n    }\n  }\n}\n",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (5, "messages.S1.F1.reply"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("bad.sdl:5: messages.S1.F1.reply: expected true or false"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_a_hint_and_still_load() {
+        let text = "{\n \"doc\": \"x\",\n \"version\": 2,\n \"items\": {\"CEID\": {\"format\": \"U4\", \"unit\": \"s\"}},\n \"messages\": {\"S6\": {\"F11\": {\n  \"realtme\": true,\n  \"body\": [{\"name\": \"CEID\", \"colour\": \"red\"}],\n  \"CommonID\": [\"CEID\", \"DATAID\"]\n }}}\n}\n";
+        let (sdl, warnings) = Sdl::parse(Path::new("w.sdl"), text).unwrap();
+        let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "w.sdl:3: version: unknown key, ignored; the keys here are doc, formats, items, defaults, messages",
+                "w.sdl:4: items.CEID.unit: unknown key, ignored; the keys here are doc, format, length, codes, name",
+                "w.sdl:6: messages.S6.F11.realtme: unknown key, ignored; did you mean 'realtime'?",
+                "w.sdl:7: messages.S6.F11.body[0].colour: unknown key, ignored; the keys here are doc, format, length, codes, name",
+                "w.sdl:8: messages.S6.F11.CommonID: names DATAID, which the body does not contain, so its CommonID part is always empty",
+            ],
+        );
+        let sf = "S6F11".parse().unwrap();
+        assert!(!sdl.realtime(sf), "a misspelt key means nothing");
+        assert_eq!(sdl.common_id(sf), ["CEID", "DATAID"]);
+    }
+
+    #[test]
+    fn inline_items_and_length_are_checked() {
+        let s = Sdl::from_value(
+            Path::new("t.sdl"),
+            &json!({
+                "items": {"ALTX": {"format": "A", "length": 5}},
+                "messages": {"S5": {"F1": {"direction": "h<-e", "body": {"L": [
+                    {"name": "ALCD", "format": "B", "length": "1-1", "codes": {"0": "Cleared", "128": "Set"}},
+                    "U4",
+                    {"name": "ALTX"}
+                ]}}, "F3": {"body": {"name": "ALTX", "doc": "ALTX, Short Alarm Text", "length": 2}}}}
+            }),
+        )
+        .unwrap();
+        assert!(
+            s.check(&m("S5F1 <L [3] <B 0x80> <U4 7> <A \"hot\">>"), false)
+                .is_ok()
+        );
+        let cases = [
+            (
+                "S5F1 <L [3] <B 0x80 0x01> <U4 7> <A \"hot\">>",
+                "body[0]: ALCD must have 1 to 1 values, not 2",
+            ),
+            (
+                "S5F1 <L [3] <B 0x80> <U2 7> <A \"hot\">>",
+                "body[1]: the item must be U4, not U2",
+            ),
+            (
+                "S5F1 <L [3] <B 0x80> <U4 7> <A \"too hot\">>",
+                "body[2]: ALTX must have at most 5 values, not 7",
+            ),
+        ];
+        for (text, expect) in cases {
+            let e = s.check(&m(text), false).unwrap_err().to_string();
+            assert_eq!(e, expect, "{text}");
+        }
+        let msg = m("S5F1 <L [3] <B 0x80> <U4 7> <A \"hot\">>");
+        let mut v = json::message_to_json(&msg);
+        s.annotate(&msg, &mut v);
+        assert_eq!(v["body"][0]["codeDesc"], "Set");
+        // An item object naming a defined item changes it in that place only.
+        let short = m("S5F3 <A \"ok\">");
+        assert!(s.check(&short, true).is_ok());
+        let mut v = json::message_to_json(&short);
+        s.annotate(&short, &mut v);
+        assert_eq!(v["body"]["doc"], "ALTX, Short Alarm Text");
+        assert_eq!(
+            s.check(&m("S5F3 <U1 1>"), true).unwrap_err().to_string(),
+            "body: ALTX must be A, not U1"
+        );
+        assert!(s.check(&m("S5F3 <A \"long\">"), true).is_err());
+        assert_eq!(s.items["ALTX"].length, Some((0, 5)));
     }
 }

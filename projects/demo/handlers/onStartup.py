@@ -12,7 +12,7 @@ for svid, sv in zip(svids, gem.value(reply["body"])):
     log.infof("  SV %d = %s", svid, sv)
 
 # Define a report (clock, lot and recipe), link it to the lot events, enable them.
-gem.send("Tool1", "S2F33", [gem.u4(1), [[gem.u4(9000), [gem.u4(2001), gem.u4(4), gem.u4(5)]]]])
+gem.send("Tool1", "S2F33", [gem.u4(1), [[gem.u4(9000), [gem.u4(2001), gem.u4(6), gem.u4(5)]]]])
 gem.send("Tool1", "S2F35", [gem.u4(2), [[gem.u4(102), [gem.u4(9000)]], [gem.u4(103), [gem.u4(9000)]]]])
 gem.send("Tool1", "S2F37", [{"format": "Bool", "value": True}, []])
 log.info("report 9000 linked to LotStarted (102) and LotCompleted (103); events enabled")
