@@ -313,6 +313,7 @@ struct RawProject {
     simulator: Vec<Spanned<RawSimulator>>,
     #[serde(default)]
     store: Option<Spanned<RawStore>>,
+    #[serde(default)]
     database: Vec<Spanned<RawDatabase>>,
 }
 
