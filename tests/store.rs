@@ -513,6 +513,46 @@ fn secsgate_log_filters_and_json() {
     assert_eq!(v["RequestResponse"], "Response");
     assert_eq!(v["TxID"], 2);
     assert_eq!(v["Message"]["header"]["function"], 12);
+    // --follow: the existing newest line, then each message as it is stored.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_secsgate"))
+        .arg("log")
+        .arg(&dir)
+        .args(["--follow", "--limit", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = follow.id();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a line within 10 s")
+    };
+    assert!(next().contains("Tool2"));
+    store
+        .write(&[record(
+            now,
+            "Tool3",
+            "S5F1 W <L [0]> .",
+            Direction::Received,
+            4,
+        )])
+        .unwrap();
+    let line = next();
+    assert!(line.contains("Tool3 Received Request TxID=4"), "{line}");
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let _ = follow.wait();
+
     let bad = Command::new(env!("CARGO_BIN_EXE_secsgate"))
         .args(["log"])
         .arg(&dir)
@@ -560,5 +600,53 @@ async fn writes_in_the_data_folder_reload_nothing() {
         "only the handler reloads"
     );
     gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// At `RUST_LOG=debug` each message, sent or received, replies included, is logged once as
+/// SML.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_each_message_once() {
+    let (eq, port, mut established) = equipment().await;
+    let dir = project(
+        "debuglog",
+        &format!(
+            "[store]\nenabled = false\n\n[[equipment]]\nname = \"Tool1\"\nport = {port}\ntimers = {{ t5 = 0.2 }}\n"
+        ),
+        &[],
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_secsgate"))
+        .arg("run")
+        .arg(&dir)
+        .arg("--no-reload")
+        .env("RUST_LOG", "secsgate=debug")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start secsgate run");
+    let pid = child.id();
+    tokio::time::timeout(Duration::from_secs(20), established.wait_for(|n| *n > 0))
+        .await
+        .expect("the gateway establishes communication")
+        .unwrap();
+    for i in 0..3 {
+        let m = msg(&format!("S6F11 W <L [3] <U4 {i}> <U4 4001> <L [0]>> ."));
+        eq.request(m).await.unwrap();
+    }
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("S6F11 W <L [3]"), 3, "{log}");
+    assert_eq!(count("S6F12 <B 0x00>"), 3, "{log}");
+    assert_eq!(count("S1F13 W"), 1, "{log}");
+    assert_eq!(count("S1F14 <L [2]"), 1, "{log}");
+    eq.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
