@@ -254,7 +254,12 @@ impl Tags {
 
 /// A snapshot of the tags as JSON: `{"pid", "running", "written", "tags": [{"path", "value",
 /// "quality", "timestamp"}]}`, what `secsgate tags` reads.
-pub fn snapshot_json(tags: &Tags, running: bool, written: &str, time_text: impl Fn(SystemTime) -> String) -> Value {
+pub fn snapshot_json(
+    tags: &Tags,
+    running: bool,
+    written: &str,
+    time_text: impl Fn(SystemTime) -> String,
+) -> Value {
     let list: Vec<Value> = tags
         .all()
         .into_iter()

@@ -50,6 +50,14 @@ enum Command {
         /// The project folder.
         dir: std::path::PathBuf,
     },
+    /// Print the realtime tag tree of a project's gateway.
+    Tags {
+        /// The project folder.
+        dir: std::path::PathBuf,
+        /// Print the snapshot as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +138,7 @@ pub fn main() -> i32 {
         Command::Sim(args) => return sim::run(args),
         Command::Run { dir, no_reload } => return run::run(&dir, !no_reload),
         Command::Check { dir } => return run::check(&dir),
+        Command::Tags { dir, json } => return tags::run(&dir, json),
     };
     match result {
         Ok(out) => {
@@ -146,6 +155,7 @@ pub fn main() -> i32 {
 mod run;
 mod send;
 mod sim;
+mod tags;
 
 /// The multi-threaded runtime the long-running commands (`run`, `sim`) use: tokio's default
 /// worker count (one per core). Storage and Python run on threads of their own.
