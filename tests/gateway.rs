@@ -1395,3 +1395,48 @@ async fn s2f14_realtime_with_common_id_from_its_ecvs() {
     assert_eq!(message["header"]["doc"], "Equipment Constant Data");
     gateway.shutdown().await;
 }
+
+/// Saving the equipment's SDL file applies it while the connection stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdl_changes_apply_while_running() {
+    let eq = equipment(Duration::ZERO).await;
+    let sdl = |realtime: bool| {
+        format!(
+            r#"{{"messages": {{
+  "S1": {{"F13": {{"direction": "h<->e", "reply": true, "body": "ANY"}},
+          "F14": {{"direction": "h<->e", "body": "ANY"}}}},
+  "S6": {{"F11": {{"doc": "Event Report Send", "direction": "h<-e", "reply": true, "realtime": {realtime}, "body": "ANY"}},
+          "F12": {{"direction": "h->e", "body": "ANY"}}}}
+}}}}"#
+        )
+    };
+    let realtime = emit(
+        "realtime",
+        "system.util.jsonDecode(payload['Message'])['header']['doc']",
+    );
+    let dir = project(
+        "live-sdl",
+        &toml(eq.port, "sdl = \"tool.sdl\""),
+        &[
+            ("tool.sdl", &sdl(false)),
+            ("handlers/onSecsGemRealtimeUpdate.py", &realtime),
+        ],
+    );
+    let gateway = start(&dir).await;
+    let s6f11 = || msg("S6F11 W <L [3] <U4 1> <U4 4001> <L>>");
+    eq.link.request(s6f11()).await.unwrap();
+    assert_eq!(gateway.engine().completed(), 0, "S6F11 is not realtime yet");
+    let mut reloads = gateway.watch_config_reloads();
+    write_atomically(&dir.join("tool.sdl"), &sdl(true));
+    next_config(&mut reloads).await;
+    eq.link.request(s6f11()).await.unwrap();
+    let doc = output(gateway.engine(), &dir, "realtime", Duration::from_secs(10)).await;
+    assert_eq!(doc, "Event Report Send");
+    // A broken SDL is refused; the one in force stays.
+    write_atomically(&dir.join("tool.sdl"), "{\"messages\": [");
+    next_config(&mut reloads).await;
+    eq.link.request(s6f11()).await.unwrap();
+    let doc = output(gateway.engine(), &dir, "realtime", Duration::from_secs(10)).await;
+    assert_eq!(doc, "Event Report Send");
+    gateway.shutdown().await;
+}
