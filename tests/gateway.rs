@@ -58,6 +58,18 @@ async fn output(engine: &ScriptEngine, dir: &Path, name: &str, within: Duration)
     }
 }
 
+/// Saves `script` as a handler, runs it once, and returns what it emitted as `name`.
+async fn run_once(gateway: &Gateway, dir: &Path, script: &str, name: &str) -> Value {
+    let path = dir.join("handlers/onCheck.py");
+    write_atomically(&path, script);
+    gateway.engine().reload_path(&path);
+    gateway
+        .engine()
+        .post("test", "onCheck", secsgate::script::Payload::default())
+        .await;
+    output(gateway.engine(), dir, name, Duration::from_secs(10)).await
+}
+
 /// Waits until the engine has finished `count` jobs in all.
 async fn completed(engine: &ScriptEngine, count: u64) {
     let mut done = engine.watch_completed();
@@ -1019,15 +1031,7 @@ async fn tool_programs_from_s7f3() {
             "{'t': t, 'b': b, 'columns': ds.getColumnNames(), 'rows': rows, 'after': after}"
         )
     );
-    write_atomically(&dir.join("handlers/onCheck.py"), &script);
-    gateway
-        .engine()
-        .reload_path(&dir.join("handlers/onCheck.py"));
-    gateway
-        .engine()
-        .post("test", "onCheck", secsgate::script::Payload::default())
-        .await;
-    let out = output(gateway.engine(), &dir, "programs", Duration::from_secs(10)).await;
+    let out = run_once(&gateway, &dir, &script, "programs").await;
     assert_eq!(out["t"]["ppid"], "ETCH-1");
     assert_eq!(out["t"]["ppbody"], "step 1; step 2");
     assert_eq!(out["t"]["ppBody"], "step 1; step 2");
@@ -1257,15 +1261,7 @@ async fn sqltags_messages_become_tags_for_system_tag() {
             "{'values': values, 'qualities': qualities, 'good': good, 'browsed': browsed, 'write': write}"
         )
     );
-    write_atomically(&dir.join("handlers/onCheck.py"), &script);
-    gateway
-        .engine()
-        .reload_path(&dir.join("handlers/onCheck.py"));
-    gateway
-        .engine()
-        .post("test", "onCheck", secsgate::script::Payload::default())
-        .await;
-    let out = output(gateway.engine(), &dir, "tags", Duration::from_secs(10)).await;
+    let out = run_once(&gateway, &dir, &script, "tags").await;
     assert_eq!(out["values"][0], 23);
     assert_eq!(out["values"][1], "Communicating");
     assert!(out["values"][2].as_u64().is_some(), "{out}");
