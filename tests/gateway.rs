@@ -58,6 +58,18 @@ async fn output(engine: &ScriptEngine, dir: &Path, name: &str, within: Duration)
     }
 }
 
+/// Saves `script` as a handler, runs it once, and returns what it emitted as `name`.
+async fn run_once(gateway: &Gateway, dir: &Path, script: &str, name: &str) -> Value {
+    let path = dir.join("handlers/onCheck.py");
+    write_atomically(&path, script);
+    gateway.engine().reload_path(&path);
+    gateway
+        .engine()
+        .post("test", "onCheck", secsgate::script::Payload::default())
+        .await;
+    output(gateway.engine(), dir, name, Duration::from_secs(10)).await
+}
+
 /// Waits until the engine has finished `count` jobs in all.
 async fn completed(engine: &ScriptEngine, count: u64) {
     let mut done = engine.watch_completed();
@@ -1019,15 +1031,7 @@ async fn tool_programs_from_s7f3() {
             "{'t': t, 'b': b, 'columns': ds.getColumnNames(), 'rows': rows, 'after': after}"
         )
     );
-    write_atomically(&dir.join("handlers/onCheck.py"), &script);
-    gateway
-        .engine()
-        .reload_path(&dir.join("handlers/onCheck.py"));
-    gateway
-        .engine()
-        .post("test", "onCheck", secsgate::script::Payload::default())
-        .await;
-    let out = output(gateway.engine(), &dir, "programs", Duration::from_secs(10)).await;
+    let out = run_once(&gateway, &dir, &script, "programs").await;
     assert_eq!(out["t"]["ppid"], "ETCH-1");
     assert_eq!(out["t"]["ppbody"], "step 1; step 2");
     assert_eq!(out["t"]["ppBody"], "step 1; step 2");
@@ -1257,15 +1261,7 @@ async fn sqltags_messages_become_tags_for_system_tag() {
             "{'values': values, 'qualities': qualities, 'good': good, 'browsed': browsed, 'write': write}"
         )
     );
-    write_atomically(&dir.join("handlers/onCheck.py"), &script);
-    gateway
-        .engine()
-        .reload_path(&dir.join("handlers/onCheck.py"));
-    gateway
-        .engine()
-        .post("test", "onCheck", secsgate::script::Payload::default())
-        .await;
-    let out = output(gateway.engine(), &dir, "tags", Duration::from_secs(10)).await;
+    let out = run_once(&gateway, &dir, &script, "tags").await;
     assert_eq!(out["values"][0], 23);
     assert_eq!(out["values"][1], "Communicating");
     assert!(out["values"][2].as_u64().is_some(), "{out}");
@@ -1393,5 +1389,50 @@ async fn s2f14_realtime_with_common_id_from_its_ecvs() {
     assert_eq!(seen["CommonID"], "80,1.5");
     let message: Value = serde_json::from_str(seen["Message"].as_str().unwrap()).unwrap();
     assert_eq!(message["header"]["doc"], "Equipment Constant Data");
+    gateway.shutdown().await;
+}
+
+/// Saving the equipment's SDL file applies it while the connection stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdl_changes_apply_while_running() {
+    let eq = equipment(Duration::ZERO).await;
+    let sdl = |realtime: bool| {
+        format!(
+            r#"{{"messages": {{
+  "S1": {{"F13": {{"direction": "h<->e", "reply": true, "body": "ANY"}},
+          "F14": {{"direction": "h<->e", "body": "ANY"}}}},
+  "S6": {{"F11": {{"doc": "Event Report Send", "direction": "h<-e", "reply": true, "realtime": {realtime}, "body": "ANY"}},
+          "F12": {{"direction": "h->e", "body": "ANY"}}}}
+}}}}"#
+        )
+    };
+    let realtime = emit(
+        "realtime",
+        "system.util.jsonDecode(payload['Message'])['header']['doc']",
+    );
+    let dir = project(
+        "live-sdl",
+        &toml(eq.port, "sdl = \"tool.sdl\""),
+        &[
+            ("tool.sdl", &sdl(false)),
+            ("handlers/onSecsGemRealtimeUpdate.py", &realtime),
+        ],
+    );
+    let gateway = start(&dir).await;
+    let s6f11 = || msg("S6F11 W <L [3] <U4 1> <U4 4001> <L>>");
+    eq.link.request(s6f11()).await.unwrap();
+    assert_eq!(gateway.engine().completed(), 0, "S6F11 is not realtime yet");
+    let mut reloads = gateway.watch_config_reloads();
+    write_atomically(&dir.join("tool.sdl"), &sdl(true));
+    next_config(&mut reloads).await;
+    eq.link.request(s6f11()).await.unwrap();
+    let doc = output(gateway.engine(), &dir, "realtime", Duration::from_secs(10)).await;
+    assert_eq!(doc, "Event Report Send");
+    // A broken SDL is refused; the one in force stays.
+    write_atomically(&dir.join("tool.sdl"), "{\"messages\": [");
+    next_config(&mut reloads).await;
+    eq.link.request(s6f11()).await.unwrap();
+    let doc = output(gateway.engine(), &dir, "realtime", Duration::from_secs(10)).await;
+    assert_eq!(doc, "Event Report Send");
     gateway.shutdown().await;
 }

@@ -55,7 +55,7 @@ def run_gateway(secsgate_bin, project):
     )
 
 
-def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
+def test_handlers_against_secsgem_equipment(secsgate, secsgate_bin, tmp_path):
     port = free_port()
     equipment = start_equipment("passive", port)
     project = write_project(
@@ -122,6 +122,16 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
         assert names(classes["util"]) == startup["util"]
         assert names(classes["tag"]) == startup["tag"]
         assert names(classes["db"]) == startup["db"]
+        # `secsgate tags` shows the running gateway's tags (its snapshot follows within 1 s).
+        deadline = time.monotonic() + 20
+        while True:
+            tags = secsgate("tags", str(project))
+            if "[SECSGEM]Tool1/Status = Communicating" in tags.stdout:
+                break
+            assert time.monotonic() < deadline, tags.stdout + tags.stderr
+            time.sleep(0.1)
+        assert tags.stdout.startswith("# tags of the running gateway (pid "), tags.stdout
+        assert "[SECSGEM]Tool1/MessagesReceived = " in tags.stdout
     finally:
         gateway.send_signal(signal.SIGTERM)
         try:
@@ -131,6 +141,11 @@ def test_handlers_against_secsgem_equipment(secsgate_bin, tmp_path):
             stop(equipment)
     log = gateway.stderr.read()
     assert "stopping" in log
+    # Stopped: the last snapshot says so.
+    tags = secsgate("tags", str(project))
+    assert tags.stdout.startswith("# the gateway is not running"), tags.stdout
+    assert "[SECSGEM]Tool1/Status = Disabled" in tags.stdout, tags.stdout
+    assert json.loads(secsgate("tags", "--json", str(project)).stdout)["running"] is False
 
 
 def test_run_refuses_a_bad_config_with_file_and_line(secsgate, tmp_path):

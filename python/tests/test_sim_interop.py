@@ -312,27 +312,15 @@ def test_spooled_events_survive_a_restart(secsgate_bin, tmp_path):
         sim.stop()
 
 
-def test_sim_runs_the_default_config_and_stops_on_sigterm(secsgate, secsgate_bin, tmp_path):
-    log_path = tmp_path / "sim.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [secsgate_bin, "sim", "--port", "0", "--spool-dir", str(tmp_path / "spool")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-        )
-        try:
-            port = wait_until(
-                lambda: (m := re.search(r"listening on 127\.0\.0\.1:(\d+)", log_path.read_text())) and m.group(1),
-                "the simulator to listen",
-            )
-            out = secsgate("send", "--connect", f"127.0.0.1:{port}", "S1F13 W <L>", "S1F1 W",
-                           "S2F41 W <L [2] <A \"START\"> <L>>")
-            assert out.returncode == 0, out.stderr
-            assert '<A "SECSGATE-SIM">' in out.stdout
-            assert "S2F42\n<L [2]\n  <B 0x04>" in out.stdout
-            proc.terminate()
-            assert proc.wait(timeout=10) == 0
-        finally:
-            stop(proc)
+def test_sim_runs_the_default_config_and_stops_on_sigterm(secsgate, default_sim):
+    proc, port = default_sim
+    out = secsgate("send", "--connect", f"127.0.0.1:{port}", "S1F13 W <L>", "S1F1 W",
+                   "S2F41 W <L [2] <A \"START\"> <L>>")
+    assert out.returncode == 0, out.stderr
+    assert '<A "SECSGATE-SIM">' in out.stdout
+    assert "S2F42\n<L [2]\n  <B 0x04>" in out.stdout
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0
 
 
 def test_sim_refuses_a_bad_config_with_file_line_and_key(secsgate, tmp_path):
@@ -346,25 +334,32 @@ def test_sim_refuses_a_bad_config_with_file_line_and_key(secsgate, tmp_path):
     assert "--run nope: no such event run" in out.stderr, out.stderr
 
 
-def test_send_answers_the_simulators_own_primaries(secsgate, secsgate_bin, tmp_path):
-    """`secsgate send` plays a GEM host for what the peer sends meanwhile: a fresh simulator's
-    S1F13 on connect is answered with S1F14, so the README's examples work as written."""
-    log_path = tmp_path / "sim.log"
+@pytest.fixture
+def default_sim(secsgate_bin, tmp_path):
+    """A `secsgate sim` with the built-in default config on an ephemeral port: (process, port)."""
+    log_path = tmp_path / "default-sim.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [secsgate_bin, "sim", "--port", "0", "--spool-dir", str(tmp_path / "spool")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
         )
-        try:
-            port = wait_until(
-                lambda: (m := re.search(r"listening on 127\.0\.0\.1:(\d+)", log_path.read_text())) and m.group(1),
-                "the simulator to listen",
-            )
-            out = secsgate("send", "--connect", f"127.0.0.1:{port}", "S1F13 W <L>",
-                           "S1F3 W <L [1] <U4 2001>>", "S1F1 W")
-            assert out.returncode == 0, out.stderr
-            assert "S1F4" in out.stdout and "S1F2" in out.stdout, out.stdout
-            if "received S1F13" in out.stderr:
-                assert "answered S1F14 <L [2] <B 0x00> <L [0]>>" in out.stderr, out.stderr
-        finally:
-            stop(proc)
+    try:
+        port = wait_until(
+            lambda: (m := re.search(r"listening on 127\.0\.0\.1:(\d+)", log_path.read_text())) and m.group(1),
+            "the simulator to listen",
+        )
+        yield proc, port
+    finally:
+        stop(proc)
+
+
+def test_send_answers_the_simulators_own_primaries(secsgate, default_sim):
+    """`secsgate send` plays a GEM host for what the peer sends meanwhile: a fresh simulator's
+    S1F13 on connect is answered with S1F14, so the README's examples work as written."""
+    _, port = default_sim
+    out = secsgate("send", "--connect", f"127.0.0.1:{port}", "S1F13 W <L>",
+                   "S1F3 W <L [1] <U4 2001>>", "S1F1 W")
+    assert out.returncode == 0, out.stderr
+    assert "S1F4" in out.stdout and "S1F2" in out.stdout, out.stdout
+    if "received S1F13" in out.stderr:
+        assert "answered S1F14 <L [2] <B 0x00> <L [0]>>" in out.stderr, out.stderr

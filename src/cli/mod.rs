@@ -56,6 +56,14 @@ enum Command {
         /// The project folder.
         dir: std::path::PathBuf,
     },
+    /// Print the realtime tag tree of a project's gateway.
+    Tags {
+        /// The project folder.
+        dir: std::path::PathBuf,
+        /// Print the snapshot as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -137,6 +145,7 @@ pub fn main() -> i32 {
         Command::Run { dir, no_reload } => return run::run(&dir, !no_reload),
         Command::Check { dir } => return run::check(&dir),
         Command::Log(args) => return log::run(args),
+        Command::Tags { dir, json } => return tags::run(&dir, json),
     };
     match result {
         Ok(out) => {
@@ -154,6 +163,7 @@ mod log;
 mod run;
 mod send;
 mod sim;
+mod tags;
 
 /// The multi-threaded runtime the long-running commands (`run`, `sim`) use: tokio's default
 /// worker count (one per core). Storage and Python run on threads of their own.

@@ -589,6 +589,7 @@ impl Gateway {
                 ),
             }
         }
+        tokio::spawn(snapshot_tags(Arc::downgrade(&core)));
         let gateway = Gateway { core };
         if gateway.core.engine.has_handler(STARTUP_HANDLER) {
             let g = gateway.clone();
@@ -705,6 +706,8 @@ impl Gateway {
             sim.shutdown().await;
         }
         self.core.engine.stop();
+        // The last tag snapshot says the gateway stopped.
+        self.core.write_tag_snapshot(false);
         if let Some(store) = &self.core.store {
             store.close().await;
         }
@@ -1060,6 +1063,50 @@ impl Core {
             Err(e) => {
                 warn!(stream_function = %primary.stream_function(), "cannot send the default reply: {e}")
             }
+        }
+    }
+}
+
+/// The file `secsgate tags` reads: the tag tree, written by the running gateway.
+pub const TAG_SNAPSHOT: &str = "data/tags.json";
+
+/// How often the tag snapshot is rewritten while tags change.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes the tag snapshot (`data/tags.json`) once a second while tags change, for
+/// `secsgate tags`. Ends when the gateway is gone.
+async fn snapshot_tags(core: std::sync::Weak<Core>) {
+    let mut written = None;
+    let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        let version = core.tags.version();
+        if written != Some(version) {
+            written = Some(version);
+            let core = core.clone();
+            // File writes off the runtime's worker threads.
+            let _ = tokio::task::spawn_blocking(move || core.write_tag_snapshot(true)).await;
+        }
+    }
+}
+
+impl Core {
+    /// Writes `data/tags.json` (atomically: a temporary file renamed over the old one).
+    fn write_tag_snapshot(&self, running: bool) {
+        let path = self.dir.join(TAG_SNAPSHOT);
+        let json = crate::tags::snapshot_json(&self.tags, running, &now_text(2), date_text);
+        let tmp = path.with_extension("json.tmp");
+        let result = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&tmp, json.to_string()))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            warn!("cannot write the tag snapshot {}: {e}", path.display());
         }
     }
 }

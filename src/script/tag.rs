@@ -153,7 +153,11 @@ pub mod tag {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        m.add("TagWriteError", m.py().get_type::<TagWriteError>())
+        m.add("TagWriteError", m.py().get_type::<TagWriteError>())?;
+        // Every write function refuses the same way.
+        let write = m.getattr("writeBlocking")?;
+        m.add("writeAsync", &write)?;
+        m.add("write", &write)
     }
 
     /// Reads tags: one `QualifiedValue` per path, in order (an unknown path has quality
@@ -235,32 +239,10 @@ pub mod tag {
         })
     }
 
-    /// Raises: the tags are read-only.
+    /// Raises: the tags are read-only (also as `writeAsync` and `write`).
     #[pyfunction]
     #[pyo3(signature = (*args, **kwargs))]
     fn writeBlocking(
-        args: &Bound<'_, pyo3::types::PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        let _ = (args, kwargs);
-        Err(read_only())
-    }
-
-    /// Raises: the tags are read-only.
-    #[pyfunction]
-    #[pyo3(signature = (*args, **kwargs))]
-    fn writeAsync(
-        args: &Bound<'_, pyo3::types::PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        let _ = (args, kwargs);
-        Err(read_only())
-    }
-
-    /// Raises: the tags are read-only.
-    #[pyfunction]
-    #[pyo3(signature = (*args, **kwargs))]
-    fn write(
         args: &Bound<'_, pyo3::types::PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {

@@ -32,6 +32,22 @@ pub fn file_name(ppid: &str) -> String {
     out
 }
 
+/// Writes a program's file durably: a hidden temporary file in `dir`, synced, then renamed
+/// over `path`, so a reader never sees half a program.
+pub(crate) fn save_program_file(
+    dir: &Path,
+    ppid: &str,
+    path: &Path,
+    body: &[u8],
+) -> Result<(), ProgramError> {
+    let tmp = dir.join(format!(".{}.tmp", file_name(ppid)));
+    let mut file = fs::File::create(&tmp).map_err(|e| failed("create", &tmp, e))?;
+    file.write_all(body)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| failed("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| failed("write", path, e))
+}
+
 /// The PPID of a file name, `None` if the name is not one [`file_name`] makes.
 pub fn ppid_of(name: &str) -> Option<String> {
     let b = name.as_bytes();
@@ -95,13 +111,7 @@ impl ProgramStore for FolderPrograms {
     fn save(&mut self, ppid: &str, body: &[u8]) -> Result<bool, ProgramError> {
         let path = self.path(ppid);
         let created = !path.exists();
-        // Write a hidden temporary file, then rename: a reader never sees half a program.
-        let tmp = self.dir.join(format!(".{}.tmp", file_name(ppid)));
-        let mut file = fs::File::create(&tmp).map_err(|e| failed("create", &tmp, e))?;
-        file.write_all(body)
-            .and_then(|_| file.sync_all())
-            .map_err(|e| failed("write", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| failed("write", &path, e))?;
+        save_program_file(&self.dir, ppid, &path, body)?;
         Ok(created)
     }
 

@@ -2,15 +2,14 @@
 //! `getToolProgramDataset` and `deleteToolProgram`: one file per PPID in a folder, named as
 //! [`super::programs::file_name`] names it plus `.A` (text PPBODY) or `.B` (binary PPBODY),
 //! so the body comes back in the format the tool sent. The file's modification time is the
-//! program's edit date. A write goes to a hidden temporary file first, then is renamed, so a
-//! reader never sees half a program.
+//! program's edit date. Files are written as the simulator's programs are (a synced temporary
+//! file renamed into place).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::programs::{file_name, ppid_of};
+use super::programs::{file_name, ppid_of, save_program_file};
 use crate::gem::programs::ProgramError;
 use crate::secs2::Item;
 
@@ -99,13 +98,7 @@ impl ToolPrograms {
 
     /// Stores a program, replacing one with the same PPID in either format.
     pub fn save(&self, ppid: &str, format: BodyFormat, body: &[u8]) -> Result<(), ProgramError> {
-        let path = self.path(ppid, format);
-        let tmp = self.dir.join(format!(".{}.tmp", file_name(ppid)));
-        let mut file = fs::File::create(&tmp).map_err(|e| failed("create", &tmp, e))?;
-        file.write_all(body)
-            .and_then(|_| file.sync_all())
-            .map_err(|e| failed("write", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| failed("write", &path, e))?;
+        save_program_file(&self.dir, ppid, &self.path(ppid, format), body)?;
         let other = match format {
             BodyFormat::Text => BodyFormat::Binary,
             BodyFormat::Binary => BodyFormat::Text,
