@@ -10,15 +10,20 @@
 //!   message of the GEM tool table, spooling) and the host (communication state, default
 //!   replies).
 //! - [`sim`]: the equipment simulator: a GEM equipment from a TOML file, over HSMS.
-//! - [`store`]: durable storage: the equipment spool (SQLite), process programs (files).
+//! - [`store`]: durable storage: the message store (every message, SQLite, one writer thread),
+//!   the equipment spool (SQLite), process programs (files).
+//! - [`tags`]: the realtime tag tree (connection status, counters, SQLTags messages).
 //! - [`config`]: `project.toml`, with file, line and key in every error.
 //! - [`gateway`]: equipment connections (each driving a `gem::Host` over its link),
 //!   transactions (TxID), routing of received messages to handlers or the host's default
-//!   replies, the host side of `system.secsgem`.
-//! - [`script`]: embedded CPython: worker threads, the `system` module, hot reload.
+//!   replies, recording to the store and tags, live configuration, the host side of
+//!   `system.secsgem`.
+//! - [`script`]: embedded CPython: worker threads, the `system` module (secsgem, util, tag,
+//!   db), hot reload.
 //! - [`sdl`]: the SECS Definition Language: an equipment's messages and items; checks and
 //!   `doc`/`codeDesc` annotation.
-//! - [`cli`]: the `secsgate` command line (`run`, `check`, `sim`, `send`, `sml`).
+//! - [`cli`]: the `secsgate` command line (`run`, `check`, `sim`, `send`, `sml`, `log`,
+//!   `tags`).
 //!
 //! Receive: bytes -> `hsms::frame` -> `secs2::Message` -> `link` -> `gateway` (TxID, custom
 //! response handler or default reply, realtime handler on a `script` worker). Send: a script's
