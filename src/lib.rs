@@ -5,6 +5,8 @@
 //! - [`secs2`]: SECS-II data (SEMI E5): items, messages, the binary codec, SML and the JSON
 //!   form of the scripting API. Pure data, no I/O.
 //! - [`hsms`]: HSMS (SEMI E37): framing, the sans-IO protocol state machine, the tokio driver.
+//! - [`secs1`]: SECS-I (SEMI E4): blocks and the sans-IO block-transfer protocol state machine
+//!   (serial line or TCP).
 //! - [`link`]: what any transport gives the engine: request/reply, incoming primaries, state.
 //! - [`gem`]: GEM (SEMI E30) behaviour, sans-IO: the equipment (model, state machines, every
 //!   message of the GEM tool table, spooling) and the host (communication state, default
@@ -38,6 +40,7 @@ pub mod hsms;
 pub mod link;
 pub mod script;
 pub mod sdl;
+pub mod secs1;
 pub mod secs2;
 pub mod sim;
 pub mod store;

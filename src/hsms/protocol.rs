@@ -250,19 +250,8 @@ pub struct Protocol<T = ()> {
     superseded_select: Option<u32>,
 }
 
-/// The system bytes named by a stream 9 error message's MHEAD (`<B[10]>`, the header of the
-/// message it answers), for the S9Fx that carry one (S9F1, S9F3, S9F5, S9F7, S9F9, S9F11).
-pub fn stream_nine_mhead(message: &Message) -> Option<u32> {
-    if message.stream != 9 || !matches!(message.function, 1 | 3 | 5 | 7 | 9 | 11) {
-        return None;
-    }
-    match &message.body {
-        Some(Item::B(mhead)) if mhead.len() == HEADER_LEN => {
-            Some(u32::from_be_bytes([mhead[6], mhead[7], mhead[8], mhead[9]]))
-        }
-        _ => None,
-    }
-}
+/// Moved to [`crate::secs2::message`], shared with SECS-I; re-exported here.
+pub use crate::secs2::message::stream_nine_mhead;
 
 fn name(stype: SType) -> &'static str {
     match stype {

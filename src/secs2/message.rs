@@ -137,6 +137,21 @@ impl Message {
     }
 }
 
+/// The system bytes named by a stream 9 error message's MHEAD (`<B[10]>`, the header of the
+/// message it answers: the HSMS header, or the SECS-I block header), for the S9Fx that carry
+/// one (S9F1, S9F3, S9F5, S9F7, S9F9, S9F11). Both headers keep the system bytes in bytes 6-9.
+pub fn stream_nine_mhead(message: &Message) -> Option<u32> {
+    if message.stream != 9 || !matches!(message.function, 1 | 3 | 5 | 7 | 9 | 11) {
+        return None;
+    }
+    match &message.body {
+        Some(Item::B(mhead)) if mhead.len() == 10 => {
+            Some(u32::from_be_bytes([mhead[6], mhead[7], mhead[8], mhead[9]]))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

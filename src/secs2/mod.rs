@@ -15,5 +15,5 @@ pub mod testdata;
 
 pub use codec::{DecodeError, DecodeErrorKind, DecodeLimits, EncodeError};
 pub use item::{Format, Item};
-pub use message::{Message, StreamFunction};
+pub use message::{Message, StreamFunction, stream_nine_mhead};
 pub use sml::SmlError;

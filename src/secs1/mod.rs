@@ -1,0 +1,13 @@
+//! SECS-I (SEMI E4): SECS messages over a serial line (RS-232), or over TCP carrying the
+//! same bytes.
+//!
+//! - [`block`]: the block on the wire: length byte, 10-byte header, up to 244 data bytes,
+//!   checksum; splitting a message body into blocks; the ENQ/EOT/ACK/NAK characters.
+//!
+//! A message body is encoded by [`crate::secs2`] and cut into blocks of 244 bytes; every
+//! block repeats the header (device ID, W-bit, stream, function, system bytes) with its own
+//! block number, and the last carries the E-bit.
+
+pub mod block;
+
+pub use block::{Block, BlockError, Header};
