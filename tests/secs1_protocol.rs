@@ -613,6 +613,45 @@ fn contention_in_a_pair() {
     );
 }
 
+#[test]
+fn two_slaves_fail_the_send_instead_of_looping() {
+    // A misconfigured peer that also yields (both ends slave): each bid ends in a yield and a
+    // failed reception, which counts as a retry, so the sends fail after RTY.
+    let mut pair = Pair::new();
+    pair.equipment = Protocol::new(Config {
+        master: false,
+        ..Config::equipment(DEVICE)
+    });
+    pair.host.send(msg(1, 1, true, None), pair.now).unwrap();
+    pair.equipment
+        .send(msg(6, 11, true, None), pair.now)
+        .unwrap();
+    let mut host_events = Vec::new();
+    for _ in 0..100 {
+        pair.run();
+        host_events.extend(events(&mut pair.host));
+        events(&mut pair.equipment);
+        if pair.host.queued_messages() == 0 {
+            break;
+        }
+        let next = [pair.host.poll_timeout(), pair.equipment.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("a timer runs");
+        pair.now = next;
+        pair.host.handle_timeout(next);
+        pair.equipment.handle_timeout(next);
+    }
+    assert!(
+        no_warnings(host_events.clone())
+            .iter()
+            .any(|e| matches!(e, Event::SendFailed { error, .. } if error.contains("slave"))),
+        "{host_events:?}"
+    );
+    assert_eq!(pair.host.open_transactions(), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Faults and retries
 // ---------------------------------------------------------------------------------------------

@@ -298,6 +298,10 @@ pub struct Protocol<T = ()> {
     pending_enq: Option<Instant>,
     /// A run of noise has been reported; cleared by the next valid character.
     noise: bool,
+    /// This end (slave) gave up its bid to the peer's ENQ and has not yet received a good
+    /// block: if that reception fails, the yield counts as a retry of our block, so that two
+    /// ends that both yield (both configured as slave) fail the send instead of looping.
+    yielded: bool,
     next_transaction: u16,
     next_seq: u64,
 }
@@ -327,6 +331,7 @@ impl<T> Protocol<T> {
             input_held: false,
             pending_enq: None,
             noise: false,
+            yielded: false,
             next_transaction: 1,
             next_seq: 0,
         }
@@ -482,6 +487,7 @@ impl<T> Protocol<T> {
                         ENQ => {
                             // The slave gives up its bid (no retry counted) and receives.
                             self.line = Line::Idle;
+                            self.yielded = true;
                             self.idle_byte(ENQ, now);
                         }
                         other => self.noise(other, "while waiting for EOT"),
@@ -580,6 +586,7 @@ impl<T> Protocol<T> {
             }
             self.pending_enq = None;
         }
+        self.yielded = false;
         self.tx.push(ENQ);
         self.line = Line::WaitEot(now + self.config.t2);
     }
@@ -675,6 +682,7 @@ impl<T> Protocol<T> {
         } else {
             self.tx.push(ACK);
             self.line = Line::Idle;
+            self.yielded = false;
             if let Some((header, data)) = content.split_first_chunk::<HEADER_LEN>() {
                 self.accept_block(*header, data, now);
             }
@@ -957,6 +965,7 @@ impl<T> Protocol<T> {
                 self.events.push_back(Event::Warning(
                     "T2: no block after our EOT; sent NAK".to_string(),
                 ));
+                self.reception_failed(now);
             }
             Line::Receiving(d) if now >= d => {
                 let (got, length) = (self.rx.len(), self.rx.first().copied().unwrap_or(0));
@@ -967,10 +976,12 @@ impl<T> Protocol<T> {
                     "T1: the line went quiet after {got} of {} block bytes; sent NAK",
                     1 + usize::from(length) + 2
                 )));
+                self.reception_failed(now);
             }
             Line::Discarding(d) if now >= d => {
                 self.tx.push(NAK);
                 self.line = Line::Idle;
+                self.reception_failed(now);
             }
             _ => {}
         }
@@ -994,6 +1005,18 @@ impl<T> Protocol<T> {
             self.prune_t3();
         }
         self.bid(now);
+    }
+
+    /// A reception we yielded our bid for ended in NAK: count it against our block.
+    fn reception_failed(&mut self, now: Instant) {
+        if std::mem::take(&mut self.yielded) && !self.queue.is_empty() {
+            self.retry(
+                now,
+                "yielded our bid to the peer's ENQ but no good block followed (is the peer \
+                 also configured as slave?)"
+                    .to_string(),
+            );
+        }
     }
 
     /// T4: discards partial messages whose next block is late, oldest first.
@@ -1061,6 +1084,7 @@ impl<T> Protocol<T> {
         self.last_accepted = None;
         self.retries = 0;
         self.noise = false;
+        self.yielded = false;
         for out in std::mem::take(&mut self.queue) {
             self.events.push_back(Event::SendFailed {
                 system_bytes: out.header.system_bytes,
