@@ -414,9 +414,9 @@ fn pair_single_block_transaction() {
 #[test]
 fn a_megabyte_both_ways() {
     let mut pair = Pair::new();
-    let report = big_report(1_000_000);
+    let report = big_report(1_200_000);
     let size = report.encode().unwrap().len();
-    assert!(size > 1_000_000 / 2, "{size}");
+    assert!(size > 1_000_000, "{size}");
     let sb = pair
         .equipment
         .send(msg(6, 11, true, Some(report.clone())), pair.now)
@@ -857,6 +857,36 @@ fn lost_ack_makes_the_retried_block_a_duplicate() {
     assert!(
         matches!(no_warnings(e).as_slice(), [Event::Received(m)] if m.body == Some(Item::B(vec![9; 400])))
     );
+}
+
+#[test]
+fn enq_instead_of_ack_takes_the_peers_block_then_retries() {
+    // Our last block's ACK was lost and the peer already bids with its reply.
+    let now = Instant::now();
+    let mut p = host();
+    let sb = p.send(msg(1, 1, true, None), now).unwrap();
+    assert_eq!(tx(&mut p), [ENQ]);
+    p.handle_input(&[EOT], now);
+    tx(&mut p);
+    p.handle_input(&[ENQ], now);
+    assert_eq!(tx(&mut p), [EOT], "the peer's bid is answered");
+    assert!(warnings(&events(&mut p))[0].contains("retry 1 of 3"));
+    let reply = frames(header(true, false, 1, 2, sb), None).remove(0);
+    p.handle_input(&reply, now);
+    assert_eq!(tx(&mut p), [ACK, ENQ], "then our block again");
+    assert!(matches!(events(&mut p).as_slice(), [Event::Reply(..)]));
+    take_block(&mut p, now);
+    assert_eq!(p.poll_timeout(), None, "no T3 for an answered transaction");
+}
+
+#[test]
+fn single_block_numbered_zero_is_accepted() {
+    let now = Instant::now();
+    let mut p = equipment();
+    let mut h = header(false, false, 1, 1, 1);
+    h.block_number = 0;
+    assert_eq!(deliver(&mut p, &frame(h, &[]), now), [ACK]);
+    assert!(matches!(events(&mut p).as_slice(), [Event::Received(_)]));
 }
 
 #[test]
