@@ -42,7 +42,9 @@ use toml::Spanned;
 
 use crate::hsms::driver::{Mode, Settings};
 use crate::sdl::Sdl;
+use crate::secs1::driver::{self as secs1, FlowControl, Line, Parity, SerialSettings};
 use crate::secs2::StreamFunction;
+use crate::transport::Transport;
 
 /// File name of the project settings inside a project folder.
 pub const PROJECT_FILE: &str = "project.toml";
@@ -142,8 +144,8 @@ pub struct EquipmentConfig {
     pub name: String,
     pub description: String,
     pub enabled: bool,
-    /// HSMS settings (mode, address, device ID, timers).
-    pub hsms: Settings,
+    /// HSMS or SECS-I settings (mode or line, address, device ID, timers).
+    pub transport: Transport,
     /// Send S1F13 when selected, and count the equipment communicating only after S1F14.
     pub establish_communication: bool,
     /// What to do with a primary from the equipment that does not match its SDL.
@@ -174,9 +176,9 @@ pub enum OnInvalid {
 pub struct SimulatorConfig {
     pub name: String,
     pub enabled: bool,
-    pub address: String,
-    pub port: u16,
-    pub device_id: u16,
+    /// Where it listens (HSMS passive, SECS-I over TCP listening, or a serial port) and its
+    /// device ID.
+    pub transport: Transport,
     /// The simulator's own config file (relative paths are resolved against the project);
     /// `None` uses the built-in default.
     pub config: Option<PathBuf>,
@@ -363,6 +365,15 @@ struct RawEquipment {
     device_id: Option<Spanned<i64>>,
     timers: Option<Spanned<RawTimers>>,
     max_message_size: Option<Spanned<i64>>,
+    serial_port: Option<Spanned<String>>,
+    baud_rate: Option<Spanned<i64>>,
+    data_bits: Option<Spanned<i64>>,
+    parity: Option<Spanned<String>>,
+    stop_bits: Option<Spanned<i64>>,
+    flow_control: Option<Spanned<String>>,
+    master: Option<Spanned<bool>>,
+    retry_limit: Option<Spanned<i64>>,
+    duplicate_detection: Option<Spanned<bool>>,
     establish_communication: Option<bool>,
     on_invalid: Option<Spanned<String>>,
     realtime: Option<Spanned<Vec<Spanned<String>>>>,
@@ -375,7 +386,10 @@ struct RawEquipment {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTimers {
+    t1: Option<Spanned<f64>>,
+    t2: Option<Spanned<f64>>,
     t3: Option<Spanned<f64>>,
+    t4: Option<Spanned<f64>>,
     t5: Option<Spanned<f64>>,
     t6: Option<Spanned<f64>>,
     t7: Option<Spanned<f64>>,
@@ -397,11 +411,83 @@ struct RawCustomResponse {
 struct RawSimulator {
     name: Option<Spanned<String>>,
     enabled: Option<bool>,
+    protocol: Option<Spanned<String>>,
+    serial_port: Option<Spanned<String>>,
+    baud_rate: Option<Spanned<i64>>,
+    data_bits: Option<Spanned<i64>>,
+    parity: Option<Spanned<String>>,
+    stop_bits: Option<Spanned<i64>>,
+    flow_control: Option<Spanned<String>>,
+    master: Option<Spanned<bool>>,
+    retry_limit: Option<Spanned<i64>>,
+    duplicate_detection: Option<Spanned<bool>>,
+    timers: Option<Spanned<RawTimers>>,
     address: Option<String>,
     port: Option<Spanned<i64>>,
     device_id: Option<Spanned<i64>>,
     config: Option<Spanned<String>>,
     spool_dir: Option<String>,
+}
+
+/// The SECS-I keys of `[[equipment]]` and `[[simulator]]` (the serial line and the block
+/// protocol's settings).
+#[derive(Default)]
+struct RawSecs1 {
+    serial_port: Option<Spanned<String>>,
+    baud_rate: Option<Spanned<i64>>,
+    data_bits: Option<Spanned<i64>>,
+    parity: Option<Spanned<String>>,
+    stop_bits: Option<Spanned<i64>>,
+    flow_control: Option<Spanned<String>>,
+    master: Option<Spanned<bool>>,
+    retry_limit: Option<Spanned<i64>>,
+    duplicate_detection: Option<Spanned<bool>>,
+}
+
+/// Moves the SECS-I keys of a raw entry into a [`RawSecs1`].
+macro_rules! raw_secs1 {
+    ($e:expr) => {
+        RawSecs1 {
+            serial_port: $e.serial_port.take(),
+            baud_rate: $e.baud_rate.take(),
+            data_bits: $e.data_bits.take(),
+            parity: $e.parity.take(),
+            stop_bits: $e.stop_bits.take(),
+            flow_control: $e.flow_control.take(),
+            master: $e.master.take(),
+            retry_limit: $e.retry_limit.take(),
+            duplicate_detection: $e.duplicate_detection.take(),
+        }
+    };
+}
+
+impl RawSecs1 {
+    /// The first SECS-I key present, with its span: for a warning when the protocol is HSMS.
+    fn first_key(&self) -> Option<(&'static str, Range<usize>)> {
+        fn span<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+            v.as_ref().map(|v| v.span())
+        }
+        [
+            ("serial_port", span(&self.serial_port)),
+            ("baud_rate", span(&self.baud_rate)),
+            ("data_bits", span(&self.data_bits)),
+            ("parity", span(&self.parity)),
+            ("stop_bits", span(&self.stop_bits)),
+            ("flow_control", span(&self.flow_control)),
+            ("master", span(&self.master)),
+            ("retry_limit", span(&self.retry_limit)),
+            ("duplicate_detection", span(&self.duplicate_detection)),
+        ]
+        .into_iter()
+        .find_map(|(k, s)| s.map(|s| (k, s)))
+    }
+}
+
+/// Which protocol an entry names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Hsms,
+    Secs1,
 }
 
 struct Validator<'a> {
@@ -419,6 +505,158 @@ impl Validator<'_> {
             key: key.into(),
             message: message.into(),
         });
+    }
+
+    fn warning(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: line_of(self.text, span.start),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// `protocol = "hsms"` (the default) or `"secs1"`.
+    fn protocol(&mut self, value: &Option<Spanned<String>>, key: String) -> Protocol {
+        let Some(v) = value else {
+            return Protocol::Hsms;
+        };
+        match v.get_ref().trim().to_ascii_lowercase().as_str() {
+            "hsms" => Protocol::Hsms,
+            "secs1" | "secs-i" | "secsi" => Protocol::Secs1,
+            other => {
+                self.error(
+                    v.span(),
+                    key,
+                    format!("'{other}' is not a protocol; use \"hsms\" or \"secs1\""),
+                );
+                Protocol::Hsms
+            }
+        }
+    }
+
+    /// SECS-I settings from an entry's keys. `tcp` is the TCP line when no `serial_port` is
+    /// given (`None`: the entry names no port either, an error).
+    #[allow(clippy::too_many_arguments)]
+    fn secs1(
+        &mut self,
+        k: &dyn Fn(&str) -> String,
+        span: Range<usize>,
+        raw: &RawSecs1,
+        timers: Option<&RawTimers>,
+        tcp: Option<Line>,
+        device_id: u16,
+        equipment: bool,
+    ) -> secs1::Settings {
+        let mut protocol = if equipment {
+            crate::secs1::protocol::Config::equipment(device_id)
+        } else {
+            crate::secs1::protocol::Config::host(device_id)
+        };
+        let line = match &raw.serial_port {
+            Some(path) => {
+                let text = path.get_ref().trim().to_string();
+                if text.is_empty() {
+                    self.error(path.span(), k("serial_port"), "must name a serial device");
+                }
+                let mut serial = SerialSettings::new(text, 9600);
+                serial.baud_rate =
+                    self.int(&raw.baud_rate, k("baud_rate"), 9600, 50, 4_000_000) as u32;
+                serial.data_bits = self.int(&raw.data_bits, k("data_bits"), 8, 5, 8) as u8;
+                serial.stop_bits = self.int(&raw.stop_bits, k("stop_bits"), 1, 1, 2) as u8;
+                if let Some(p) = &raw.parity {
+                    serial.parity = match p.get_ref().trim().to_ascii_lowercase().as_str() {
+                        "none" | "n" => Parity::None,
+                        "odd" | "o" => Parity::Odd,
+                        "even" | "e" => Parity::Even,
+                        other => {
+                            self.error(
+                                p.span(),
+                                k("parity"),
+                                format!("'{other}' is not a parity; use none, odd or even"),
+                            );
+                            Parity::None
+                        }
+                    };
+                }
+                if let Some(f) = &raw.flow_control {
+                    serial.flow_control = match f.get_ref().trim().to_ascii_lowercase().as_str() {
+                        "none" => FlowControl::None,
+                        "software" | "xon/xoff" | "xonxoff" => FlowControl::Software,
+                        "hardware" | "rts/cts" | "rtscts" => FlowControl::Hardware,
+                        other => {
+                            self.error(
+                                    f.span(),
+                                    k("flow_control"),
+                                    format!(
+                                        "'{other}' is not a flow control; use none, software or hardware"
+                                    ),
+                                );
+                            FlowControl::None
+                        }
+                    };
+                }
+                Line::Serial(serial)
+            }
+            None => {
+                for (key, present) in [
+                    ("baud_rate", raw.baud_rate.as_ref().map(|v| v.span())),
+                    ("data_bits", raw.data_bits.as_ref().map(|v| v.span())),
+                    ("parity", raw.parity.as_ref().map(|v| v.span())),
+                    ("stop_bits", raw.stop_bits.as_ref().map(|v| v.span())),
+                    ("flow_control", raw.flow_control.as_ref().map(|v| v.span())),
+                ] {
+                    if let Some(s) = present {
+                        self.warning(
+                            s,
+                            k(key),
+                            "applies to a serial line only (no serial_port: SECS-I over TCP); ignored",
+                        );
+                    }
+                }
+                match tcp {
+                    Some(line) => line,
+                    None => {
+                        self.error(
+                            span,
+                            k("serial_port"),
+                            "missing (the serial device, or a port for SECS-I over TCP)",
+                        );
+                        Line::TcpConnect(String::new())
+                    }
+                }
+            }
+        };
+        if let Some(m) = &raw.master {
+            protocol.master = *m.get_ref();
+        }
+        protocol.retry = self.int(&raw.retry_limit, k("retry_limit"), 3, 0, 31) as u8;
+        if let Some(d) = &raw.duplicate_detection {
+            protocol.duplicate_detection = *d.get_ref();
+        }
+        if let Some(t) = timers {
+            protocol.t1 = self.seconds(&t.t1, k("timers.t1"), protocol.t1, 0.1, 10.0);
+            protocol.t2 = self.seconds(&t.t2, k("timers.t2"), protocol.t2, 0.2, 25.0);
+            protocol.t3 = self.seconds(&t.t3, k("timers.t3"), protocol.t3, 0.01, 600.0);
+            protocol.t4 = self.seconds(&t.t4, k("timers.t4"), protocol.t4, 0.01, 600.0);
+            for (key, present) in [
+                ("t5", t.t5.as_ref().map(|v| v.span())),
+                ("t6", t.t6.as_ref().map(|v| v.span())),
+                ("t7", t.t7.as_ref().map(|v| v.span())),
+                ("t8", t.t8.as_ref().map(|v| v.span())),
+                ("linktest", t.linktest.as_ref().map(|v| v.span())),
+                ("write", t.write.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(s) = present {
+                    self.warning(
+                        s,
+                        k(&format!("timers.{key}")),
+                        "an HSMS timer; this entry speaks SECS-I: ignored",
+                    );
+                }
+            }
+        }
+        secs1::Settings::new(line, protocol)
     }
 
     fn seconds(
@@ -670,93 +908,83 @@ impl Validator<'_> {
         e: RawEquipment,
     ) -> Option<EquipmentConfig> {
         let k = |field: &str| format!("equipment[{i}].{field}");
-        let name = self.name(e.name, span.clone(), k("name"));
-        if let Some(p) = &e.protocol
-            && !p.get_ref().eq_ignore_ascii_case("hsms")
-        {
-            self.error(
-                p.span(),
-                k("protocol"),
-                format!("'{}' is not supported; use \"hsms\"", p.get_ref()),
-            );
-        }
-        let address = e.address.unwrap_or_else(|| "127.0.0.1".into());
+        let mut e = e;
+        let name = self.name(e.name.take(), span.clone(), k("name"));
+        let protocol = self.protocol(&e.protocol, k("protocol"));
+        let raw_secs1 = raw_secs1!(e);
+        let address = e.address.take().unwrap_or_else(|| "127.0.0.1".into());
         let port = match &e.port {
-            Some(_) => self.int(&e.port, k("port"), 0, 0, 65535) as u16,
-            None => {
-                self.error(
-                    span.clone(),
-                    k("port"),
-                    "missing (the TCP port to connect to or listen on)",
-                );
-                0
-            }
+            Some(_) => Some(self.int(&e.port, k("port"), 0, 0, 65535) as u16),
+            None => None,
         };
+        let device_id = self.int(&e.device_id, k("device_id"), 0, 0, 32767) as u16;
         let mode_text = e
             .mode
             .as_ref()
             .map_or("active".to_string(), |m| m.get_ref().to_ascii_lowercase());
-        let mode = match mode_text.as_str() {
-            "active" => Mode::Active(format!("{address}:{port}")),
-            "passive" => Mode::Passive(format!("{address}:{port}")),
-            "alternating" => {
-                let passive_address = e.passive_address.unwrap_or_else(|| "0.0.0.0".into());
-                let passive_port = match &e.passive_port {
-                    Some(_) => self.int(&e.passive_port, k("passive_port"), 0, 0, 65535),
-                    None => {
+        let mut transport = match protocol {
+            Protocol::Secs1 => {
+                let tcp = port.map(|port| match mode_text.as_str() {
+                    "passive" => Line::TcpListen(format!("{address}:{port}")),
+                    "active" => Line::TcpConnect(format!("{address}:{port}")),
+                    other => {
+                        let s = e.mode.as_ref().map_or(span.clone(), |m| m.span());
                         self.error(
-                            span.clone(),
-                            k("passive_port"),
-                            "missing (alternating mode also listens)",
+                            s,
+                            k("mode"),
+                            format!(
+                                "'{other}' is not a SECS-I over TCP mode; use active or passive"
+                            ),
                         );
-                        0
+                        Line::TcpConnect(format!("{address}:{port}"))
                     }
-                };
-                Mode::Alternating {
-                    connect: format!("{address}:{port}"),
-                    listen: format!("{passive_address}:{passive_port}"),
+                });
+                if let Some(m) = &e.mode
+                    && raw_secs1.serial_port.is_some()
+                {
+                    self.warning(
+                        m.span(),
+                        k("mode"),
+                        "applies to SECS-I over TCP only (serial_port is set); ignored",
+                    );
                 }
+                for (key, present) in [
+                    (
+                        "passive_address",
+                        e.passive_address.is_some().then(|| span.clone()),
+                    ),
+                    ("passive_port", e.passive_port.as_ref().map(|v| v.span())),
+                ] {
+                    if let Some(s) = present {
+                        self.warning(
+                            s,
+                            k(key),
+                            "an HSMS alternating-mode key; this entry speaks SECS-I: ignored",
+                        );
+                    }
+                }
+                let timers = e.timers.as_ref().map(|t| t.get_ref());
+                let mut s1 =
+                    self.secs1(&k, span.clone(), &raw_secs1, timers, tcp, device_id, false);
+                if e.max_message_size.is_some() {
+                    s1.protocol.max_message_size = self.int(
+                        &e.max_message_size,
+                        k("max_message_size"),
+                        0,
+                        1024,
+                        0x7FFF_FFFF,
+                    ) as usize;
+                }
+                Transport::Secs1(s1)
             }
-            other => {
-                let s = e.mode.as_ref().map_or(span.clone(), |m| m.span());
-                self.error(
-                    s,
-                    k("mode"),
-                    format!("'{other}' is not a mode; use active, passive or alternating"),
-                );
-                Mode::Active(format!("{address}:{port}"))
+            Protocol::Hsms => {
+                if let Some((key, s)) = raw_secs1.first_key() {
+                    self.warning(s, k(key), "a SECS-I key; this entry speaks HSMS (set protocol = \"secs1\" to use it): ignored");
+                }
+                Transport::Hsms(self.hsms(&k, span.clone(), &e, address, port, &mode_text))
             }
         };
-        let mut hsms = Settings::new(mode);
-        hsms.device_id = self.int(&e.device_id, k("device_id"), 0, 0, 32767) as u16;
-        if let Some(t) = e.timers {
-            let t = t.into_inner();
-            let p = &mut hsms.protocol;
-            p.t3 = self.seconds(&t.t3, k("timers.t3"), p.t3, 0.01, 600.0);
-            p.t5 = self.seconds(&t.t5, k("timers.t5"), p.t5, 0.01, 600.0);
-            p.t6 = self.seconds(&t.t6, k("timers.t6"), p.t6, 0.01, 600.0);
-            p.t7 = self.seconds(&t.t7, k("timers.t7"), p.t7, 0.01, 600.0);
-            p.t8 = self.seconds(&t.t8, k("timers.t8"), p.t8, 0.01, 600.0);
-            let link = self.seconds(
-                &t.linktest,
-                k("timers.linktest"),
-                Duration::from_secs(60),
-                0.0,
-                86400.0,
-            );
-            p.linktest = (!link.is_zero()).then_some(link);
-            hsms.write_timeout =
-                self.seconds(&t.write, k("timers.write"), hsms.write_timeout, 0.1, 3600.0);
-        }
-        if e.max_message_size.is_some() {
-            hsms.protocol.max_message_size = self.int(
-                &e.max_message_size,
-                k("max_message_size"),
-                0,
-                1024,
-                0x7FFF_FFFF,
-            ) as usize;
-        }
+        transport.set_device_id(device_id);
         let sdl = match &e.sdl {
             None => Some(Sdl::standard_shared()),
             Some(name)
@@ -894,12 +1122,12 @@ impl Validator<'_> {
             }
         };
         let name = name?;
-        hsms.name = name.clone();
+        transport.set_name(name.clone());
         Some(EquipmentConfig {
             name,
             description: e.description,
             enabled: e.enabled.unwrap_or(true),
-            hsms,
+            transport,
             establish_communication: e.establish_communication.unwrap_or(true),
             on_invalid,
             realtime,
@@ -907,6 +1135,104 @@ impl Validator<'_> {
             sdl,
             table_prefix,
         })
+    }
+
+    /// HSMS settings of an `[[equipment]]` entry.
+    fn hsms(
+        &mut self,
+        k: &dyn Fn(&str) -> String,
+        span: Range<usize>,
+        e: &RawEquipment,
+        address: String,
+        port: Option<u16>,
+        mode_text: &str,
+    ) -> Settings {
+        let port = port.unwrap_or_else(|| {
+            self.error(
+                span.clone(),
+                k("port"),
+                "missing (the TCP port to connect to or listen on)",
+            );
+            0
+        });
+        let mode = match mode_text {
+            "active" => Mode::Active(format!("{address}:{port}")),
+            "passive" => Mode::Passive(format!("{address}:{port}")),
+            "alternating" => {
+                // The listening side binds loopback unless an address is configured.
+                let passive_address = e
+                    .passive_address
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1".into());
+                let passive_port = match &e.passive_port {
+                    Some(_) => self.int(&e.passive_port, k("passive_port"), 0, 0, 65535),
+                    None => {
+                        self.error(
+                            span.clone(),
+                            k("passive_port"),
+                            "missing (alternating mode also listens)",
+                        );
+                        0
+                    }
+                };
+                Mode::Alternating {
+                    connect: format!("{address}:{port}"),
+                    listen: format!("{passive_address}:{passive_port}"),
+                }
+            }
+            other => {
+                let s = e.mode.as_ref().map_or(span.clone(), |m| m.span());
+                self.error(
+                    s,
+                    k("mode"),
+                    format!("'{other}' is not a mode; use active, passive or alternating"),
+                );
+                Mode::Active(format!("{address}:{port}"))
+            }
+        };
+        let mut hsms = Settings::new(mode);
+        if let Some(t) = &e.timers {
+            let t = t.get_ref();
+            let p = &mut hsms.protocol;
+            p.t3 = self.seconds(&t.t3, k("timers.t3"), p.t3, 0.01, 600.0);
+            p.t5 = self.seconds(&t.t5, k("timers.t5"), p.t5, 0.01, 600.0);
+            p.t6 = self.seconds(&t.t6, k("timers.t6"), p.t6, 0.01, 600.0);
+            p.t7 = self.seconds(&t.t7, k("timers.t7"), p.t7, 0.01, 600.0);
+            p.t8 = self.seconds(&t.t8, k("timers.t8"), p.t8, 0.01, 600.0);
+            let link = self.seconds(
+                &t.linktest,
+                k("timers.linktest"),
+                Duration::from_secs(60),
+                0.0,
+                86400.0,
+            );
+            p.linktest = (!link.is_zero()).then_some(link);
+            hsms.write_timeout =
+                self.seconds(&t.write, k("timers.write"), hsms.write_timeout, 0.1, 3600.0);
+            for (key, present) in [
+                ("t1", t.t1.as_ref().map(|v| v.span())),
+                ("t2", t.t2.as_ref().map(|v| v.span())),
+                ("t4", t.t4.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(s) = present {
+                    self.warning(
+                        s,
+                        k(&format!("timers.{key}")),
+                        "a SECS-I timer; this entry speaks HSMS: ignored",
+                    );
+                }
+            }
+        }
+        if e.max_message_size.is_some() {
+            hsms.protocol.max_message_size = self.int(
+                &e.max_message_size,
+                k("max_message_size"),
+                0,
+                1024,
+                0x7FFF_FFFF,
+            ) as usize;
+        }
+        hsms
     }
 
     fn stream_function(&mut self, text: &Spanned<String>, key: String) -> Option<StreamFunction> {
@@ -927,19 +1253,72 @@ impl Validator<'_> {
         s: RawSimulator,
     ) -> Option<SimulatorConfig> {
         let k = |field: &str| format!("simulator[{i}].{field}");
-        let name = self.name(s.name, span.clone(), k("name"));
-        let port = match &s.port {
-            Some(_) => self.int(&s.port, k("port"), 0, 0, 65535) as u16,
-            None => {
-                self.error(
-                    span,
-                    k("port"),
-                    "missing (the port the simulator listens on)",
-                );
-                0
+        let mut s = s;
+        let name = self.name(s.name.take(), span.clone(), k("name"));
+        let protocol = self.protocol(&s.protocol, k("protocol"));
+        let raw_secs1 = raw_secs1!(s);
+        let address = s.address.take().unwrap_or_else(|| "127.0.0.1".into());
+        let port = s
+            .port
+            .is_some()
+            .then(|| self.int(&s.port, k("port"), 0, 0, 65535) as u16);
+        let device_id = self.int(&s.device_id, k("device_id"), 0, 0, 32767) as u16;
+        let mut transport = match protocol {
+            Protocol::Secs1 => {
+                let tcp = port.map(|port| Line::TcpListen(format!("{address}:{port}")));
+                let timers = s.timers.as_ref().map(|t| t.get_ref());
+                Transport::Secs1(self.secs1(
+                    &k,
+                    span.clone(),
+                    &raw_secs1,
+                    timers,
+                    tcp,
+                    device_id,
+                    true,
+                ))
+            }
+            Protocol::Hsms => {
+                if let Some((key, sp)) = raw_secs1.first_key() {
+                    self.warning(sp, k(key), "a SECS-I key; this simulator speaks HSMS (set protocol = \"secs1\" to use it): ignored");
+                }
+                let port = port.unwrap_or_else(|| {
+                    self.error(
+                        span.clone(),
+                        k("port"),
+                        "missing (the port the simulator listens on)",
+                    );
+                    0
+                });
+                let mut hsms = Settings::new(Mode::Passive(format!("{address}:{port}")));
+                if let Some(t) = &s.timers {
+                    let t = t.get_ref();
+                    hsms.protocol.t3 =
+                        self.seconds(&t.t3, k("timers.t3"), hsms.protocol.t3, 0.01, 600.0);
+                    if let Some((key, sp)) = [
+                        ("t1", &t.t1),
+                        ("t2", &t.t2),
+                        ("t4", &t.t4),
+                        ("t5", &t.t5),
+                        ("t6", &t.t6),
+                        ("t7", &t.t7),
+                        ("t8", &t.t8),
+                        ("linktest", &t.linktest),
+                        ("write", &t.write),
+                    ]
+                    .into_iter()
+                    .find_map(|(key, v)| v.as_ref().map(|v| (key, v.span())))
+                    {
+                        self.warning(
+                            sp,
+                            k(&format!("timers.{key}")),
+                            "an HSMS simulator takes only timers.t3 (the rest are SEMI's defaults): ignored",
+                        );
+                    }
+                }
+                Transport::Hsms(hsms)
             }
         };
-        let device_id = self.int(&s.device_id, k("device_id"), 0, 0, 32767) as u16;
+        transport.set_device_id(device_id);
         let config = s.config.and_then(|c| {
             let path = dir.join(c.get_ref());
             if path.is_file() {
@@ -954,15 +1333,14 @@ impl Validator<'_> {
             }
         });
         let name = name?;
+        transport.set_name(name.clone());
         let spool_dir = s
             .spool_dir
             .map_or_else(|| dir.join("spool").join(&name), |d| dir.join(d));
         Some(SimulatorConfig {
             name,
             enabled: s.enabled.unwrap_or(true),
-            address: s.address.unwrap_or_else(|| "127.0.0.1".into()),
-            port,
-            device_id,
+            transport,
             config,
             spool_dir,
         })
@@ -1006,16 +1384,162 @@ enabled = false
         assert_eq!(p.gateway.handler_timeout, Duration::from_millis(1500));
         assert_eq!(p.gateway.queue_limit, 16);
         let t1 = &p.equipment[0];
-        assert_eq!(t1.hsms.mode, Mode::Passive("127.0.0.1:5000".into()));
-        assert_eq!(t1.hsms.device_id, 3);
-        assert_eq!(t1.hsms.protocol.t3, Duration::from_secs(2));
-        assert_eq!(t1.hsms.protocol.linktest, None);
-        assert_eq!(t1.hsms.write_timeout, Duration::from_secs(4));
-        assert_eq!(p.equipment[1].hsms.write_timeout, Duration::from_secs(30));
+        let h1 = hsms(t1);
+        assert_eq!(h1.mode, Mode::Passive("127.0.0.1:5000".into()));
+        assert_eq!(h1.device_id, 3);
+        assert_eq!(h1.protocol.t3, Duration::from_secs(2));
+        assert_eq!(h1.protocol.linktest, None);
+        assert_eq!(h1.write_timeout, Duration::from_secs(4));
+        assert_eq!(hsms(&p.equipment[1]).write_timeout, Duration::from_secs(30));
         assert!(t1.realtime.includes("S6F11".parse().unwrap(), None));
         assert!(!t1.realtime.includes("S1F1".parse().unwrap(), None));
         assert!(!p.equipment[1].enabled);
         assert_eq!(p.equipment[1].realtime, Realtime::Sdl);
+    }
+
+    fn hsms(e: &EquipmentConfig) -> &Settings {
+        match &e.transport {
+            Transport::Hsms(s) => s,
+            other => panic!("not HSMS: {other}"),
+        }
+    }
+
+    fn secs1(t: &Transport) -> &secs1::Settings {
+        match t {
+            Transport::Secs1(s) => s,
+            other => panic!("not SECS-I: {other}"),
+        }
+    }
+
+    #[test]
+    fn secs1_equipment_and_simulators() {
+        let p = parse(
+            r#"
+[[equipment]]
+name = "Serial"
+protocol = "secs1"
+serial_port = "/dev/ttyUSB0"
+baud_rate = 19200
+data_bits = 7
+parity = "even"
+stop_bits = 2
+flow_control = "hardware"
+device_id = 5
+timers = { t1 = 1, t2 = 5, t3 = 30, t4 = 20 }
+retry_limit = 5
+master = true
+duplicate_detection = false
+
+[[equipment]]
+name = "OverTcp"
+protocol = "SECS1"
+mode = "passive"
+port = 6000
+
+[[simulator]]
+name = "SimSerial"
+protocol = "secs1"
+serial_port = "/dev/ttyS1"
+device_id = 2
+
+[[simulator]]
+name = "SimTcp"
+protocol = "secs1"
+port = 0
+"#,
+        )
+        .unwrap();
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let s = secs1(&p.equipment[0].transport);
+        let Line::Serial(serial) = &s.line else {
+            panic!("{:?}", s.line)
+        };
+        assert_eq!(serial.path, "/dev/ttyUSB0");
+        assert_eq!(serial.baud_rate, 19200);
+        assert_eq!(serial.data_bits, 7);
+        assert_eq!(serial.parity, Parity::Even);
+        assert_eq!(serial.stop_bits, 2);
+        assert_eq!(serial.flow_control, FlowControl::Hardware);
+        assert_eq!(s.protocol.device_id, 5);
+        assert!(!s.protocol.equipment, "a connection is the host end");
+        assert!(s.protocol.master);
+        assert_eq!(s.protocol.t1, Duration::from_secs(1));
+        assert_eq!(s.protocol.t2, Duration::from_secs(5));
+        assert_eq!(s.protocol.t3, Duration::from_secs(30));
+        assert_eq!(s.protocol.t4, Duration::from_secs(20));
+        assert_eq!(s.protocol.retry, 5);
+        assert!(!s.protocol.duplicate_detection);
+        assert_eq!(s.name, "Serial");
+        let tcp = secs1(&p.equipment[1].transport);
+        assert_eq!(tcp.line, Line::TcpListen("127.0.0.1:6000".into()));
+        // E4's defaults: the host end is not master; T1 0.5 s, T2 10 s, T3 45 s, T4 45 s, RTY 3.
+        assert!(!tcp.protocol.master);
+        assert_eq!(tcp.protocol.t1, Duration::from_millis(500));
+        assert_eq!(tcp.protocol.t2, Duration::from_secs(10));
+        assert_eq!(tcp.protocol.t3, Duration::from_secs(45));
+        assert_eq!(tcp.protocol.t4, Duration::from_secs(45));
+        assert_eq!(tcp.protocol.retry, 3);
+        let sim = secs1(&p.simulators[0].transport);
+        assert!(sim.protocol.equipment && sim.protocol.master);
+        assert_eq!(sim.protocol.device_id, 2);
+        assert!(
+            matches!(&sim.line, Line::Serial(s) if s.path == "/dev/ttyS1" && s.baud_rate == 9600)
+        );
+        assert_eq!(
+            secs1(&p.simulators[1].transport).line,
+            Line::TcpListen("127.0.0.1:0".into())
+        );
+    }
+
+    #[test]
+    fn secs1_mistakes_are_reported_and_foreign_keys_warned() {
+        let errors = parse(
+            "[[equipment]]\nname = \"A\"\nprotocol = \"secs2\"\nport = 1\n\n[[equipment]]\nname = \"B\"\nprotocol = \"secs1\"\nparity = \"sideways\"\nserial_port = \"/dev/x\"\nretry_limit = 40\n\n[[equipment]]\nname = \"C\"\nprotocol = \"secs1\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        for e in [
+            "project.toml:3: equipment[0].protocol: 'secs2' is not a protocol",
+            "project.toml:9: equipment[1].parity: 'sideways' is not a parity",
+            "project.toml:11: equipment[1].retry_limit: 40 is out of range 0..=31",
+            "equipment[2].serial_port: missing",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(e)),
+                "missing {e:?} in {text:#?}"
+            );
+        }
+        let p = parse(
+            "[[equipment]]\nname = \"A\"\nport = 1\nbaud_rate = 9600\ntimers = { t3 = 5, t2 = 3 }\n\n[[equipment]]\nname = \"B\"\nprotocol = \"secs1\"\nport = 2\nparity = \"odd\"\ntimers = { t5 = 1 }\n",
+        )
+        .unwrap();
+        let text: Vec<String> = p.warnings.iter().map(|e| e.to_string()).collect();
+        for w in [
+            "project.toml:4: equipment[0].baud_rate: a SECS-I key; this entry speaks HSMS",
+            "project.toml:5: equipment[0].timers.t2: a SECS-I timer",
+            "project.toml:11: equipment[1].parity: applies to a serial line only",
+            "project.toml:12: equipment[1].timers.t5: an HSMS timer",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(w)),
+                "missing {w:?} in {text:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn alternating_mode_listens_on_loopback_unless_told() {
+        let p = parse(
+            "[[equipment]]\nname = \"A\"\nmode = \"alternating\"\nport = 1\npassive_port = 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            hsms(&p.equipment[0]).mode,
+            Mode::Alternating {
+                connect: "127.0.0.1:1".into(),
+                listen: "127.0.0.1:2".into()
+            }
+        );
     }
 
     #[test]

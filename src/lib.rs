@@ -5,13 +5,14 @@
 //! - [`secs2`]: SECS-II data (SEMI E5): items, messages, the binary codec, SML and the JSON
 //!   form of the scripting API. Pure data, no I/O.
 //! - [`hsms`]: HSMS (SEMI E37): framing, the sans-IO protocol state machine, the tokio driver.
-//! - [`secs1`]: SECS-I (SEMI E4): blocks and the sans-IO block-transfer protocol state machine
-//!   (serial line or TCP).
+//! - [`secs1`]: SECS-I (SEMI E4): the block codec, the sans-IO block-transfer and message
+//!   protocol, the tokio driver over a serial port or TCP.
 //! - [`link`]: what any transport gives the engine: request/reply, incoming primaries, state.
 //! - [`gem`]: GEM (SEMI E30) behaviour, sans-IO: the equipment (model, state machines, every
 //!   message of the GEM tool table, spooling) and the host (communication state, default
 //!   replies).
-//! - [`sim`]: the equipment simulator: a GEM equipment from a TOML file, over HSMS.
+//! - [`transport`]: which transport a connection runs on (HSMS or SECS-I) and starting it.
+//! - [`sim`]: the equipment simulator: a GEM equipment from a TOML file, over HSMS or SECS-I.
 //! - [`store`]: durable storage: the message store (every message, SQLite, one writer thread),
 //!   the equipment spool (SQLite), process programs (files).
 //! - [`tags`]: the realtime tag tree (connection status, counters, SQLTags messages).
@@ -27,9 +28,9 @@
 //! - [`cli`]: the `secsgate` command line (`run`, `check`, `sim`, `send`, `sml`, `log`,
 //!   `tags`).
 //!
-//! Receive: bytes -> `hsms::frame` -> `secs2::Message` -> `link` -> `gateway` (TxID, custom
+//! Receive: bytes -> `hsms::frame` or `secs1` blocks -> `secs2::Message` -> `link` -> `gateway` (TxID, custom
 //! response handler or default reply, realtime handler on a `script` worker). Send: a script's
-//! `system.secsgem.sendRequest` -> `gateway` -> `link` -> `hsms` -> bytes; the reply comes
+//! `system.secsgem.sendRequest` -> `gateway` -> `link` -> `hsms` or `secs1` -> bytes; the reply comes
 //! back the same way into the transaction table for `getResponse`.
 
 pub mod cli;
@@ -45,3 +46,4 @@ pub mod secs2;
 pub mod sim;
 pub mod store;
 pub mod tags;
+pub mod transport;

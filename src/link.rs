@@ -1,4 +1,4 @@
-//! What every transport (HSMS now, SECS-I later) gives the engine: send a primary and await
+//! What every transport (HSMS, SECS-I) gives the engine: send a primary and await
 //! its reply, reply to a received primary, a stream of received primaries, and a watch of the
 //! link's state.
 //!
@@ -81,6 +81,12 @@ pub enum LinkError {
         stream_function: StreamFunction,
         system_bytes: u32,
     },
+    #[error("{stream_function} (system bytes 0x{system_bytes:08x}) could not be sent: {reason}")]
+    SendFailed {
+        stream_function: StreamFunction,
+        system_bytes: u32,
+        reason: String,
+    },
     #[error("cannot send: {0}")]
     Invalid(String),
     #[error("the link has shut down")]
@@ -145,6 +151,17 @@ pub struct Link {
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<LinkState>,
     problem: watch::Receiver<Option<String>>,
+}
+
+/// A running transport endpoint (HSMS or SECS-I).
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Send and reply.
+    pub link: Link,
+    /// Received primaries.
+    pub incoming: Incoming,
+    /// The bound listening address (when the endpoint listens on TCP).
+    pub local_addr: Option<std::net::SocketAddr>,
 }
 
 /// The receiving half of a link: primaries from the peer, in arrival order.

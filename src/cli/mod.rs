@@ -67,10 +67,24 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("peer").required(true).args(["connect", "serial", "secs1_tcp"])))]
 struct SendArgs {
-    /// HOST:PORT to connect to (or, with --passive, to listen on; port 0 picks a free one).
+    /// HSMS: HOST:PORT to connect to (or, with --passive, to listen on; port 0 picks a free
+    /// one).
     #[arg(long, value_name = "HOST:PORT")]
-    connect: String,
+    connect: Option<String>,
+    /// SECS-I over this serial port (a device such as /dev/ttyUSB0, or a pty).
+    #[arg(long, value_name = "PATH")]
+    serial: Option<String>,
+    /// SECS-I over TCP: HOST:PORT to connect to (or, with --passive, to listen on).
+    #[arg(long, value_name = "HOST:PORT")]
+    secs1_tcp: Option<String>,
+    /// Baud rate of --serial (8 data bits, no parity, 1 stop bit).
+    #[arg(long, default_value_t = 9600)]
+    baud_rate: u32,
+    /// SECS-I: speak as the equipment (R-bit 1, master of the line) instead of the host.
+    #[arg(long)]
+    equipment: bool,
     /// Listen and wait for the peer to connect, instead of connecting.
     #[arg(long)]
     passive: bool,

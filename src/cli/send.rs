@@ -1,4 +1,5 @@
-//! `secsgate send`: select over HSMS, send messages, print the replies, separate.
+//! `secsgate send`: select over HSMS (or open a SECS-I line), send messages, print the
+//! replies, separate.
 
 use std::time::Duration;
 
@@ -6,9 +7,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{EXIT_BAD_INPUT, SendArgs};
 use crate::gem;
-use crate::hsms::driver::{self, Mode, Settings};
+use crate::hsms::driver::{Mode, Settings};
 use crate::link::{Link, LinkError, Received};
+use crate::secs1::driver::{self as secs1, Line, SerialSettings};
 use crate::secs2::{Message, json, sml};
+use crate::transport::Transport;
 
 /// Exit code for a failed exchange: no connection, a timeout, a reject, an S9Fx or SxF0.
 pub const EXIT_FAILED: i32 = 1;
@@ -82,21 +85,50 @@ pub(super) fn run(args: SendArgs) -> i32 {
     runtime.block_on(session(args, steps, t3, wait))
 }
 
-async fn session(args: SendArgs, steps: Vec<Step>, t3: Duration, wait: Duration) -> i32 {
+/// The transport the arguments name (clap makes sure exactly one of `--connect`, `--serial`
+/// and `--secs1-tcp` is given), and the peer's name for messages.
+fn transport(args: &SendArgs) -> (Transport, String) {
+    let secs1_line = match (&args.serial, &args.secs1_tcp) {
+        (Some(path), _) => Some(Line::Serial(SerialSettings::new(
+            path.clone(),
+            args.baud_rate,
+        ))),
+        (None, Some(addr)) if args.passive => Some(Line::TcpListen(addr.clone())),
+        (None, Some(addr)) => Some(Line::TcpConnect(addr.clone())),
+        (None, None) => None,
+    };
+    if let Some(line) = secs1_line {
+        let protocol = if args.equipment {
+            crate::secs1::protocol::Config::equipment(args.device_id)
+        } else {
+            crate::secs1::protocol::Config::host(args.device_id)
+        };
+        let peer = line.to_string();
+        let mut settings = secs1::Settings::new(line, protocol);
+        settings.name = peer.clone();
+        return (Transport::Secs1(settings), peer);
+    }
+    let connect = args.connect.clone().unwrap_or_default();
     let mode = if args.passive {
-        Mode::Passive(args.connect.clone())
+        Mode::Passive(connect.clone())
     } else {
-        Mode::Active(args.connect.clone())
+        Mode::Active(connect.clone())
     };
     let mut settings = Settings::new(mode);
-    settings.device_id = args.device_id;
-    settings.protocol.t3 = t3;
     settings.protocol.linktest = None;
-    settings.name = args.connect.clone();
-    let endpoint = match driver::start(settings).await {
+    settings.name = connect.clone();
+    (Transport::Hsms(settings), connect)
+}
+
+async fn session(args: SendArgs, steps: Vec<Step>, t3: Duration, wait: Duration) -> i32 {
+    let (mut transport, peer) = transport(&args);
+    let secs1 = matches!(transport, Transport::Secs1(_));
+    transport.set_device_id(args.device_id);
+    transport.set_t3(t3);
+    let endpoint = match transport.start().await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("secsgate: cannot listen on {}: {e}", args.connect);
+            eprintln!("secsgate: cannot listen on {peer}: {e}");
             return EXIT_FAILED;
         }
     };
@@ -106,11 +138,16 @@ async fn session(args: SendArgs, steps: Vec<Step>, t3: Duration, wait: Duration)
     let link = endpoint.link;
     if let Err(e) = link.wait_selected(wait).await {
         let why = link.last_problem().unwrap_or_else(|| e.to_string());
-        eprintln!(
-            "secsgate: not selected within {:?} ({}): {why}",
-            wait, args.connect
-        );
+        let what = if secs1 {
+            "line not open"
+        } else {
+            "not selected"
+        };
+        eprintln!("secsgate: {what} within {wait:?} ({peer}): {why}");
         return EXIT_FAILED;
+    }
+    if secs1 {
+        eprintln!("secsgate: SECS-I line open ({peer})");
     }
     // Primaries the peer sends meanwhile are shown on stderr, and answered as a GEM host
     // answers them (S1F14 to S1F13, S6F12 to S6F11, SxF0 to what a host does not handle),

@@ -1,5 +1,5 @@
-//! `secsgate sim`: run a simulated GEM equipment on a passive HSMS port until SIGINT or
-//! SIGTERM.
+//! `secsgate sim`: run a simulated GEM equipment on a passive HSMS port (or a SECS-I serial
+//! port, or SECS-I over TCP) until SIGINT or SIGTERM.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,9 @@ use clap::Args;
 
 use super::EXIT_BAD_INPUT;
 use crate::hsms::driver::{Mode, Settings};
+use crate::secs1::driver::{self as secs1, Line, SerialSettings};
 use crate::sim::{SimConfig, Simulator};
+use crate::transport::Transport;
 
 /// Exit code when the simulator cannot start (port in use, spool unreadable).
 const EXIT_FAILED: i32 = 1;
@@ -15,9 +17,19 @@ const EXIT_FAILED: i32 = 1;
 /// Arguments of `secsgate sim`.
 #[derive(Args, Debug)]
 pub struct SimArgs {
-    /// TCP port to listen on (0 picks a free one).
-    #[arg(long, default_value_t = 5000)]
+    /// HSMS: TCP port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 5000, conflicts_with_all = ["serial", "secs1_tcp"])]
     port: u16,
+    /// Speak SECS-I over this serial port (a device such as /dev/ttyUSB0, or a pty) instead
+    /// of HSMS.
+    #[arg(long, value_name = "PATH", conflicts_with = "secs1_tcp")]
+    serial: Option<String>,
+    /// Speak SECS-I over TCP, listening on this port (0 picks a free one), instead of HSMS.
+    #[arg(long, value_name = "PORT")]
+    secs1_tcp: Option<u16>,
+    /// Baud rate of --serial (8 data bits, no parity, 1 stop bit).
+    #[arg(long, default_value_t = 9600)]
+    baud_rate: u32,
     /// Address to listen on (0.0.0.0 for every interface).
     #[arg(long, default_value = "127.0.0.1")]
     address: String,
@@ -82,20 +94,45 @@ pub(super) fn run(args: SimArgs) -> i32 {
 }
 
 async fn serve(args: SimArgs, config: SimConfig, t3: std::time::Duration) -> i32 {
-    let address = format!("{}:{}", args.address, args.port);
-    let mut settings = Settings::new(Mode::Passive(address.clone()));
-    settings.device_id = args.device_id.unwrap_or(config.device_id());
-    settings.protocol.t3 = t3;
-    let simulator = match Simulator::start(args.name, config, settings, args.spool_dir).await {
+    let device_id = args.device_id.unwrap_or(config.device_id());
+    let (mut transport, address) = match (&args.serial, args.secs1_tcp) {
+        (Some(path), _) => {
+            let line = Line::Serial(SerialSettings::new(path.clone(), args.baud_rate));
+            let protocol = crate::secs1::protocol::Config::equipment(device_id);
+            (
+                Transport::Secs1(secs1::Settings::new(line, protocol)),
+                path.clone(),
+            )
+        }
+        (None, Some(port)) => {
+            let address = format!("{}:{port}", args.address);
+            let line = Line::TcpListen(address.clone());
+            let protocol = crate::secs1::protocol::Config::equipment(device_id);
+            (
+                Transport::Secs1(secs1::Settings::new(line, protocol)),
+                address,
+            )
+        }
+        (None, None) => {
+            let address = format!("{}:{}", args.address, args.port);
+            let settings = Settings::new(Mode::Passive(address.clone()));
+            (Transport::Hsms(settings), address)
+        }
+    };
+    transport.set_device_id(device_id);
+    transport.set_t3(t3);
+    let description = transport.to_string();
+    let simulator = match Simulator::start(args.name, config, transport, args.spool_dir).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("secsgate: cannot start the simulator on {address}: {e}");
+            eprintln!("secsgate: cannot start the simulator ({description}): {e}");
             return EXIT_FAILED;
         }
     };
-    match simulator.local_addr() {
-        Some(addr) => eprintln!("secsgate: simulator listening on {addr}"),
-        None => eprintln!("secsgate: simulator listening on {address}"),
+    match (simulator.local_addr(), &args.serial) {
+        (_, Some(path)) => eprintln!("secsgate: simulator on SECS-I serial port {path}"),
+        (Some(addr), None) => eprintln!("secsgate: simulator listening on {addr}"),
+        (None, None) => eprintln!("secsgate: simulator listening on {address}"),
     }
     for run in &args.runs {
         if let Err(e) = simulator.start_event_run(run) {

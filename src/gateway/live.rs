@@ -90,7 +90,7 @@ pub(super) fn watch(
 /// Whether two equipment configurations differ in what the link or its GEM host were made
 /// with: a change means reconnecting.
 fn connection_changed(a: &EquipmentConfig, b: &EquipmentConfig) -> bool {
-    a.hsms != b.hsms || a.establish_communication != b.establish_communication
+    a.transport != b.transport || a.establish_communication != b.establish_communication
 }
 
 /// The names of the settings that differ and can change while connected.

@@ -25,13 +25,14 @@ use tracing::{debug, error, info, warn};
 use crate::config::{EquipmentConfig, GatewaySettings, OnInvalid, Project, SimulatorConfig};
 use crate::gem::clock::DateTime;
 use crate::gem::{self, CommunicationState, HostConfig, hsms_header};
-use crate::hsms::driver::{self, Mode};
+use crate::hsms::driver::Mode;
 use crate::link::{Incoming, Link, LinkError, LinkState, Received};
 use crate::script::{
     Arg, CopyEquipment, EngineSettings, Host, HostError, LazyMessage, Outcome, Payload,
     ScriptEngine, ToolProgram,
 };
 use crate::sdl::Sdl;
+use crate::secs1::driver::Line;
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
 use crate::sim::{SimConfig, Simulator};
 use crate::store::ToolPrograms;
@@ -40,6 +41,7 @@ use crate::store::messages::{
     RecorderSettings, RequestResponse, Retention,
 };
 use crate::tags::Tags;
+use crate::transport::Transport;
 use transactions::{ReplyState, Transactions};
 
 /// Name of the realtime handler (`handlers/onSecsGemRealtimeUpdate.py`).
@@ -177,7 +179,7 @@ impl Connection {
         gem::Host::new(
             HostConfig {
                 establish_communication: config.establish_communication,
-                retry_delay: HostConfig::retry_delay_for_t5(config.hsms.protocol.t5),
+                retry_delay: HostConfig::retry_delay_for_t5(config.transport.reconnect_gap()),
                 ..HostConfig::default()
             },
             Instant::now(),
@@ -778,15 +780,14 @@ async fn start_simulators(configs: &[SimulatorConfig]) -> HashMap<String, Simula
                 continue;
             }
         };
-        let mut settings =
-            driver::Settings::new(Mode::Passive(format!("{}:{}", sim.address, sim.port)));
-        settings.device_id = sim.device_id;
-        match Simulator::start(sim.name.clone(), config, settings, sim.spool_dir.clone()).await {
+        let transport = sim.transport.clone();
+        let description = transport.to_string();
+        match Simulator::start(sim.name.clone(), config, transport, sim.spool_dir.clone()).await {
             Ok(s) => {
                 running.insert(sim.name.clone(), s);
             }
             Err(e) => {
-                error!(simulator = %sim.name, "cannot start on {}:{}: {e}", sim.address, sim.port)
+                error!(simulator = %sim.name, "cannot start ({description}): {e}")
             }
         }
     }
@@ -827,7 +828,7 @@ impl Core {
             return Ok(());
         }
         conn.set_enabled(true);
-        let endpoint = driver::start(conn.config().hsms.clone()).await?;
+        let endpoint = conn.config().transport.clone().start().await?;
         if let Ok(mut a) = conn.local_addr.lock() {
             *a = endpoint.local_addr;
         }
@@ -1272,7 +1273,7 @@ async fn carry_out(
         };
         let header = Message {
             body: None,
-            device_id: conn.config().hsms.device_id,
+            device_id: conn.config().transport.device_id(),
             ..message.clone()
         };
         let request = message.clone();
@@ -1573,9 +1574,9 @@ impl Host for GatewayHost {
         }
         let mut config = EquipmentConfig::clone(&source.config());
         config.name = copy.name.clone();
-        config.hsms.name = copy.name.clone();
+        config.transport.set_name(copy.name.clone());
         config.enabled = copy.enabled;
-        config.hsms.device_id = copy.device_id;
+        config.transport.set_device_id(copy.device_id);
         if let Some(d) = copy.description {
             config.description = d;
         }
@@ -1586,15 +1587,33 @@ impl Host for GatewayHost {
         };
         let passive = match (copy.passive_address, copy.passive_port) {
             (Some(a), Some(p)) => Some(format!("{a}:{p}")),
-            (None, Some(p)) => Some(format!("0.0.0.0:{p}")),
+            // A listener binds loopback unless an address is given.
+            (None, Some(p)) => Some(format!("127.0.0.1:{p}")),
             _ => None,
         };
-        config.hsms.mode = match (active, passive) {
-            (Some(connect), Some(listen)) => Mode::Alternating { connect, listen },
-            (Some(a), None) => Mode::Active(a),
-            (None, Some(p)) => Mode::Passive(p),
-            (None, None) => return Err(HostError::NoAddress),
-        };
+        match &mut config.transport {
+            Transport::Hsms(hsms) => {
+                hsms.mode = match (active, passive) {
+                    (Some(connect), Some(listen)) => Mode::Alternating { connect, listen },
+                    (Some(a), None) => Mode::Active(a),
+                    (None, Some(p)) => Mode::Passive(p),
+                    (None, None) => return Err(HostError::NoAddress),
+                }
+            }
+            Transport::Secs1(secs1) => {
+                if matches!(secs1.line, Line::Serial(_)) {
+                    return Err(HostError::SerialCopy {
+                        source_name: copy.source.clone(),
+                    });
+                }
+                // SECS-I over TCP connects or listens; with both, it connects.
+                secs1.line = match (active, passive) {
+                    (Some(a), _) => Line::TcpConnect(a),
+                    (None, Some(p)) => Line::TcpListen(p),
+                    (None, None) => return Err(HostError::NoAddress),
+                }
+            }
+        }
         core.runtime
             .block_on(core.add(config))
             .map(|_| info!(equipment = %copy.name, source = %copy.source, "equipment copied"))

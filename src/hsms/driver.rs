@@ -21,9 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::frame::{self, HEADER_LEN, Header, SType};
 use super::protocol::{self, CloseReason, Event, Protocol, Role, State, TransactionFailure};
-use crate::link::{
-    self, Command, Incoming, Link, LinkError, LinkState, LinkTask, Received, stream_nine_meaning,
-};
+use crate::link::{self, Command, LinkError, LinkState, LinkTask, Received, stream_nine_meaning};
 use crate::secs2::Message;
 
 /// How the connection is made.
@@ -69,16 +67,7 @@ impl Settings {
     }
 }
 
-/// A running HSMS endpoint.
-#[derive(Debug)]
-pub struct Endpoint {
-    /// Send and reply.
-    pub link: Link,
-    /// Received primaries.
-    pub incoming: Incoming,
-    /// The bound listening address (passive and alternating modes).
-    pub local_addr: Option<SocketAddr>,
-}
+pub use crate::link::Endpoint;
 
 /// Starts an HSMS endpoint on the current tokio runtime. A listening socket is bound before
 /// this returns, so a port in use is reported here.
@@ -138,9 +127,8 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
                     .map_or_else(|_| "?".into(), |a| a.to_string());
                 info!(endpoint = %settings.name, %peer, "TCP connected");
                 let (reason, selected, shutdown) =
-                    session(stream, role, &settings, listener.as_ref(), &mut task).await;
+                    session(stream, &peer, role, &settings, listener.as_ref(), &mut task).await;
                 info!(endpoint = %settings.name, %peer, %reason, "connection closed");
-                task.set_problem(Some(format!("connection to {peer} closed: {reason}")));
                 if shutdown {
                     return;
                 }
@@ -292,6 +280,7 @@ fn link_state(state: State) -> LinkState {
 /// The timers (T3, T6, T7, T8, linktest, write timeout) fire whatever the queues hold.
 async fn session(
     stream: TcpStream,
+    peer: &str,
     role: Role,
     settings: &Settings,
     listener: Option<&TcpListener>,
@@ -449,6 +438,8 @@ async fn session(
             break;
         }
     }
+    // Why, before the state says so: whoever sees the state change finds the reason.
+    task.set_problem(Some(format!("connection to {peer} closed: {reason}")));
     let _ = task.state.send(LinkState::Disconnected);
     (reason, session.selected_once, session.shutdown)
 }

@@ -53,6 +53,11 @@ pub enum HostError {
     /// `copyEquipment` without an address to connect to or listen on.
     #[error("copyEquipment needs an active or a passive address and port")]
     NoAddress,
+    /// `copyEquipment` of a SECS-I serial connection: its addresses cannot name a port.
+    #[error(
+        "copyEquipment cannot copy '{source_name}': it speaks SECS-I over a serial port, which an address and port cannot name; add an [[equipment]] entry with its serial_port instead"
+    )]
+    SerialCopy { source_name: String },
     /// A connection could not be started.
     #[error("cannot start '{name}': {reason}")]
     Start { name: String, reason: String },

@@ -20,11 +20,11 @@ use super::runs::{LiveVariables, Runs};
 use crate::gem::{
     Action, CommunicationState, ControlState, Equipment, GemError, Id, Outcome, Tag, hsms_header,
 };
-use crate::hsms::driver::{self, Settings};
 use crate::link::{Incoming, Link, LinkError, LinkState, Received};
 use crate::secs2::{Item, Message};
 use crate::store::programs::file_name;
 use crate::store::{FolderPrograms, SqliteSpool};
+use crate::transport::Transport;
 
 /// Most W-bit primaries a simulator keeps in flight.
 pub const WINDOW: usize = 256;
@@ -99,17 +99,19 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Starts a simulator named `name` on the current tokio runtime: an HSMS endpoint with
-    /// `settings` (normally passive), the equipment of `config` with `settings.device_id`,
+    /// Starts a simulator named `name` on the current tokio runtime: an HSMS or SECS-I
+    /// endpoint with `transport` (normally listening), the equipment of `config` with the
+    /// transport's device ID,
     /// its spool in `spool_dir/NAME.spool.sqlite` and, unless the config names a folder, its
     /// process programs in `spool_dir/NAME-programs/`. The listening socket is bound when
     /// this returns.
     pub async fn start(
         name: String,
         config: SimConfig,
-        mut settings: Settings,
+        transport: impl Into<Transport>,
         spool_dir: PathBuf,
     ) -> std::io::Result<Simulator> {
+        let mut transport = transport.into();
         let spool =
             SqliteSpool::open(&spool_file(&spool_dir, &name)).map_err(std::io::Error::other)?;
         let programs_dir = config
@@ -118,9 +120,9 @@ impl Simulator {
             .unwrap_or_else(|| spool_dir.join(format!("{}-programs", file_name(&name))));
         let programs = FolderPrograms::open(&programs_dir).map_err(std::io::Error::other)?;
         let mut model = config.model.clone();
-        model.device_id = settings.device_id;
-        settings.name = name.clone();
-        let endpoint = driver::start(settings).await?;
+        model.device_id = transport.device_id();
+        transport.set_name(name.clone());
+        let endpoint = transport.start().await?;
         let now = Instant::now();
         let equipment = Equipment::new(
             model,
