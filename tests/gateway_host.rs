@@ -21,13 +21,17 @@ fn msg(text: &str) -> Message {
 
 /// A project with one equipment connection to `port` (T5 0.2 s: a retry delay of 1 s).
 fn project(port: u16) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("secsgate-gw-host-{}", std::process::id()));
+    project_with(port, "host", "")
+}
+
+fn project_with(port: u16, name: &str, extra: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("secsgate-gw-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("handlers")).unwrap();
     std::fs::write(
         dir.join("project.toml"),
         format!(
-            "[gateway]\nstartup_wait = 1\n\n[[equipment]]\nname = \"Tool1\"\nport = {port}\ntimers = {{ t3 = 5, t5 = 0.2 }}\n"
+            "[gateway]\nstartup_wait = 1\n\n[[equipment]]\nname = \"Tool1\"\nport = {port}\ntimers = {{ t3 = 5, t5 = 0.2 }}\n{extra}\n"
         ),
     )
     .unwrap();
@@ -145,4 +149,39 @@ async fn gem_host_establishes_communication_and_follows_the_link() {
     assert_eq!(conn.status(), Status::Disabled);
     assert_eq!(conn.link_state(), None);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A message for another device ID gets S9F1 from the gateway and reaches nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_device_id_gets_s9f1() {
+    let mut settings = Settings::new(Mode::Passive("127.0.0.1:0".into()));
+    settings.protocol.t3 = Duration::from_secs(5);
+    let Endpoint {
+        link,
+        mut incoming,
+        local_addr,
+    } = driver::start(settings).await.unwrap();
+    // The gateway expects device 5; this equipment sends as device 0.
+    let dir = project_with(local_addr.unwrap().port(), "device", "device_id = 5");
+    let project = Project::load(&dir).unwrap_or_else(|e| panic!("{e:?}"));
+    let gateway = Gateway::start(&project, false).await;
+    let s1f13 = next(&mut incoming).await;
+    assert_eq!(s1f13.device_id, 5);
+    match link.request(msg("S1F1 W .")).await {
+        Err(secsgate::link::LinkError::StreamNine {
+            function: 1,
+            message,
+            ..
+        }) => {
+            assert_eq!(message.device_id, 5, "the gateway answers as itself");
+        }
+        other => panic!("expected S9F1, got {other:?}"),
+    }
+    let conn = gateway.connection("Tool1").unwrap();
+    assert_ne!(
+        conn.status(),
+        Status::Communicating,
+        "the GEM host ignored it"
+    );
+    gateway.shutdown().await;
 }

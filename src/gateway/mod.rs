@@ -1171,6 +1171,29 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
         match received {
             Received::Message(m) => {
                 conn.count_received();
+                let expected = conn.config().transport.device_id();
+                if m.device_id & 0x7fff != expected & 0x7fff {
+                    // E5: a message for another device ID is refused with S9F1 naming it;
+                    // no handler sees it and the GEM host ignores it.
+                    let sf = m.stream_function();
+                    error!(equipment = %conn.name(), %sf, device_id = m.device_id, expected,
+                        "message for an unrecognized device ID; answered S9F1");
+                    let m = Arc::new(m);
+                    conn.record_arc(Direction::Received, &m, "0".into(), 0)
+                        .await;
+                    conn.record_error(
+                        "device id",
+                        format!(
+                            "device ID {} where {expected} was expected; answered S9F1",
+                            m.device_id
+                        ),
+                        Some(sf),
+                        Some(m.clone()),
+                    )
+                    .await;
+                    stream_nine(&conn, &link, 1, hsms_header(&m)).await;
+                    continue;
+                }
                 conn.host_receive(&m);
                 core.on_primary(&conn, &link, m).await
             }
