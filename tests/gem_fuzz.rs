@@ -15,7 +15,7 @@ fn leaf() -> impl Strategy<Value = Item> {
     let n = 0..4usize;
     prop_oneof![
         prop::collection::vec(any::<u8>(), n.clone()).prop_map(Item::B),
-        prop::collection::vec(any::<bool>(), n.clone()).prop_map(Item::Boolean),
+        prop::collection::vec(any::<u8>(), n.clone()).prop_map(Item::Boolean),
         prop::collection::vec(b'0'..=b'z', 0..18).prop_map(Item::A),
         prop::collection::vec(any::<i8>(), n.clone()).prop_map(Item::I1),
         prop::collection::vec(any::<i64>(), n.clone()).prop_map(Item::I8),

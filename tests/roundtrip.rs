@@ -6,20 +6,39 @@ use secsgate::hsms::frame;
 use secsgate::secs2::codec::DecodeLimits;
 use secsgate::secs2::{Item, json, sml};
 
-/// Floats that survive text: any non-NaN value, plus the canonical NaN.
+/// Every float keeps its bits through text: ordinary values, the plain NaN, NaNs with any
+/// payload and sign, -0.0 and the infinities.
 fn f32s() -> impl Strategy<Value = f32> {
-    prop_oneof![9 => any::<f32>().prop_filter("not NaN", |f| !f.is_nan()), 1 => Just(f32::NAN)]
+    prop_oneof![
+        6 => any::<f32>(),
+        1 => Just(f32::NAN),
+        2 => (any::<bool>(), 1u32..0x80_0000)
+            .prop_map(|(sign, fraction)| f32::from_bits(u32::from(sign) << 31 | 0x7F80_0000 | fraction)),
+        1 => prop::sample::select(vec![-0.0, f32::INFINITY, f32::NEG_INFINITY]),
+    ]
 }
 
 fn f64s() -> impl Strategy<Value = f64> {
-    prop_oneof![9 => any::<f64>().prop_filter("not NaN", |f| !f.is_nan()), 1 => Just(f64::NAN)]
+    prop_oneof![
+        6 => any::<f64>(),
+        1 => Just(f64::NAN),
+        2 => (any::<bool>(), 1u64..0x10_0000_0000_0000).prop_map(|(sign, fraction)| {
+            f64::from_bits(u64::from(sign) << 63 | 0x7FF0_0000_0000_0000 | fraction)
+        }),
+        1 => prop::sample::select(vec![-0.0, f64::INFINITY, f64::NEG_INFINITY]),
+    ]
+}
+
+/// BOOLEAN bytes: mostly 0 and 1, sometimes any other byte (kept as sent).
+fn booleans() -> impl Strategy<Value = u8> {
+    prop_oneof![4 => 0u8..=1, 1 => any::<u8>()]
 }
 
 fn leaf() -> impl Strategy<Value = Item> {
     let n = 0..6usize;
     prop_oneof![
         prop::collection::vec(any::<u8>(), n.clone()).prop_map(Item::B),
-        prop::collection::vec(any::<bool>(), n.clone()).prop_map(Item::Boolean),
+        prop::collection::vec(booleans(), n.clone()).prop_map(Item::Boolean),
         prop::collection::vec(any::<u8>(), 0..12).prop_map(Item::A),
         prop::collection::vec(any::<u8>(), 0..12).prop_map(Item::J),
         "[a-zA-Z0-9 ü日本\"\\\\\n]{0,8}".prop_map(|s| Item::localized(&s)),

@@ -139,7 +139,7 @@ pub fn convert(value: &Item, format: Format) -> Option<Item> {
                 _ => Item::localized(&t),
             })
         }
-        Format::Boolean => Some(Item::Boolean(vec![value.as_int()? != 0])),
+        Format::Boolean => Some(Item::boolean(value.as_int()? != 0)),
         _ => None,
     }
 }

@@ -145,8 +145,8 @@ impl Standard {
             Standard::OnLineFailed => range(3, 1, 3),
             Standard::OnLineSubstate => range(5, 4, 5),
             Standard::TimeFormat => range(1, 0, 2),
-            Standard::EnableSpooling => (Item::Boolean(vec![true]), None, None),
-            Standard::OverWriteSpool => (Item::Boolean(vec![false]), None, None),
+            Standard::EnableSpooling => (Item::boolean(true), None, None),
+            Standard::OverWriteSpool => (Item::boolean(false), None, None),
             Standard::MaxSpoolTransmit => (
                 Item::U4(vec![0]),
                 Some(Item::U4(vec![0])),

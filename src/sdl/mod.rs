@@ -601,7 +601,7 @@ fn value_text(item: &Item) -> Option<String> {
         Item::L(_) => return None,
         Item::A(_) | Item::J(_) | Item::W { .. } => item.as_text()?,
         Item::B(v) | Item::U1(v) => join(v),
-        Item::Boolean(v) => join(v),
+        Item::Boolean(_) => join(&item.as_bools()?),
         Item::I1(v) => join(v),
         Item::I2(v) => join(v),
         Item::I4(v) => join(v),

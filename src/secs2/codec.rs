@@ -175,8 +175,9 @@ impl Item {
                     child.encode_unchecked(buf)?;
                 }
             }
-            Item::B(v) | Item::A(v) | Item::J(v) | Item::U1(v) => buf.extend_from_slice(v),
-            Item::Boolean(v) => buf.extend(v.iter().map(|&b| u8::from(b))),
+            Item::B(v) | Item::A(v) | Item::J(v) | Item::U1(v) | Item::Boolean(v) => {
+                buf.extend_from_slice(v)
+            }
             Item::W { lsh, bytes } => {
                 buf.extend_from_slice(&lsh.to_be_bytes());
                 buf.extend_from_slice(bytes);
@@ -408,7 +409,7 @@ impl Decoder<'_> {
         let item = match format {
             Format::List => unreachable!("lists are handled by the caller"),
             Format::Binary => Item::B(data.to_vec()),
-            Format::Boolean => Item::Boolean(data.iter().map(|&b| b != 0).collect()),
+            Format::Boolean => Item::Boolean(data.to_vec()),
             Format::Ascii => Item::A(data.to_vec()),
             Format::Jis8 => Item::J(data.to_vec()),
             Format::Localized => match data {

@@ -10,7 +10,7 @@ pub enum Format {
     List,
     /// `B` (octal 10): binary bytes.
     Binary,
-    /// `BOOLEAN` (octal 11): one byte per value, zero is false.
+    /// `BOOLEAN` (octal 11): one byte per value, zero is false and any other value true.
     Boolean,
     /// `A` (octal 20): ASCII text, kept as raw bytes.
     Ascii,
@@ -215,8 +215,9 @@ pub enum Item {
     L(Vec<Item>),
     /// `B`: binary bytes.
     B(Vec<u8>),
-    /// `BOOLEAN`.
-    Boolean(Vec<bool>),
+    /// `BOOLEAN`: one byte per value, kept as sent (zero is false, any other value true; 1 is
+    /// what [`Item::boolean`] writes for true). See [`Item::as_bools`].
+    Boolean(Vec<u8>),
     /// `A`: ASCII text as raw bytes (any byte value is kept).
     A(Vec<u8>),
     /// `J`: JIS-8 text as raw bytes.
@@ -336,6 +337,20 @@ impl Item {
         )
     }
 
+    /// `<BOOLEAN TRUE>` or `<BOOLEAN FALSE>`: one value, written as 1 or 0.
+    pub fn boolean(value: bool) -> Item {
+        Item::Boolean(vec![u8::from(value)])
+    }
+
+    /// The values of a `BOOLEAN` item read as booleans (any non-zero byte is true), or `None`
+    /// for any other format.
+    pub fn as_bools(&self) -> Option<Vec<bool>> {
+        match self {
+            Item::Boolean(v) => Some(v.iter().map(|&b| b != 0).collect()),
+            _ => None,
+        }
+    }
+
     /// `<W "text">`, UTF-8 encoded.
     pub fn localized(text: &str) -> Item {
         Item::W {
@@ -374,7 +389,7 @@ impl Item {
         match self {
             Item::B(v) | Item::U1(v) => one(v),
             Item::Boolean(v) => match v.as_slice() {
-                [x] => Some(i128::from(*x)),
+                [x] => Some(i128::from(*x != 0)),
                 _ => None,
             },
             Item::I1(v) => one(v),

@@ -15,14 +15,19 @@
 //! Text mapping matches SML: `A` is Latin-1, `J` is JIS X 0201, `W` is decoded by its header
 //! (`"lsh"` key, 2 = UTF-8 when absent). Text that cannot be shown as a string round-trips as an
 //! array of byte values. Floats that JSON cannot hold are the strings `"NaN"`, `"Infinity"`
-//! and `"-Infinity"`.
+//! and `"-Infinity"`, and a NaN other than the plain one is `"NaN=0x7FC00001"` (its bit
+//! pattern, as in SML). A float beyond its format's range is an error, not infinity. BOOLEAN
+//! values are `true`/`false` for the bytes 1/0 and the byte's number for any other byte.
 
 use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 
 use super::item::{Format, Item, LSH_UTF8};
 use super::message::{Message, StreamFunction};
-use super::sml::{decode_localized, encode_localized_char, jis8_byte, jis8_char};
+use super::sml::{
+    Float, decode_localized, encode_localized_char, float_text, jis8_byte, jis8_char, parse_bool,
+    parse_float,
+};
 
 /// Deepest list nesting accepted on input.
 pub const MAX_DEPTH: usize = 256;
@@ -156,8 +161,10 @@ fn write_item(out: &mut Vec<u8>, item: &Item) {
             let int = |out: &mut Vec<u8>, v: &dyn std::fmt::Display| push_display(out, v);
             match leaf {
                 Item::B(v) | Item::U1(v) => write_values(out, v, |o, x| int(o, x)),
-                Item::Boolean(v) => write_values(out, v, |o, b| {
-                    o.extend_from_slice(if *b { b"true" } else { b"false" })
+                Item::Boolean(v) => write_values(out, v, |o, b| match b {
+                    0 => o.extend_from_slice(b"false"),
+                    1 => o.extend_from_slice(b"true"),
+                    other => int(o, other),
                 }),
                 Item::I1(v) => write_values(out, v, |o, x| int(o, x)),
                 Item::I2(v) => write_values(out, v, |o, x| int(o, x)),
@@ -184,7 +191,8 @@ fn scalar_or_array<T>(values: &[T], one: impl Fn(&T) -> Value) -> Value {
 }
 
 /// A float as JSON: a number, or `"NaN"`, `"Infinity"`, `"-Infinity"` for what JSON
-/// numbers cannot hold.
+/// numbers cannot hold. (Items write a NaN with another payload or its sign bit set as
+/// `"NaN=0x7FC00001"`, its bit pattern; see [`float_text`].)
 pub fn float_value(v: f64) -> Value {
     Number::from_f64(v).map_or_else(
         || {
@@ -211,7 +219,11 @@ fn leaf_value(item: &Item) -> Value {
     match item {
         Item::L(_) => unreachable!("lists are arrays"),
         Item::B(v) => scalar_or_array(v, |&b| Value::from(b)),
-        Item::Boolean(v) => scalar_or_array(v, |&b| Value::Bool(b)),
+        Item::Boolean(v) => scalar_or_array(v, |&b| match b {
+            0 => Value::Bool(false),
+            1 => Value::Bool(true),
+            other => Value::from(other),
+        }),
         Item::A(v) => Value::String(v.iter().map(|&b| char::from(b)).collect()),
         Item::J(v) => v
             .iter()
@@ -231,9 +243,19 @@ fn leaf_value(item: &Item) -> Value {
         Item::U8(v) => scalar_or_array(v, |&x| Value::from(x)),
         // The shortest text of an f32 read as f64 reads back as the same f32.
         Item::F4(v) => scalar_or_array(v, |&x| {
-            float_value(x.to_string().parse::<f64>().unwrap_or(f64::from(x)))
+            if x.is_nan() {
+                Value::String(float_text(x))
+            } else {
+                float_value(x.to_string().parse::<f64>().unwrap_or(f64::from(x)))
+            }
         }),
-        Item::F8(v) => scalar_or_array(v, |&x| float_value(x)),
+        Item::F8(v) => scalar_or_array(v, |&x| {
+            if x.is_nan() {
+                Value::String(float_text(x))
+            } else {
+                float_value(x)
+            }
+        }),
     }
 }
 
@@ -434,22 +456,28 @@ fn ints<T: TryFrom<i128>>(v: &Value, path: &str, format: Format) -> Result<Vec<T
         .collect()
 }
 
-fn floats(v: &Value, path: &str, format: Format) -> Result<Vec<f64>, JsonError> {
+fn floats<T: Float>(v: &Value, path: &str) -> Result<Vec<T>, JsonError> {
+    let format = T::FORMAT;
     elements(v)
         .iter()
         .enumerate()
         .map(|(i, e)| {
+            let p = element_path(path, v, i);
             match e {
-                Value::Number(n) => n.as_f64().ok_or(()),
-                Value::String(s) => super::sml::parse_float::<f64>(s.trim()).map_err(|_| ()),
-                _ => Err(()),
+                Value::Number(n) => match n.as_f64().map(T::from_f64) {
+                    Some(x) if x.is_infinite() => fail(
+                        &p,
+                        format!(
+                            "{n} is out of range for {format} (largest magnitude {})",
+                            T::MAX
+                        ),
+                    ),
+                    Some(x) => Ok(x),
+                    None => fail(&p, format!("expected a number for {format}, found {e}")),
+                },
+                Value::String(s) => parse_float::<T>(s.trim()).or_else(|m| fail(&p, m)),
+                _ => fail(&p, format!("expected a number for {format}, found {e}")),
             }
-            .or_else(|()| {
-                fail(
-                    &element_path(path, v, i),
-                    format!("expected a number for {format}, found {e}"),
-                )
-            })
         })
         .collect()
 }
@@ -495,9 +523,17 @@ fn leaf_from_json(format: Format, lsh: u16, v: &Value, path: &str) -> Result<Ite
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    json_bool(e).ok_or_else(|| JsonError {
+                    match e {
+                        Value::Bool(b) => Some(u8::from(*b)),
+                        Value::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
+                        Value::String(s) => parse_bool(s.trim()).ok(),
+                        _ => None,
+                    }
+                    .ok_or_else(|| JsonError {
                         path: element_path(path, v, i),
-                        message: format!("expected true/false (or 1/0) for BOOLEAN, found {e}"),
+                        message: format!(
+                            "expected true/false or a byte value 0..=255 for BOOLEAN, found {e}"
+                        ),
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -533,13 +569,8 @@ fn leaf_from_json(format: Format, lsh: u16, v: &Value, path: &str) -> Result<Ite
         Format::U2 => Item::U2(ints(v, path, format)?),
         Format::U4 => Item::U4(ints(v, path, format)?),
         Format::U8 => Item::U8(ints(v, path, format)?),
-        Format::F4 => Item::F4(
-            floats(v, path, format)?
-                .into_iter()
-                .map(|f| f as f32)
-                .collect(),
-        ),
-        Format::F8 => Item::F8(floats(v, path, format)?),
+        Format::F4 => Item::F4(floats(v, path)?),
+        Format::F8 => Item::F8(floats(v, path)?),
     })
 }
 
@@ -614,7 +645,7 @@ mod tests {
         for alias in ["Bool", "BOOLEAN", "Boolean", "bool"] {
             assert_eq!(
                 item_from_json(&json!({"format": alias, "value": [true, 0]})).unwrap(),
-                Item::Boolean(vec![true, false])
+                Item::Boolean(vec![1, 0])
             );
         }
         assert_eq!(
@@ -647,6 +678,71 @@ mod tests {
         assert_eq!(
             item_to_json(&Item::J(vec![0x80])).to_string(),
             r#"{"format":"J","value":[128]}"#
+        );
+    }
+
+    /// The bytes of an item written as JSON text and read back.
+    fn reread_bytes(item: &Item) -> Vec<u8> {
+        let text = message_to_json_string(&Message::new(
+            StreamFunction {
+                stream: 1,
+                function: 1,
+            },
+            false,
+            Some(item.clone()),
+        ));
+        assert_eq!(
+            text,
+            message_to_json(&Message::new(
+                StreamFunction {
+                    stream: 1,
+                    function: 1
+                },
+                false,
+                Some(item.clone()),
+            ))
+            .to_string()
+        );
+        let value: Value = serde_json::from_str(&text).unwrap();
+        let back = message_from_json(&value).unwrap_or_else(|e| panic!("{text}: {e}"));
+        back.body.unwrap().encode().unwrap()
+    }
+
+    #[test]
+    fn floats_and_booleans_keep_every_byte() {
+        for bits in [
+            0x7FC0_0000u32,
+            0x7FC0_0001,
+            0xFFC0_0000,
+            0x7F80_0001,
+            0x8000_0000,
+            0x7F80_0000,
+        ] {
+            let item = Item::F4(vec![f32::from_bits(bits), 1.5]);
+            assert_eq!(reread_bytes(&item), item.encode().unwrap(), "{item}");
+        }
+        for bits in [
+            0x7FF8_0000_0000_0001u64,
+            0xFFF8_0000_0000_0000,
+            0x8000_0000_0000_0000,
+            0xFFF0_0000_0000_0000,
+        ] {
+            let item = Item::F8(vec![f64::from_bits(bits)]);
+            assert_eq!(reread_bytes(&item), item.encode().unwrap(), "{item}");
+        }
+        assert_eq!(
+            item_to_json(&Item::F4(vec![f32::NAN, f32::from_bits(0x7FC0_0001)])).to_string(),
+            r#"{"format":"F4","value":["NaN","NaN=0x7FC00001"]}"#
+        );
+        let odd = Item::Boolean(vec![1, 0, 2, 0xFF]);
+        assert_eq!(
+            item_to_json(&odd).to_string(),
+            r#"{"format":"Bool","value":[true,false,2,255]}"#
+        );
+        assert_eq!(reread_bytes(&odd), odd.encode().unwrap());
+        assert_eq!(
+            item_from_json(&json!({"format":"Bool","value":["0x02", "True", "F"]})).unwrap(),
+            Item::Boolean(vec![2, 1, 0])
         );
     }
 
@@ -686,6 +782,26 @@ mod tests {
                 "hex digits",
             ),
             (json!("not json"), "body", "must be JSON text"),
+            (
+                json!({"format":"Bool","value":[true, 256]}),
+                "body.value[1]",
+                "byte value 0..=255",
+            ),
+            (
+                json!({"format":"F4","value":1e39}),
+                "body.value",
+                "out of range for F4",
+            ),
+            (
+                json!({"format":"F8","value":["1", "1e309"]}),
+                "body.value[1]",
+                "1e309 is out of range for F8",
+            ),
+            (
+                json!({"format":"F4","value":"NaN=0x3F800000"}),
+                "body.value",
+                "not a NaN of F4",
+            ),
         ];
         for (value, path, needle) in cases {
             let err = body_from_json(&value).unwrap_err();

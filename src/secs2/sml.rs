@@ -5,10 +5,15 @@
 //! bytes. `{}` prints on one line, `{:#}` indents nested lists one per line.
 //!
 //! Parsing is tolerant of the dialects in the field: `[n]` counts optional (checked when
-//! present), `"…"` or `'…'` strings with backslash escapes mixed with byte values
-//! (`<A "line" 0x0A>`), `<BOOLEAN TRUE>`/`T`/`1`, numbers in decimal, `0x` hex and `0b`
-//! binary, `<U4>` for empty, `//` and `/* */` comments, an optional `Name:` prefix and an
-//! optional final `.`.
+//! present on lists and arrays of values, a hint on text: `<A[1] 'MDLN'>`), `"…"` strings
+//! with backslash escapes and `'…'` strings taken literally (`'C:\recipes'`), both mixed with
+//! byte values (`<A "line" 0x0A>`), `<BOOLEAN TRUE>`/`T`/`1`/`0x02`, numbers in decimal, `0x`
+//! hex and `0b` binary, `<U4>` for empty, `//` and `/* */` comments, an optional `Name:` prefix
+//! and an optional final `.`.
+//!
+//! Every byte survives printing and parsing back: `BOOLEAN` bytes other than 0 and 1 print as
+//! `0x02`, a NaN other than the plain one as its bit pattern (`NaN=0x7FC00001`), and a decimal
+//! float beyond its format's range is an error rather than infinity.
 //!
 //! Text mapping: `A` bytes are Latin-1 (one byte per character up to U+00FF); `J` is JIS X 0201
 //! (`¥` is 0x5C, `‾` 0x7E, half-width katakana 0xA1-0xDF); `W` carries its Localized String
@@ -93,8 +98,12 @@ fn write_item(out: &mut String, item: &Item, indent: Option<usize>) {
         Item::B(v) => v.iter().for_each(|b| {
             let _ = write!(out, " 0x{b:02X}");
         }),
-        Item::Boolean(v) => v.iter().for_each(|&b| {
-            out.push_str(if b { " TRUE" } else { " FALSE" });
+        Item::Boolean(v) => v.iter().for_each(|&b| match b {
+            0 => out.push_str(" FALSE"),
+            1 => out.push_str(" TRUE"),
+            other => {
+                let _ = write!(out, " 0x{other:02X}");
+            }
         }),
         Item::A(bytes) => {
             out.push(' ');
@@ -131,8 +140,8 @@ fn write_item(out: &mut String, item: &Item, indent: Option<usize>) {
         Item::U2(v) => write_numbers(out, v),
         Item::U4(v) => write_numbers(out, v),
         Item::U8(v) => write_numbers(out, v),
-        Item::F4(v) => write_numbers(out, v),
-        Item::F8(v) => write_numbers(out, v),
+        Item::F4(v) => write_floats(out, v),
+        Item::F8(v) => write_floats(out, v),
     }
     out.push('>');
 }
@@ -144,6 +153,88 @@ fn push_indent(out: &mut String, depth: usize) {
 fn write_numbers<T: fmt::Display>(out: &mut String, values: &[T]) {
     for v in values {
         let _ = write!(out, " {v}");
+    }
+}
+
+fn write_floats<T: Float>(out: &mut String, values: &[T]) {
+    for &v in values {
+        out.push(' ');
+        out.push_str(&float_text(v));
+    }
+}
+
+/// A float as SML writes it: the shortest decimal that reads back as the same value (`-0`,
+/// `inf`, `-inf` and `NaN` included), or `NaN=0x7FC00001`, the whole bit pattern in hex, for a
+/// NaN other than the one `NaN` reads as (another payload, or the sign bit set).
+pub fn float_text<T: Float>(v: T) -> String {
+    if v.is_nan() && v.bits() != T::NAN.bits() {
+        format!("NaN=0x{:0width$X}", v.bits(), width = T::HEX_DIGITS)
+    } else {
+        v.to_string()
+    }
+}
+
+/// `f32` and `f64` as SML and the JSON form read and write them.
+pub trait Float: Copy + fmt::Display + std::str::FromStr {
+    /// The SECS-II format name (`F4`, `F8`).
+    const FORMAT: Format;
+    /// Hex digits in the bit pattern (8 for `F4`, 16 for `F8`).
+    const HEX_DIGITS: usize;
+    /// The NaN that `NaN` reads as.
+    const NAN: Self;
+    /// The largest finite value, named in out-of-range errors.
+    const MAX: Self;
+    fn is_nan(self) -> bool;
+    fn is_infinite(self) -> bool;
+    /// The IEEE-754 bit pattern, widened to 64 bits.
+    fn bits(self) -> u64;
+    /// The value of a bit pattern, or `None` when it is wider than the format.
+    fn from_bits_checked(bits: u64) -> Option<Self>;
+    /// The nearest value to `v` (infinite when `v` is beyond the format's range).
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Float for f32 {
+    const FORMAT: Format = Format::F4;
+    const HEX_DIGITS: usize = 8;
+    const NAN: Self = f32::NAN;
+    const MAX: Self = f32::MAX;
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+    fn is_infinite(self) -> bool {
+        f32::is_infinite(self)
+    }
+    fn bits(self) -> u64 {
+        u64::from(self.to_bits())
+    }
+    fn from_bits_checked(bits: u64) -> Option<Self> {
+        u32::try_from(bits).ok().map(f32::from_bits)
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Float for f64 {
+    const FORMAT: Format = Format::F8;
+    const HEX_DIGITS: usize = 16;
+    const NAN: Self = f64::NAN;
+    const MAX: Self = f64::MAX;
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    fn is_infinite(self) -> bool {
+        f64::is_infinite(self)
+    }
+    fn bits(self) -> u64 {
+        self.to_bits()
+    }
+    fn from_bits_checked(bits: u64) -> Option<Self> {
+        Some(f64::from_bits(bits))
+    }
+    fn from_f64(v: f64) -> Self {
+        v
     }
 }
 
@@ -484,7 +575,8 @@ impl<'a> Parser<'a> {
             if c == quote {
                 return Ok(pieces);
             }
-            if c != '\\' {
+            // Single quotes hold text as it is (`'C:\recipes'`); escapes are for double quotes.
+            if c != '\\' || quote == '\'' {
                 pieces.push(Piece::Char(c));
                 continue;
             }
@@ -704,9 +796,12 @@ impl<'a> Parser<'a> {
                 ),
             ));
         }
-        if let Some((count, line, column)) = declared {
+        // A count on a text item is a hint: dialects count characters, bytes or strings
+        // (`<A[1] 'MDLN'>`), so only lists and arrays of values are checked.
+        let text = matches!(format, Format::Ascii | Format::Jis8 | Format::Localized);
+        if let Some((count, line, column)) = declared.filter(|_| !text) {
             let actual = item.len();
-            if count != actual && format != Format::Localized {
+            if count != actual {
                 return Err(Self::error_at(
                     line,
                     column,
@@ -832,8 +927,8 @@ impl<'a> Parser<'a> {
                 (Item::U2(v), Tok::Word(w)) => v.push(parse_int(&w).map_err(err)?),
                 (Item::U4(v), Tok::Word(w)) => v.push(parse_int(&w).map_err(err)?),
                 (Item::U8(v), Tok::Word(w)) => v.push(parse_int(&w).map_err(err)?),
-                (Item::F4(v), Tok::Word(w)) => v.push(parse_float::<f32>(&w).map_err(err)?),
-                (Item::F8(v), Tok::Word(w)) => v.push(parse_float::<f64>(&w).map_err(err)?),
+                (Item::F4(v), Tok::Word(w)) => v.push(parse_float(&w).map_err(err)?),
+                (Item::F8(v), Tok::Word(w)) => v.push(parse_float(&w).map_err(err)?),
                 (_, kind) => {
                     return Err(err(format!(
                         "{} is not a value of a {format} item",
@@ -874,36 +969,59 @@ pub fn parse_int<T: TryFrom<i128>>(word: &str) -> Result<T, String> {
     })
 }
 
-/// Parses a floating point value: decimal with optional exponent, `NaN`, `inf`/`Infinity`.
-pub fn parse_float<T: std::str::FromStr>(word: &str) -> Result<T, String> {
-    let normalized = match word.to_ascii_lowercase().as_str() {
-        "nan" | "+nan" | "-nan" => "NaN".to_string(),
-        "infinity" | "+infinity" | "inf" | "+inf" => "inf".to_string(),
-        "-infinity" | "-inf" => "-inf".to_string(),
-        _ if word.contains(['x', 'X', 'b', 'B']) => {
-            return parse_int::<i64>(word)
-                .map_err(|_| format!("'{word}' is not a number"))
-                .and_then(|i| {
-                    i.to_string()
-                        .parse()
-                        .map_err(|_| format!("'{word}' is not a number"))
-                });
-        }
-        _ => word.to_string(),
+/// Parses a floating point value: decimal with optional exponent, `0x`/`0b` integers, `NaN`,
+/// `inf`/`Infinity`, or `NaN=0x…`, a NaN's whole bit pattern (as [`float_text`] writes it).
+/// A decimal beyond the format's range is an error, not infinity.
+pub fn parse_float<T: Float>(word: &str) -> Result<T, String> {
+    let not_number = || format!("'{word}' is not a number");
+    let lower = word.to_ascii_lowercase();
+    match lower.as_str() {
+        "nan" | "+nan" | "-nan" => return Ok(T::NAN),
+        "infinity" | "+infinity" | "inf" | "+inf" => return Ok(T::from_f64(f64::INFINITY)),
+        "-infinity" | "-inf" => return Ok(T::from_f64(f64::NEG_INFINITY)),
+        _ => {}
+    }
+    if let Some(pattern) = lower.strip_prefix("nan=") {
+        let format = T::FORMAT;
+        let digits = T::HEX_DIGITS;
+        return pattern
+            .strip_prefix("0x")
+            .filter(|h| !h.is_empty() && h.len() <= digits)
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .and_then(T::from_bits_checked)
+            .filter(|v| v.is_nan())
+            .ok_or_else(|| {
+                format!(
+                    "'{word}' is not a NaN of {format}: NaN=0x must be followed by up to \
+                     {digits} hex digits of a NaN bit pattern (exponent all ones, fraction not zero)"
+                )
+            });
+    }
+    let value: T = if lower.contains(['x', 'b']) {
+        let i = parse_int::<i64>(word).map_err(|_| not_number())?;
+        i.to_string().parse().map_err(|_| not_number())?
+    } else {
+        word.parse().map_err(|_| not_number())?
     };
-    normalized
-        .parse()
-        .map_err(|_| format!("'{word}' is not a number"))
+    if value.is_infinite() {
+        return Err(format!(
+            "{word} is out of range for {} (largest magnitude {}); write inf for infinity",
+            T::FORMAT,
+            T::MAX
+        ));
+    }
+    Ok(value)
 }
 
-/// Parses a boolean value: `TRUE`/`FALSE`, `T`/`F`, or a number (non-zero is true).
-pub fn parse_bool(word: &str) -> Result<bool, String> {
+/// Parses a BOOLEAN value to its byte: `TRUE`/`T` is 1, `FALSE`/`F` is 0, and a number (`2`,
+/// `0xFF`) is that byte, kept as it is.
+pub fn parse_bool(word: &str) -> Result<u8, String> {
     match word.to_ascii_uppercase().as_str() {
-        "TRUE" | "T" => Ok(true),
-        "FALSE" | "F" => Ok(false),
-        _ => parse_int::<u8>(word)
-            .map(|b| b != 0)
-            .map_err(|_| format!("'{word}' is not a boolean (TRUE, FALSE, T, F, 1 or 0)")),
+        "TRUE" | "T" => Ok(1),
+        "FALSE" | "F" => Ok(0),
+        _ => parse_int::<u8>(word).map_err(|_| {
+            format!("'{word}' is not a boolean (TRUE, FALSE, T, F or a byte value 0..=255)")
+        }),
     }
 }
 
@@ -930,7 +1048,7 @@ mod tests {
         assert_eq!(round("<B 1 0x02 0b11>"), "<B 0x01 0x02 0x03>");
         assert_eq!(
             round("<BOOLEAN T F 1 0 true 0xFF>"),
-            "<BOOLEAN TRUE FALSE TRUE FALSE TRUE TRUE>"
+            "<BOOLEAN TRUE FALSE TRUE FALSE TRUE 0xFF>"
         );
         assert_eq!(round("<F4 2.5 -0 1e3>"), "<F4 2.5 -0 1000>");
         assert_eq!(round("<I2 -0x10 +7>"), "<I2 -16 7>");
@@ -983,6 +1101,15 @@ mod tests {
             ("<L\n <A \"open>", 2, 5, "unterminated string"),
             ("<U4 1> extra", 1, 8, "unexpected"),
             ("<BOOLEAN maybe>", 1, 10, "not a boolean"),
+            ("<BOOLEAN 256>", 1, 10, "not a boolean"),
+            ("<F4 1e39>", 1, 5, "1e39 is out of range for F4"),
+            ("<F4 -1e39>", 1, 5, "-1e39 is out of range for F4"),
+            ("<F8 1e309>", 1, 5, "1e309 is out of range for F8"),
+            ("<F4 NaN=0x3F800000>", 1, 5, "not a NaN of F4"),
+            ("<F4 NaN=0x7FF8000000000000>", 1, 5, "not a NaN of F4"),
+            ("<F8 NaN=7FF8000000000001>", 1, 5, "not a NaN of F8"),
+            ("<U4 [2] 1>", 1, 6, "U4 item declares [2] but holds 1"),
+            ("<B [2] 1>", 1, 5, "B item declares [2] but holds 1"),
             ("<U4 \"x\">", 1, 5, "not a value of a U4"),
             (
                 "S1F1 W <U4 1> <U4 2>",
@@ -1018,5 +1145,117 @@ mod tests {
         }
         let nan = parse_item(&Item::F8(vec![f64::NAN]).to_string()).unwrap();
         assert!(matches!(nan, Item::F8(v) if v[0].is_nan()));
+    }
+
+    /// The bytes of an item printed as SML and parsed back.
+    fn reprinted_bytes(item: &Item) -> Vec<u8> {
+        let text = item.to_string();
+        parse_item(&text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .encode()
+            .unwrap()
+    }
+
+    #[test]
+    fn nan_payloads_zero_signs_and_infinities_keep_their_bits() {
+        let f4 = [
+            0x7FC0_0000u32, // the plain NaN
+            0x7FC0_0001,    // another quiet payload
+            0xFFC0_0000,    // sign bit set
+            0x7F80_0001,    // signalling
+            0xFFFF_FFFF,
+            0x8000_0000, // -0.0
+            0x7F80_0000, // inf
+            0xFF80_0000, // -inf
+        ];
+        for bits in f4 {
+            let item = Item::F4(vec![f32::from_bits(bits)]);
+            assert_eq!(reprinted_bytes(&item), item.encode().unwrap(), "{item}");
+        }
+        let f8 = [
+            0x7FF8_0000_0000_0000u64,
+            0x7FF8_0000_0000_0001,
+            0xFFF8_0000_0000_0000,
+            0x7FF0_0000_0000_0001,
+            0x8000_0000_0000_0000,
+            0x7FF0_0000_0000_0000,
+            0xFFF0_0000_0000_0000,
+        ];
+        for bits in f8 {
+            let item = Item::F8(vec![f64::from_bits(bits)]);
+            assert_eq!(reprinted_bytes(&item), item.encode().unwrap(), "{item}");
+        }
+        // Readable forms: ordinary values print as before, odd NaNs as their bit pattern.
+        assert_eq!(
+            Item::F4(vec![
+                f32::NAN,
+                f32::from_bits(0x7FC0_0001),
+                -0.0,
+                f32::NEG_INFINITY
+            ])
+            .to_string(),
+            "<F4 NaN NaN=0x7FC00001 -0 -inf>"
+        );
+        assert_eq!(
+            Item::F8(vec![f64::from_bits(0xFFF8_0000_0000_0000)]).to_string(),
+            "<F8 NaN=0xFFF8000000000000>"
+        );
+        // Explicit infinities and the largest finite values are still accepted.
+        assert_eq!(
+            parse_item("<F4 inf -Infinity 3.4028235e38>").unwrap(),
+            Item::F4(vec![f32::INFINITY, f32::NEG_INFINITY, f32::MAX])
+        );
+        assert_eq!(
+            parse_item("<F8 1.7976931348623157e308 1e-400>").unwrap(),
+            Item::F8(vec![f64::MAX, 0.0])
+        );
+    }
+
+    #[test]
+    fn booleans_keep_every_byte() {
+        let item = Item::Boolean(vec![0, 1, 2, 0x7F, 0xFF]);
+        assert_eq!(item.to_string(), "<BOOLEAN FALSE TRUE 0x02 0x7F 0xFF>");
+        assert_eq!(parse_item(&item.to_string()).unwrap(), item);
+        assert_eq!(
+            parse_item("<BOOLEAN 2 T 0>").unwrap(),
+            Item::Boolean(vec![2, 1, 0])
+        );
+        assert_eq!(item.as_bools(), Some(vec![false, true, true, true, true]));
+    }
+
+    #[test]
+    fn single_quotes_keep_backslashes() {
+        assert_eq!(
+            parse_item(r"<A 'C:\recipes\new'>").unwrap(),
+            Item::A(br"C:\recipes\new".to_vec())
+        );
+        assert_eq!(parse_item(r"<A 'C:\recipes\new'>").unwrap().len(), 14);
+        assert_eq!(parse_item(r"<A 'a\'>").unwrap(), Item::A(br"a\".to_vec()));
+        assert_eq!(
+            parse_item(r"<A 'a\n\x41'>").unwrap(),
+            Item::A(br"a\n\x41".to_vec())
+        );
+        // Double quotes keep their escapes.
+        assert_eq!(
+            parse_item(r#"<A "a\n\x41">"#).unwrap(),
+            Item::A(b"a\nA".to_vec())
+        );
+        // And print back as double-quoted text that parses to the same bytes.
+        let item = parse_item(r"<A 'C:\recipes\new'>").unwrap();
+        assert_eq!(item.to_string(), r#"<A "C:\\recipes\\new">"#);
+        assert_eq!(parse_item(&item.to_string()).unwrap(), item);
+    }
+
+    #[test]
+    fn counts_on_text_items_are_hints() {
+        assert_eq!(parse_item("<A[1] 'MDLN'>").unwrap(), Item::ascii("MDLN"));
+        assert_eq!(parse_item("<A [4] \"MDLN\">").unwrap(), Item::ascii("MDLN"));
+        assert_eq!(parse_item("<A,9 'x'>").unwrap(), Item::ascii("x"));
+        assert_eq!(parse_item("<J[1] 'ab'>").unwrap(), Item::J(b"ab".to_vec()));
+        assert_eq!(parse_item("<W[1] 'ab'>").unwrap(), Item::localized("ab"));
+        // Lists and arrays of values are still checked.
+        assert!(parse_item("<L[1]>").is_err());
+        assert!(parse_item("<U1[1] 1 2>").is_err());
+        assert!(parse_item("<BOOLEAN[2] T>").is_err());
     }
 }

@@ -22,7 +22,7 @@ pub fn s6f11_body() -> Item {
                 Item::U4(vec![rptid * 100]),
                 Item::F4(vec![23.5]),
                 Item::A(b"LOT-0001".to_vec()),
-                Item::Boolean(vec![true]),
+                Item::boolean(true),
                 Item::I2(vec![-40]),
                 Item::U1(vec![7]),
                 Item::F8(vec![1013.25]),

@@ -805,14 +805,8 @@ impl<'a> Builder<'a> {
             Item::U2(vec![e.establish_communications_timeout]),
         );
         m.set_standard_constant(Standard::TimeFormat, u1(e.time_format));
-        m.set_standard_constant(
-            Standard::EnableSpooling,
-            Item::Boolean(vec![e.enable_spooling]),
-        );
-        m.set_standard_constant(
-            Standard::OverWriteSpool,
-            Item::Boolean(vec![e.overwrite_spool]),
-        );
+        m.set_standard_constant(Standard::EnableSpooling, Item::boolean(e.enable_spooling));
+        m.set_standard_constant(Standard::OverWriteSpool, Item::boolean(e.overwrite_spool));
         m.set_standard_constant(
             Standard::MaxSpoolTransmit,
             Item::U4(vec![e.max_spool_transmit]),
@@ -1312,10 +1306,7 @@ mod tests {
             item_from_toml(&v("1.5"), Some(Format::F4)),
             Ok(Item::F4(vec![1.5]))
         );
-        assert_eq!(
-            item_from_toml(&v("true"), None),
-            Ok(Item::Boolean(vec![true]))
-        );
+        assert_eq!(item_from_toml(&v("true"), None), Ok(Item::boolean(true)));
         assert_eq!(item_from_toml(&v("\"x\""), None), Ok(Item::ascii("x")));
         assert!(item_from_toml(&v("300"), Some(Format::U1)).is_err());
         assert!(item_from_toml(&v("\"x\""), Some(Format::U4)).is_err());
