@@ -76,8 +76,16 @@ def main():
             seed("hsms_frame", raw)
             seed("hsms_protocol", bytes([SELECTED_PASSIVE]) + feed(raw))
             seed("hsms_protocol", bytes([CONNECTED_PASSIVE]) + feed(raw))
+        if kind == "secs1_block":
+            # A host (setup 0) and an equipment (setup 1) each offered the block after an ENQ.
+            for setup in (0, 1):
+                seed("secs1_protocol", bytes([setup, 0, 1, 0x05]) + feed(raw))
         if v.get("sml") and kind in ("secs2_item", "secs2_decode_only"):
             seed("sml_parse", v["sml"])
+
+    # SECS-I: a host sends S1F1 W and the line answers EOT, ACK; time runs out; contention.
+    seed("secs1_protocol", bytes([0, 4, 0x81, 1, 0, 8, 2, 0, 1, 3, 3]))
+    seed("secs1_protocol", bytes([1, 4, 0x81, 1, 30, 8, 4, 0, 1, 0, 1, 3, 3, 3]))
 
     # Protocol sessions: select, a transaction answered, linktests, T3 and T6 running out.
     seed("hsms_protocol", bytes([CONNECTED_PASSIVE]) + feed(control(1, 5)) + bytes([OP_DEADLINE]))

@@ -1196,7 +1196,7 @@ fn item() -> impl Strategy<Value = Item> {
         proptest::collection::vec(any::<u32>(), 0..100).prop_map(Item::U4),
         proptest::collection::vec(any::<i16>(), 0..100).prop_map(Item::I2),
         "[ -~]{0,300}".prop_map(|s| Item::A(s.into_bytes())),
-        proptest::collection::vec(any::<bool>(), 0..10).prop_map(Item::Boolean),
+        proptest::collection::vec(any::<u8>(), 0..10).prop_map(Item::Boolean),
     ];
     leaf.prop_recursive(3, 64, 8, |inner| {
         proptest::collection::vec(inner, 0..8).prop_map(Item::L)
