@@ -192,6 +192,11 @@ impl LinkTask {
     pub fn set_problem(&self, problem: Option<String>) {
         self.problem.send_replace(problem);
     }
+
+    /// The problem last recorded.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.borrow().clone()
+    }
 }
 
 /// Queue sizes: commands waiting for the transport task, received messages waiting for the
@@ -361,5 +366,84 @@ impl Link {
         if self.command(Command::Separate { done }).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// Keeps a repeated warning (a refused connection, a failed reconnect) from flooding the
+/// log: the first occurrence is reported, then the same text again only after `every`, with
+/// how many were held back meanwhile. A different text is reported at once.
+#[derive(Debug)]
+pub struct RepeatedWarning {
+    every: std::time::Duration,
+    last: Option<(String, std::time::Instant)>,
+    held_back: u64,
+}
+
+impl RepeatedWarning {
+    pub fn new(every: std::time::Duration) -> Self {
+        RepeatedWarning {
+            every,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// Records an occurrence of `text` at `now`. Returns `Some(held_back)` when it should be
+    /// logged (`held_back`: how many identical ones were not), `None` when it is held back.
+    pub fn note(&mut self, text: &str, now: std::time::Instant) -> Option<u64> {
+        match &self.last {
+            Some((last, at)) if last == text && now.duration_since(*at) < self.every => {
+                self.held_back += 1;
+                None
+            }
+            Some((last, _)) if last == text => {
+                self.last = Some((text.to_string(), now));
+                Some(std::mem::take(&mut self.held_back))
+            }
+            _ => {
+                self.last = Some((text.to_string(), now));
+                self.held_back = 0;
+                Some(0)
+            }
+        }
+    }
+
+    /// Forgets the last warning (the condition cleared): the next one is reported at once.
+    pub fn clear(&mut self) {
+        self.last = None;
+        self.held_back = 0;
+    }
+}
+
+/// The text of a warning that [`RepeatedWarning`] let through.
+pub fn with_repeats(text: &str, held_back: u64) -> String {
+    if held_back == 0 {
+        text.to_string()
+    } else {
+        format!("{text} (and {held_back} more like it since the last report)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn repeated_warnings_are_held_back_and_counted() {
+        let t0 = Instant::now();
+        let mut w = RepeatedWarning::new(Duration::from_secs(60));
+        assert_eq!(w.note("refused", t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(w.note("refused", t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(w.note("refused", t0 + Duration::from_secs(61)), Some(5));
+        assert_eq!(w.note("other", t0 + Duration::from_secs(62)), Some(0));
+        w.clear();
+        assert_eq!(w.note("other", t0 + Duration::from_secs(63)), Some(0));
+        assert_eq!(
+            with_repeats("refused", 5),
+            "refused (and 5 more like it since the last report)"
+        );
     }
 }

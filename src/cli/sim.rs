@@ -56,7 +56,8 @@ pub struct SimArgs {
 
 /// Runs the command and returns the exit code.
 pub(super) fn run(args: SimArgs) -> i32 {
-    super::init_logging("warn");
+    // Warnings, and every connection opened or closed with its reason.
+    super::init_logging("warn,secsgate::hsms::driver=info,secsgate::secs1::driver=info");
     let config = match &args.config {
         Some(path) => match SimConfig::load(path) {
             Ok(c) => c,

@@ -21,7 +21,10 @@ use tracing::{debug, info, warn};
 
 use super::frame::{self, HEADER_LEN, Header, SType};
 use super::protocol::{self, CloseReason, Event, Protocol, Role, State, TransactionFailure};
-use crate::link::{self, Command, LinkError, LinkState, LinkTask, Received, stream_nine_meaning};
+use crate::link::{
+    self, Command, LinkError, LinkState, LinkTask, Received, RepeatedWarning, stream_nine_meaning,
+    with_repeats,
+};
 use crate::secs2::Message;
 
 /// How the connection is made.
@@ -99,9 +102,14 @@ enum Wait {
     Shutdown,
 }
 
+/// How often a repeated warning (the same failed connect, refused connections) is logged.
+const REPEAT_EVERY: Duration = Duration::from_secs(60);
+
 async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTask) {
     let t5 = settings.protocol.t5;
     let mut backoff = t5;
+    let mut failures = RepeatedWarning::new(REPEAT_EVERY);
+    let mut refusals = RepeatedWarning::new(REPEAT_EVERY);
     loop {
         let waited = match &settings.mode {
             Mode::Active(addr) => connect(addr, &settings, &mut task).await,
@@ -122,12 +130,21 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
         match waited {
             Wait::Shutdown => return,
             Wait::Connected(stream, role) => {
+                failures.clear();
                 let peer = stream
                     .peer_addr()
                     .map_or_else(|_| "?".into(), |a| a.to_string());
                 info!(endpoint = %settings.name, %peer, "TCP connected");
-                let (reason, selected, shutdown) =
-                    session(stream, &peer, role, &settings, listener.as_ref(), &mut task).await;
+                let (reason, selected, shutdown) = session(
+                    stream,
+                    &peer,
+                    role,
+                    &settings,
+                    listener.as_ref(),
+                    &mut task,
+                    &mut refusals,
+                )
+                .await;
                 info!(endpoint = %settings.name, %peer, %reason, "connection closed");
                 if shutdown {
                     return;
@@ -139,7 +156,15 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
                     continue;
                 }
             }
-            Wait::TimedOut => {}
+            Wait::TimedOut => {
+                // A failed connect: logged once, then again only every REPEAT_EVERY with a
+                // count (the link's last problem always has the latest).
+                if let Some(problem) = task.problem()
+                    && let Some(held_back) = failures.note(&problem, std::time::Instant::now())
+                {
+                    warn!(endpoint = %settings.name, "{}; trying again", with_repeats(&problem, held_back));
+                }
+            }
         }
         // T5: the gap before the next attempt, doubled after each failure up to the cap.
         if !idle(backoff, &mut task).await {
@@ -285,6 +310,7 @@ async fn session(
     settings: &Settings,
     listener: Option<&TcpListener>,
     task: &mut LinkTask,
+    refusals: &mut RepeatedWarning,
 ) -> (CloseReason, bool, bool) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -417,7 +443,10 @@ async fn session(
             }
             accepted = accept_extra(listener) => {
                 if let Ok((extra, addr)) = accepted {
-                    warn!(endpoint = %settings.name, %addr, "second connection refused: already connected (select status 3)");
+                    let text = format!("second connection from {} refused: already connected (select status 3)", addr.ip());
+                    if let Some(held_back) = refusals.note(&text, std::time::Instant::now()) {
+                        warn!(endpoint = %settings.name, %addr, "{}", with_repeats(&text, held_back));
+                    }
                     tokio::spawn(refuse_connection(extra, settings.protocol.t7));
                 }
             }
@@ -694,7 +723,7 @@ impl Session {
                     reason,
                     byte2,
                 } => {
-                    warn!(endpoint = %name, system_bytes = format_args!("0x{system_bytes:08x}"), reason, byte2, "peer sent Reject.req");
+                    warn!(endpoint = %name, system_bytes = format_args!("0x{system_bytes:08x}"), "peer sent Reject.req: {}", protocol::reject_reason::describe(reason, byte2));
                 }
                 Event::Warning(text) => warn!(endpoint = %name, "{text}"),
                 Event::Closed(reason) => {

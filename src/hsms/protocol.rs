@@ -104,6 +104,20 @@ pub mod reject_reason {
     pub const TRANSACTION_NOT_OPEN: u8 = 3;
     /// A data message arrived while NOT SELECTED.
     pub const NOT_SELECTED: u8 = 4;
+
+    /// What a reason code means, and what byte 2 of the Reject.req names (the rejected
+    /// message's PType for reason 2, its SType otherwise), as log text.
+    pub fn describe(reason: u8, byte2: u8) -> String {
+        let meaning = match reason {
+            STYPE => "SType not supported",
+            PTYPE => "PType not supported",
+            TRANSACTION_NOT_OPEN => "transaction not open",
+            NOT_SELECTED => "entity not selected",
+            _ => "reason not defined by E37",
+        };
+        let field = if reason == PTYPE { "PType" } else { "SType" };
+        format!("reason {reason} ({meaning}); the rejected message's {field} is {byte2}")
+    }
 }
 
 /// Why the connection was closed.

@@ -24,7 +24,8 @@ use tracing::{debug, info, warn};
 
 use super::protocol::{self, Event, Protocol, TransactionFailure};
 use crate::link::{
-    self, Command, Endpoint, LinkError, LinkState, LinkTask, Received, stream_nine_meaning,
+    self, Command, Endpoint, LinkError, LinkState, LinkTask, Received, RepeatedWarning,
+    stream_nine_meaning, with_repeats,
 };
 use crate::secs2::{Item, Message, StreamFunction};
 
@@ -181,8 +182,8 @@ enum Opened {
 
 async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTask) {
     let mut backoff = settings.reopen_min;
-    // The last failure logged: the same failure again is not logged again.
-    let mut last_failure: Option<String> = None;
+    // The same failure again is logged only every minute, with a count.
+    let mut failures = RepeatedWarning::new(Duration::from_secs(60));
     loop {
         let opened = match &settings.line {
             Line::Serial(serial) => open_serial(serial),
@@ -195,16 +196,16 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
         match opened {
             Opened::Shutdown => return,
             Opened::Failed(why) => {
-                if last_failure.as_deref() != Some(why.as_str()) {
-                    warn!(endpoint = %settings.name, line = %settings.line, "{why}; trying again");
-                    last_failure = Some(why.clone());
-                } else {
-                    debug!(endpoint = %settings.name, "{why}");
+                match failures.note(&why, std::time::Instant::now()) {
+                    Some(held_back) => {
+                        warn!(endpoint = %settings.name, line = %settings.line, "{}; trying again", with_repeats(&why, held_back));
+                    }
+                    None => debug!(endpoint = %settings.name, "{why}"),
                 }
                 task.set_problem(Some(why));
             }
             Opened::Line(line, peer) => {
-                last_failure = None;
+                failures.clear();
                 info!(endpoint = %settings.name, line = %settings.line, %peer, "SECS-I line open");
                 let (reason, shutdown) =
                     session(line, &settings, listener.as_ref(), &mut task).await;
