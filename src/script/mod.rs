@@ -20,6 +20,7 @@
 
 pub mod convert;
 pub mod db;
+pub mod guard;
 pub mod host;
 pub mod payload;
 pub mod system;
@@ -48,6 +49,19 @@ const BATCH: usize = 64;
 /// Default of [`EngineSettings::queue_limit`]: jobs queued (or running) per key.
 pub const DEFAULT_QUEUE_LIMIT: usize = 1024;
 
+/// How long a handler interrupted at its limit has to end before it is abandoned (its thread
+/// left to finish on its own and a new worker started in its place).
+pub const ABANDON_AFTER: Duration = Duration::from_millis(250);
+
+/// Most abandoned handler threads alive at once, per engine. Beyond it a handler that does not
+/// stop is not abandoned: its key's jobs are refused (`Outcome::Refused`) until it ends or an
+/// abandoned thread finishes and makes room. Each such thread is a stuck handler that cannot
+/// be killed; the limit keeps their threads and memory bounded.
+pub const ABANDONED_LIMIT: usize = 8;
+
+/// How often the watchdog interrupts again a handler that ignores it.
+const REINTERRUPT: Duration = Duration::from_millis(500);
+
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -57,6 +71,12 @@ pub enum Outcome {
     Raised(String),
     /// It ran past its time limit and was interrupted.
     TimedOut,
+    /// It ran past its time limit and did not stop when interrupted: its thread was left to
+    /// finish on its own and a new worker took over.
+    Abandoned,
+    /// Not run: a handler of the same key is stuck past its limit and no more threads may be
+    /// abandoned ([`ABANDONED_LIMIT`]); the reason.
+    Refused(String),
     /// No handler of that name is loaded.
     NoHandler,
 }
@@ -77,8 +97,18 @@ struct Job {
     handler: String,
     payload: Payload,
     done: Option<oneshot::Sender<Outcome>>,
-    /// Room in the key's queue, given back when the job is dropped (after it ran).
-    _room: OwnedSemaphorePermit,
+    /// Room in the key's queue, given back when the job is dropped (after it ran, or when it
+    /// was abandoned or refused).
+    room: Option<OwnedSemaphorePermit>,
+}
+
+impl Job {
+    /// Ends a job that will not run: tells its submitter why.
+    fn refuse(mut self, reason: &str) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Outcome::Refused(reason.to_string()));
+        }
+    }
 }
 
 /// Jobs by key, so that one key's jobs run one at a time and in order.
@@ -88,16 +118,52 @@ struct Queues {
     /// Keys with queued jobs and none running.
     ready: VecDeque<String>,
     busy: HashSet<String>,
+    /// Keys whose jobs are refused, with the reason: a handler of theirs is stuck past its
+    /// limit and cannot be abandoned ([`ABANDONED_LIMIT`]).
+    refused: HashMap<String, String>,
     stop: bool,
 }
 
-/// What a worker is running, for the watchdog.
-#[derive(Default, Clone, Copy)]
-struct Running {
+/// A worker's place in the pool: which thread holds it, the rest of the batch it runs, and
+/// the job it is running (for the watchdog).
+#[derive(Default)]
+struct Slot {
+    /// The worker thread holding the slot; a new one after an abandonment.
+    generation: u64,
+    /// The rest of the batch (jobs of one key), taken back if the worker is abandoned.
+    pending: VecDeque<Job>,
+    current: Option<Current>,
+}
+
+/// The job a worker runs.
+struct Current {
     job: u64,
+    handler: String,
+    key: String,
+    /// Python's id of the thread (for `PyThreadState_SetAsyncExc`).
     thread: u64,
-    deadline: Option<Instant>,
-    interrupted: Option<Instant>,
+    started: Instant,
+    deadline: Instant,
+    /// First and latest interrupt.
+    interrupted: Option<(Instant, Instant)>,
+    /// Past its limit with no room to abandon it: its key's jobs are refused.
+    stuck: bool,
+    cancel: Arc<guard::Cancel>,
+    done: Option<oneshot::Sender<Outcome>>,
+    room: Option<OwnedSemaphorePermit>,
+}
+
+/// A handler thread left to finish on its own.
+struct Abandoned {
+    generation: u64,
+    thread: u64,
+    last_interrupt: Instant,
+}
+
+/// What the watchdog does about a slot.
+enum Due {
+    Interrupt { job: u64, first: bool },
+    Abandon,
 }
 
 struct Inner {
@@ -106,7 +172,13 @@ struct Inner {
     handlers: RwLock<HashMap<String, Arc<Handler>>>,
     queues: Mutex<Queues>,
     wake: Condvar,
-    running: Vec<Mutex<Running>>,
+    slots: Vec<Mutex<Slot>>,
+    /// Generations of worker threads (one per thread started).
+    next_generation: AtomicU64,
+    /// Handler threads abandoned and still running (at most [`ABANDONED_LIMIT`]).
+    abandoned: Mutex<Vec<Abandoned>>,
+    /// Handlers abandoned since the engine started.
+    abandoned_total: AtomicU64,
     next_job: AtomicU64,
     /// Jobs finished (however they ended).
     completed: AtomicU64,
@@ -166,6 +238,7 @@ pub fn init_python() {
                     c"secsgate_py2compat",
                 )?;
                 py.import("system")?;
+                guard::install(py)?;
                 Ok(())
             })();
             if let Err(e) = result {
@@ -353,9 +426,10 @@ impl ScriptEngine {
             handlers: RwLock::new(HashMap::new()),
             queues: Mutex::new(Queues::default()),
             wake: Condvar::new(),
-            running: (0..workers)
-                .map(|_| Mutex::new(Running::default()))
-                .collect(),
+            slots: (0..workers).map(|_| Mutex::new(Slot::default())).collect(),
+            next_generation: AtomicU64::new(1),
+            abandoned: Mutex::new(Vec::new()),
+            abandoned_total: AtomicU64::new(0),
             next_job: AtomicU64::new(1),
             completed: AtomicU64::new(0),
             completed_watch: watch::Sender::new(0),
@@ -369,13 +443,7 @@ impl ScriptEngine {
             inner.load_handler(&path);
         }
         for i in 0..workers {
-            let inner = inner.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("python-{i}"))
-                .spawn(move || inner.worker(i));
-            if let Err(e) = spawned {
-                error!(target: "script", "cannot start Python worker {i}: {e}");
-            }
+            inner.start_worker(i);
         }
         let watchdog = Arc::downgrade(&inner);
         let _ = std::thread::Builder::new()
@@ -463,8 +531,19 @@ impl ScriptEngine {
             handler: handler.to_string(),
             payload,
             done,
-            _room: permit,
+            room: Some(permit),
         });
+    }
+
+    /// How many handlers have been abandoned since the engine started: still running at
+    /// their limit after the interrupt, left to finish on their own thread.
+    pub fn abandoned_handlers(&self) -> u64 {
+        self.inner.abandoned_total.load(Ordering::Relaxed)
+    }
+
+    /// How many abandoned handler threads are still running (at most [`ABANDONED_LIMIT`]).
+    pub fn abandoned_threads(&self) -> usize {
+        self.inner.abandoned.lock().map_or(0, |a| a.len())
     }
 
     /// How many jobs have finished since the engine started.
@@ -563,6 +642,13 @@ impl Inner {
             // Stopping: the job is dropped (a `submit` caller sees its receiver fail).
             return;
         }
+        if let Some(reason) = q.refused.get(&job.key) {
+            let reason = reason.clone();
+            drop(q);
+            job.refuse(&reason);
+            self.count_completed(1);
+            return;
+        }
         let key = job.key.clone();
         let queue = q.by_key.entry(key.clone()).or_default();
         let was_empty = queue.is_empty();
@@ -613,78 +699,319 @@ impl Inner {
         }
     }
 
+    /// Counts finished jobs (however they ended) and publishes the count.
+    fn count_completed(&self, n: u64) {
+        let total = self.completed.fetch_add(n, Ordering::Relaxed) + n;
+        self.completed_watch.send_replace(total);
+    }
+
+    /// Starts a worker thread in slot `index` (at start, and in place of an abandoned one).
+    fn start_worker(self: &Arc<Self>, index: usize) {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut slot) = self.slots[index].lock() {
+            slot.generation = generation;
+        }
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("python-{index}"))
+            .spawn(move || inner.worker(index, generation));
+        if let Err(e) = spawned {
+            error!(target: "script", "cannot start Python worker {index}: {e}");
+        }
+    }
+
     /// A worker: attached to the interpreter for its whole life (one Python thread state,
-    /// kept), and detached (the GIL released) while it waits for jobs.
-    fn worker(self: Arc<Self>, index: usize) {
+    /// kept), and detached (the GIL released) while it waits for jobs. It runs the jobs of its
+    /// slot until the slot is no longer its own (it was abandoned): then it exits.
+    fn worker(self: Arc<Self>, index: usize, generation: u64) {
         Python::attach(|py| {
             let mut finished = None;
             while let Some(jobs) = py.detach(|| self.next(finished.take())) {
                 let key = jobs[0].key.clone();
+                match self.slots[index].lock() {
+                    Ok(mut slot) if slot.generation == generation => slot.pending = jobs.into(),
+                    _ => return,
+                }
                 // The engine's gateway, current on this thread while its jobs run.
                 let _current = host::enter(self.host.read().ok().and_then(|h| h.clone()));
-                for mut job in jobs {
-                    let outcome = self.run(py, index, &job);
-                    self.completed.fetch_add(1, Ordering::Relaxed);
-                    if let Some(done) = job.done.take() {
-                        let _ = done.send(outcome);
+                let mut ran = 0;
+                loop {
+                    let job = match self.slots[index].lock() {
+                        Ok(mut slot) if slot.generation == generation => slot.pending.pop_front(),
+                        _ => return,
+                    };
+                    let Some(job) = job else {
+                        break;
+                    };
+                    if !self.run(py, index, generation, job) {
+                        // Abandoned: the watchdog counted this job and handed the rest on.
+                        if ran > 0 {
+                            self.count_completed(ran);
+                        }
+                        return;
                     }
+                    ran += 1;
                 }
-                self.completed_watch
-                    .send_replace(self.completed.load(Ordering::Relaxed));
+                self.count_completed(ran);
                 finished = Some(key);
             }
         });
     }
 
-    fn run(&self, py: Python<'_>, index: usize, job: &Job) -> Outcome {
+    /// Runs one job; false if this thread was abandoned meanwhile (it must exit then).
+    fn run(&self, py: Python<'_>, index: usize, generation: u64, mut job: Job) -> bool {
         let handler = self
             .handlers
             .read()
             .ok()
             .and_then(|h| h.get(&job.handler).cloned());
-        let Some(handler) = handler else {
-            return Outcome::NoHandler;
-        };
-        {
-            // Set while attached, so the watchdog (also attached) sees a consistent state.
-            let thread = unsafe { pyo3::ffi::PyThread_get_thread_ident() } as u64;
-            if let Ok(mut r) = self.running[index].lock() {
-                *r = Running {
+        let cancel = guard::Cancel::new();
+        // Python's id of this thread, for the watchdog's interrupt.
+        let thread = unsafe { pyo3::ffi::PyThread_get_thread_ident() } as u64;
+        let started = Instant::now();
+        // Set while attached, so the watchdog (also attached to interrupt) sees a consistent
+        // state.
+        match self.slots[index].lock() {
+            Ok(mut slot) if slot.generation == generation => {
+                slot.current = Some(Current {
                     job: job.id,
+                    handler: job.handler.clone(),
+                    key: job.key.clone(),
                     thread,
-                    deadline: Some(Instant::now() + self.timeout),
+                    started,
+                    deadline: started + self.timeout,
                     interrupted: None,
-                };
+                    stuck: false,
+                    cancel: cancel.clone(),
+                    done: job.done.take(),
+                    room: job.room.take(),
+                });
             }
-            let result = (|| -> PyResult<()> {
-                let globals = handler.globals.bind(py).copy()?;
-                globals.set_item(pyo3::intern!(py, "payload"), job.payload.to_dict(py)?)?;
-                use pyo3::types::PyCodeMethods;
-                handler.code.bind(py).run(Some(&globals), None)?;
-                Ok(())
-            })();
-            if let Ok(mut r) = self.running[index].lock() {
-                *r = Running::default();
+            _ => return false,
+        }
+        let result = handler.map(|handler| {
+            let _cancel = guard::enter(cancel);
+            let globals = handler.globals.bind(py).copy()?;
+            globals.set_item(pyo3::intern!(py, "payload"), job.payload.to_dict(py)?)?;
+            use pyo3::types::PyCodeMethods;
+            handler.code.bind(py).run(Some(&globals), None)?;
+            Ok::<_, PyErr>(())
+        });
+        let current = match self.slots[index].lock() {
+            Ok(mut slot) if slot.generation == generation => slot.current.take(),
+            _ => None,
+        };
+        let Some(mut current) = current else {
+            // Abandoned while it ran: the watchdog reported the job; this thread now exits.
+            if let Ok(mut abandoned) = self.abandoned.lock() {
+                abandoned.retain(|a| a.generation != generation);
             }
-            // Clear an interrupt that arrived after the script finished.
-            unsafe {
-                pyo3::ffi::PyThreadState_SetAsyncExc(
-                    thread as std::os::raw::c_ulong as _,
-                    std::ptr::null_mut(),
-                );
+            clear_interrupt(thread);
+            let how = match &result {
+                Some(Ok(())) => "ended".to_string(),
+                Some(Err(e)) => format!(
+                    "raised {}",
+                    e.get_type(py)
+                        .name()
+                        .map_or_else(|_| "an exception".into(), |n| n.to_string())
+                ),
+                None => "ended".to_string(),
+            };
+            info!(target: "script", handler = %job.handler, equipment = %job.key,
+                "abandoned handler {how} after {:.1} s; its thread exits", started.elapsed().as_secs_f64());
+            return false;
+        };
+        // Clear an interrupt that arrived after the script finished.
+        clear_interrupt(thread);
+        if current.stuck {
+            if let Ok(mut q) = self.queues.lock() {
+                q.refused.remove(&job.key);
             }
-            match result {
-                Ok(()) => Outcome::Done,
-                Err(e) if e.is_instance_of::<system::ScriptTimeout>(py) => {
-                    error!(target: "script", handler = %job.handler, key = %job.key,
-                        "handler interrupted: it ran longer than its limit of {:?}", self.timeout);
-                    Outcome::TimedOut
+            warn!(target: "script", handler = %job.handler, equipment = %job.key,
+                "the stuck handler ended after {:.1} s; jobs of {} are taken again", started.elapsed().as_secs_f64(), job.key);
+        }
+        let outcome = match result {
+            None => Outcome::NoHandler,
+            Some(Ok(())) => Outcome::Done,
+            Some(Err(e)) if e.is_instance_of::<system::ScriptTimeout>(py) => {
+                error!(target: "script", handler = %job.handler, key = %job.key,
+                    "handler interrupted: it ran longer than its limit of {:?}", self.timeout);
+                Outcome::TimedOut
+            }
+            Some(Err(e)) if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) => {
+                let tb = format_error(py, &e);
+                error!(target: "script", handler = %job.handler, key = %job.key,
+                    "handler raised SystemExit (sys.exit, exit or quit): it ends the handler, never the gateway:\n{tb}");
+                Outcome::Raised(tb)
+            }
+            Some(Err(e)) => {
+                let tb = format_error(py, &e);
+                error!(target: "script", handler = %job.handler, key = %job.key, "handler raised:\n{tb}");
+                Outcome::Raised(tb)
+            }
+        };
+        if let Some(done) = current.done.take() {
+            let _ = done.send(outcome);
+        }
+        true
+    }
+
+    /// What the watchdog must do about slot `index` now, if anything.
+    fn due(&self, index: usize, now: Instant) -> Option<Due> {
+        let slot = self.slots[index].lock().ok()?;
+        let c = slot.current.as_ref()?;
+        if now < c.deadline {
+            return None;
+        }
+        match c.interrupted {
+            None => Some(Due::Interrupt {
+                job: c.job,
+                first: true,
+            }),
+            Some((first, _)) if now >= first + ABANDON_AFTER && !c.stuck => Some(Due::Abandon),
+            Some(_)
+                if c.stuck
+                    && self
+                        .abandoned
+                        .lock()
+                        .is_ok_and(|a| a.len() < ABANDONED_LIMIT) =>
+            {
+                Some(Due::Abandon)
+            }
+            Some((_, last)) if now >= last + REINTERRUPT => Some(Due::Interrupt {
+                job: c.job,
+                first: false,
+            }),
+            Some(_) => None,
+        }
+    }
+
+    /// Interrupts the job of slot `index` if it still runs `job`: sets its cancellation (waking
+    /// its sleeps and waits) and raises `ScriptTimeout` in its thread.
+    fn interrupt(&self, py: Python<'_>, index: usize, job: u64, now: Instant) {
+        // Attached: the worker changes its slot only while attached, so the thread cannot
+        // have moved on to other work in between.
+        let Ok(mut slot) = self.slots[index].lock() else {
+            return;
+        };
+        let Some(c) = slot.current.as_mut().filter(|c| c.job == job) else {
+            return;
+        };
+        c.cancel.cancel();
+        raise_timeout(py, c.thread);
+        c.interrupted = Some(match c.interrupted {
+            Some((first, _)) => (first, now),
+            None => (now, now),
+        });
+    }
+
+    /// Abandons the job of slot `index` (still running after its interrupt): reports it,
+    /// hands the rest of its batch back to its key's queue and starts a new worker in the
+    /// slot. With [`ABANDONED_LIMIT`] abandoned threads alive, marks it stuck instead and
+    /// refuses its key's jobs until it ends.
+    fn abandon(self: &Arc<Self>, index: usize, now: Instant) {
+        let Ok(mut guard) = self.slots[index].lock() else {
+            return;
+        };
+        let slot = &mut *guard;
+        let Some(c) = slot.current.as_mut() else {
+            return;
+        };
+        let Ok(mut abandoned) = self.abandoned.lock() else {
+            return;
+        };
+        if abandoned.len() >= ABANDONED_LIMIT {
+            if c.stuck {
+                return;
+            }
+            c.stuck = true;
+            let handler = c.handler.clone();
+            let reason = format!(
+                "handler {} of {} is still running {:.1} s after it started (limit {:?}) and {} abandoned handler threads are already running (the limit); jobs of {} are refused until it ends",
+                c.handler,
+                c.key,
+                now.duration_since(c.started).as_secs_f64(),
+                self.timeout,
+                abandoned.len(),
+                c.key
+            );
+            let key = c.key.clone();
+            drop(abandoned);
+            let pending: Vec<Job> = slot.pending.drain(..).collect();
+            error!(target: "script", handler = %handler, equipment = %key, "{reason}");
+            let mut refused = pending.len() as u64;
+            for job in pending {
+                job.refuse(&reason);
+            }
+            if let Ok(mut q) = self.queues.lock() {
+                let queued: Vec<Job> = q
+                    .by_key
+                    .get_mut(&key)
+                    .map(|jobs| jobs.drain(..).collect())
+                    .unwrap_or_default();
+                q.refused.insert(key, reason.clone());
+                drop(q);
+                refused += queued.len() as u64;
+                for job in queued {
+                    job.refuse(&reason);
                 }
-                Err(e) => {
-                    let tb = format_error(py, &e);
-                    error!(target: "script", handler = %job.handler, key = %job.key, "handler raised:\n{tb}");
-                    Outcome::Raised(tb)
-                }
+            }
+            self.count_completed(refused);
+            return;
+        }
+        let Some(mut c) = slot.current.take() else {
+            return;
+        };
+        abandoned.push(Abandoned {
+            generation: slot.generation,
+            thread: c.thread,
+            last_interrupt: c.interrupted.map_or(now, |(_, last)| last),
+        });
+        let alive = abandoned.len();
+        drop(abandoned);
+        let pending: Vec<Job> = slot.pending.drain(..).collect();
+        // Until `start_worker` gives the slot to a new thread, no thread owns it.
+        slot.generation = 0;
+        drop(guard);
+        let total = self.abandoned_total.fetch_add(1, Ordering::Relaxed) + 1;
+        warn!(target: "script", handler = %c.handler, equipment = %c.key,
+            "handler abandoned: still running {:.2} s after it started (limit {:?}) although interrupted (it catches BaseException or is blocked in C); its thread is left to finish on its own and a new worker takes over ({alive} abandoned threads running, at most {ABANDONED_LIMIT}; {total} abandoned in all)",
+            now.duration_since(c.started).as_secs_f64(), self.timeout);
+        if let Some(done) = c.done.take() {
+            let _ = done.send(Outcome::Abandoned);
+        }
+        drop(c.room.take());
+        self.count_completed(1);
+        if let Ok(mut q) = self.queues.lock() {
+            if c.stuck {
+                q.refused.remove(&c.key);
+            }
+            let queue = q.by_key.entry(c.key.clone()).or_default();
+            for job in pending.into_iter().rev() {
+                queue.push_front(job);
+            }
+            q.busy.remove(&c.key);
+            if q.by_key.get(&c.key).is_some_and(|jobs| !jobs.is_empty()) {
+                q.ready.push_back(c.key.clone());
+            } else {
+                q.by_key.remove(&c.key);
+            }
+        }
+        self.wake.notify_one();
+        self.start_worker(index);
+    }
+
+    /// Interrupts again, every [`REINTERRUPT`], the abandoned handlers still running (one
+    /// that catches only the first interrupt then ends).
+    fn interrupt_abandoned(&self, py: Python<'_>, now: Instant) {
+        // Attached: an abandoned thread removes itself while attached, before it exits.
+        let Ok(mut abandoned) = self.abandoned.lock() else {
+            return;
+        };
+        for a in abandoned.iter_mut() {
+            if now >= a.last_interrupt + REINTERRUPT {
+                raise_timeout(py, a.thread);
+                a.last_interrupt = now;
             }
         }
     }
@@ -825,7 +1152,26 @@ impl Inner {
     }
 }
 
-/// Interrupts handlers past their deadline (again every half second while they ignore it).
+/// Raises `ScriptTimeout` in a Python thread (call attached).
+fn raise_timeout(py: Python<'_>, thread: u64) {
+    let exc = py.get_type::<system::ScriptTimeout>();
+    unsafe {
+        pyo3::ffi::PyThreadState_SetAsyncExc(thread as std::os::raw::c_ulong as _, exc.as_ptr());
+    }
+}
+
+/// Clears an interrupt still pending for a Python thread (call attached).
+fn clear_interrupt(thread: u64) {
+    unsafe {
+        pyo3::ffi::PyThreadState_SetAsyncExc(
+            thread as std::os::raw::c_ulong as _,
+            std::ptr::null_mut(),
+        );
+    }
+}
+
+/// Interrupts handlers past their deadline (again every half second while they ignore it),
+/// and abandons those still running [`ABANDON_AFTER`] the first interrupt.
 fn watchdog_loop(inner: std::sync::Weak<Inner>) {
     loop {
         std::thread::sleep(Duration::from_millis(20));
@@ -833,34 +1179,30 @@ fn watchdog_loop(inner: std::sync::Weak<Inner>) {
             return;
         };
         let now = Instant::now();
-        for slot in &inner.running {
-            let due = slot.lock().ok().and_then(|r| {
-                let late = r.deadline.is_some_and(|d| now >= d);
-                let again = r
-                    .interrupted
-                    .is_none_or(|t| now >= t + Duration::from_millis(500));
-                (r.job != 0 && late && again).then_some(*r)
-            });
-            let Some(due) = due else {
-                continue;
-            };
-            Python::attach(|py| {
-                // Re-check while attached: the worker changes its slot only while attached.
-                let Ok(mut r) = slot.lock() else {
-                    return;
-                };
-                if r.job != due.job {
-                    return;
+        for index in 0..inner.slots.len() {
+            match inner.due(index, now) {
+                None => {}
+                // Never attach while holding a lock a worker takes while attached.
+                Some(Due::Interrupt { job, first }) => {
+                    if first {
+                        // Wake its sleeps and waits at once, before waiting for the GIL.
+                        if let Ok(slot) = inner.slots[index].lock()
+                            && let Some(c) = slot.current.as_ref().filter(|c| c.job == job)
+                        {
+                            c.cancel.cancel();
+                        }
+                    }
+                    Python::attach(|py| inner.interrupt(py, index, job, now));
                 }
-                let exc = py.get_type::<system::ScriptTimeout>();
-                unsafe {
-                    pyo3::ffi::PyThreadState_SetAsyncExc(
-                        r.thread as std::os::raw::c_ulong as _,
-                        exc.as_ptr(),
-                    );
-                }
-                r.interrupted = Some(now);
-            });
+                Some(Due::Abandon) => inner.abandon(index, now),
+            }
+        }
+        let reinterrupt = inner
+            .abandoned
+            .lock()
+            .is_ok_and(|a| a.iter().any(|a| now >= a.last_interrupt + REINTERRUPT));
+        if reinterrupt {
+            Python::attach(|py| inner.interrupt_abandoned(py, now));
         }
     }
 }
