@@ -53,11 +53,8 @@ pub const DEFAULT_QUEUE_LIMIT: usize = 1024;
 /// left to finish on its own and a new worker started in its place).
 pub const ABANDON_AFTER: Duration = Duration::from_millis(250);
 
-/// Most abandoned handler threads alive at once, per engine. Beyond it a handler that does not
-/// stop is not abandoned: its key's jobs are refused (`Outcome::Refused`) until it ends or an
-/// abandoned thread finishes and makes room. Each such thread is a stuck handler that cannot
-/// be killed; the limit keeps their threads and memory bounded.
-pub const ABANDONED_LIMIT: usize = 8;
+/// Default of [`EngineSettings::abandoned_limit`]: abandoned handler threads alive at once.
+pub const DEFAULT_ABANDONED_LIMIT: usize = 8;
 
 /// How often the watchdog interrupts again a handler that ignores it.
 const REINTERRUPT: Duration = Duration::from_millis(500);
@@ -75,7 +72,7 @@ pub enum Outcome {
     /// finish on its own and a new worker took over.
     Abandoned,
     /// Not run: a handler of the same key is stuck past its limit and no more threads may be
-    /// abandoned ([`ABANDONED_LIMIT`]); the reason.
+    /// abandoned ([`EngineSettings::abandoned_limit`]); the reason.
     Refused(String),
     /// No handler of that name is loaded.
     NoHandler,
@@ -119,7 +116,7 @@ struct Queues {
     ready: VecDeque<String>,
     busy: HashSet<String>,
     /// Keys whose jobs are refused, with the reason: a handler of theirs is stuck past its
-    /// limit and cannot be abandoned ([`ABANDONED_LIMIT`]).
+    /// limit and cannot be abandoned ([`EngineSettings::abandoned_limit`]).
     refused: HashMap<String, String>,
     stop: bool,
 }
@@ -175,7 +172,7 @@ struct Inner {
     slots: Vec<Mutex<Slot>>,
     /// Generations of worker threads (one per thread started).
     next_generation: AtomicU64,
-    /// Handler threads abandoned and still running (at most [`ABANDONED_LIMIT`]).
+    /// Handler threads abandoned and still running (at most [`EngineSettings::abandoned_limit`]).
     abandoned: Mutex<Vec<Abandoned>>,
     /// Handlers abandoned since the engine started.
     abandoned_total: AtomicU64,
@@ -188,6 +185,8 @@ struct Inner {
     reloads: watch::Sender<u64>,
     /// Jobs a key may have queued or running.
     queue_limit: usize,
+    /// Abandoned handler threads alive at once.
+    abandoned_limit: usize,
     /// Room per key (each job holds one permit until it ran).
     room: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// The gateway `system.secsgem` talks to from this engine's workers.
@@ -391,6 +390,13 @@ pub struct EngineSettings {
     /// Jobs one key (an equipment) may have queued or running; `submit` and `post` wait for
     /// room beyond that ([`DEFAULT_QUEUE_LIMIT`] is a sensible value).
     pub queue_limit: usize,
+    /// Most abandoned handler threads alive at once ([`DEFAULT_ABANDONED_LIMIT`]). A handler
+    /// still running [`ABANDON_AFTER`] after its interrupt is abandoned: its thread (which
+    /// cannot be killed) is left to finish on its own and a new worker takes its place. With
+    /// this many such threads alive, a handler that does not stop is not abandoned: its key's
+    /// jobs are refused ([`Outcome::Refused`]) until it ends or an abandoned thread ends and
+    /// makes room. This keeps threads and memory bounded.
+    pub abandoned_limit: usize,
 }
 
 impl ScriptEngine {
@@ -435,6 +441,7 @@ impl ScriptEngine {
             completed_watch: watch::Sender::new(0),
             reloads: watch::Sender::new(0),
             queue_limit: settings.queue_limit.max(1),
+            abandoned_limit: settings.abandoned_limit,
             room: Mutex::new(HashMap::new()),
             host: RwLock::new(None),
             builtins,
@@ -541,7 +548,7 @@ impl ScriptEngine {
         self.inner.abandoned_total.load(Ordering::Relaxed)
     }
 
-    /// How many abandoned handler threads are still running (at most [`ABANDONED_LIMIT`]).
+    /// How many abandoned handler threads are still running (at most [`EngineSettings::abandoned_limit`]).
     pub fn abandoned_threads(&self) -> usize {
         self.inner.abandoned.lock().map_or(0, |a| a.len())
     }
@@ -874,7 +881,7 @@ impl Inner {
                     && self
                         .abandoned
                         .lock()
-                        .is_ok_and(|a| a.len() < ABANDONED_LIMIT) =>
+                        .is_ok_and(|a| a.len() < self.abandoned_limit) =>
             {
                 Some(Due::Abandon)
             }
@@ -907,7 +914,7 @@ impl Inner {
 
     /// Abandons the job of slot `index` (still running after its interrupt): reports it,
     /// hands the rest of its batch back to its key's queue and starts a new worker in the
-    /// slot. With [`ABANDONED_LIMIT`] abandoned threads alive, marks it stuck instead and
+    /// slot. With [`EngineSettings::abandoned_limit`] abandoned threads alive, marks it stuck instead and
     /// refuses its key's jobs until it ends.
     fn abandon(self: &Arc<Self>, index: usize, now: Instant) {
         let Ok(mut guard) = self.slots[index].lock() else {
@@ -920,7 +927,7 @@ impl Inner {
         let Ok(mut abandoned) = self.abandoned.lock() else {
             return;
         };
-        if abandoned.len() >= ABANDONED_LIMIT {
+        if abandoned.len() >= self.abandoned_limit {
             if c.stuck {
                 return;
             }
@@ -975,8 +982,8 @@ impl Inner {
         drop(guard);
         let total = self.abandoned_total.fetch_add(1, Ordering::Relaxed) + 1;
         warn!(target: "script", handler = %c.handler, equipment = %c.key,
-            "handler abandoned: still running {:.2} s after it started (limit {:?}) although interrupted (it catches BaseException or is blocked in C); its thread is left to finish on its own and a new worker takes over ({alive} abandoned threads running, at most {ABANDONED_LIMIT}; {total} abandoned in all)",
-            now.duration_since(c.started).as_secs_f64(), self.timeout);
+            "handler abandoned: still running {:.2} s after it started (limit {:?}) although interrupted (it catches BaseException or is blocked in C); its thread is left to finish on its own and a new worker takes over ({alive} abandoned threads running, at most {}; {total} abandoned in all)",
+            now.duration_since(c.started).as_secs_f64(), self.timeout, self.abandoned_limit);
         if let Some(done) = c.done.take() {
             let _ = done.send(Outcome::Abandoned);
         }
@@ -1328,6 +1335,7 @@ mod tests {
                 handler_timeout: Duration::from_secs(30),
                 hot_reload: false,
                 queue_limit,
+                abandoned_limit: DEFAULT_ABANDONED_LIMIT,
             },
         )
     }
@@ -1449,6 +1457,73 @@ mod tests {
                 .expect("every job ran")
                 .unwrap();
         });
+        e.stop();
+    }
+
+    /// With `abandoned_limit` abandoned threads alive, a handler that ignores its interrupt is
+    /// not abandoned: its key's jobs are refused until it ends; other keys go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_abandoned_limit_a_stuck_key_refuses_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in [
+            ("lib/secsgate_test_cap_gate.py", "released = False\n"),
+            (
+                "handlers/spin.py",
+                "import secsgate_test_cap_gate as gate\nwhile not gate.released:\n    try:\n        while not gate.released:\n            pass\n    except:\n        pass\n",
+            ),
+            ("handlers/ok.py", "pass\n"),
+        ] {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let e = ScriptEngine::start(
+            dir.path(),
+            EngineSettings {
+                workers: 2,
+                handler_timeout: Duration::from_millis(300),
+                hot_reload: false,
+                queue_limit: 8,
+                abandoned_limit: 1,
+            },
+        );
+        let within = |rx: oneshot::Receiver<Outcome>| async move {
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("an outcome within 10 s")
+                .expect("the engine is running")
+        };
+        let a = e.submit("a", "spin", Payload::default()).await;
+        assert_eq!(within(a).await, Outcome::Abandoned);
+        assert_eq!((e.abandoned_handlers(), e.abandoned_threads()), (1, 1));
+        let b = e.submit("b", "spin", Payload::default()).await;
+        let b_next = e.submit("b", "ok", Payload::default()).await;
+        match within(b_next).await {
+            Outcome::Refused(why) => assert!(
+                why.contains("handler spin of b is still running")
+                    && why.contains("1 abandoned handler threads are already running (the limit); jobs of b are refused until it ends"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // While b is stuck its new jobs are refused at once; other keys run.
+        let b_new = e.submit("b", "ok", Payload::default()).await;
+        assert!(matches!(within(b_new).await, Outcome::Refused(_)));
+        let c = e.submit("c", "ok", Payload::default()).await;
+        assert_eq!(within(c).await, Outcome::Done);
+        assert_eq!(e.abandoned_handlers(), 1);
+        // Released, the stuck handler ends and b's jobs run again.
+        Python::attach(|py| {
+            py.import("secsgate_test_cap_gate")
+                .and_then(|g| g.setattr("released", true))
+        })
+        .unwrap();
+        assert!(matches!(
+            within(b).await,
+            Outcome::Done | Outcome::TimedOut | Outcome::Abandoned
+        ));
+        let b_after = e.submit("b", "ok", Payload::default()).await;
+        assert_eq!(within(b_after).await, Outcome::Done);
         e.stop();
     }
 
