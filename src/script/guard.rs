@@ -4,7 +4,7 @@
 //!   `handler_timeout`. Waits that release the GIL (`time.sleep` in a handler,
 //!   `system.secsgem.getResponse`) wait on it too, so a handler sleeping past its limit is woken
 //!   at once and gets `ScriptTimeout`.
-//! - `time.sleep` is replaced process-wide by [`sleep`]: on a thread running a handler it is the
+//! - `time.sleep` is replaced process-wide by `guard::sleep`: on a thread running a handler it is the
 //!   interruptible wait above; anywhere else (threads a script started, the engine itself) it is
 //!   the original `time.sleep`.
 //! - `os._exit`, `os.abort`, `os.kill`/`os.killpg` of the gateway's own process, `os.exec*`,

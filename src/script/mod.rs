@@ -8,7 +8,12 @@
 //!   Jython 2.7 are rewritten (`py2compat.py`) when they do not compile as Python 3.
 //! - Handlers run on dedicated worker threads (never tokio's); jobs with the same key (the
 //!   equipment name) run one at a time, in arrival order. A handler that raises is logged with
-//!   its traceback; one that runs past its time limit is interrupted with `ScriptTimeout`.
+//!   its traceback; one that runs past its time limit is interrupted with `ScriptTimeout`
+//!   (its `time.sleep` and `getResponse` are woken: [`guard`]), and abandoned if it still runs
+//!   [`ABANDON_AFTER`] later: its thread is left to finish on its own (then exits) and a new
+//!   worker takes its place, so its key's next jobs run on time, still in order.
+//! - A handler cannot end the process: `os._exit` and the like raise, and a `SystemExit` is
+//!   that handler's error ([`guard`]).
 //! - Each key's queue holds at most `queue_limit` jobs: [`ScriptEngine::submit`] and
 //!   [`ScriptEngine::post`] wait for room, so a tool whose handlers fall behind slows the task
 //!   that receives its messages (and so the reading of its socket) instead of growing memory.
