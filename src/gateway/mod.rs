@@ -543,6 +543,7 @@ impl Gateway {
                 handler_timeout: project.gateway.handler_timeout,
                 hot_reload,
                 queue_limit: project.gateway.queue_limit,
+                abandoned_limit: crate::script::DEFAULT_ABANDONED_LIMIT,
             },
         );
         let simulators = start_simulators(&project.simulators).await;
@@ -949,6 +950,11 @@ impl Core {
                         Ok(Ok(Outcome::TimedOut)) => {
                             "was interrupted at its time limit".to_string()
                         }
+                        Ok(Ok(Outcome::Abandoned)) => {
+                            "was abandoned at its time limit (it did not stop when interrupted)"
+                                .to_string()
+                        }
+                        Ok(Ok(Outcome::Refused(why))) => format!("did not run: {why}"),
                         Ok(Ok(Outcome::NoHandler)) | Ok(Err(_)) => "is not loaded".to_string(),
                         Err(_) => format!("did not reply within {limit:?}"),
                     };
@@ -1509,7 +1515,12 @@ impl Host for GatewayHost {
         let conn = Self::connection(&core, equipment)?;
         let reply = core
             .transactions
-            .wait_reply(transaction_id, equipment, timeout)
+            .wait_reply(
+                transaction_id,
+                equipment,
+                timeout,
+                crate::script::guard::current().as_ref(),
+            )
             .map_err(HostError::Transaction)?;
         Ok(reply.map(|m| {
             let mut value = secs_json::message_to_json(&m);

@@ -3,12 +3,13 @@
 //! script stopped waiting, for the retention time.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 
 use crate::link::LinkError;
+use crate::script::guard::Cancel;
 use crate::secs2::{Message, StreamFunction};
 
 /// Where a sent request stands.
@@ -198,14 +199,27 @@ impl Transactions {
     /// Waits up to `timeout` for the reply of a sent request. `Ok(None)` when there is none by
     /// then (still pending, no reply expected, or failed), and for an unknown TxID (logged as
     /// a warning, as Ignition's `getResponse` answers `None`); an error for a TxID that
-    /// belongs to other equipment or names a received message.
+    /// belongs to other equipment or names a received message. A `cancel` (the calling
+    /// handler's, set when it reaches its time limit) ends the wait early with `Ok(None)`.
     pub fn wait_reply(
-        &self,
+        self: &Arc<Self>,
         txid: u32,
         equipment: &str,
         timeout: Duration,
+        cancel: Option<&Arc<Cancel>>,
     ) -> Result<Option<Message>, String> {
         let deadline = Instant::now() + timeout;
+        let _waker = cancel.map(|c| {
+            let me = Arc::downgrade(self);
+            c.on_cancel(move || {
+                if let Some(me) = me.upgrade() {
+                    // Under the table's lock, so a waiter between its check and its wait
+                    // cannot miss it.
+                    let _guard = me.entries.lock();
+                    me.changed.notify_all();
+                }
+            })
+        });
         let mut guard = self
             .entries
             .lock()
@@ -237,7 +251,7 @@ impl Transactions {
                 },
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || cancel.is_some_and(|c| c.is_cancelled()) {
                 return Ok(None);
             }
             guard = self

@@ -8,7 +8,12 @@
 //!   Jython 2.7 are rewritten (`py2compat.py`) when they do not compile as Python 3.
 //! - Handlers run on dedicated worker threads (never tokio's); jobs with the same key (the
 //!   equipment name) run one at a time, in arrival order. A handler that raises is logged with
-//!   its traceback; one that runs past its time limit is interrupted with `ScriptTimeout`.
+//!   its traceback; one that runs past its time limit is interrupted with `ScriptTimeout`
+//!   (its `time.sleep` and `getResponse` are woken: [`guard`]), and abandoned if it still runs
+//!   [`ABANDON_AFTER`] later: its thread is left to finish on its own (then exits) and a new
+//!   worker takes its place, so its key's next jobs run on time, still in order.
+//! - A handler cannot end the process: `os._exit` and the like raise, and a `SystemExit` is
+//!   that handler's error ([`guard`]).
 //! - Each key's queue holds at most `queue_limit` jobs: [`ScriptEngine::submit`] and
 //!   [`ScriptEngine::post`] wait for room, so a tool whose handlers fall behind slows the task
 //!   that receives its messages (and so the reading of its socket) instead of growing memory.
@@ -20,6 +25,7 @@
 
 pub mod convert;
 pub mod db;
+pub mod guard;
 pub mod host;
 pub mod payload;
 pub mod system;
@@ -48,6 +54,16 @@ const BATCH: usize = 64;
 /// Default of [`EngineSettings::queue_limit`]: jobs queued (or running) per key.
 pub const DEFAULT_QUEUE_LIMIT: usize = 1024;
 
+/// How long a handler interrupted at its limit has to end before it is abandoned (its thread
+/// left to finish on its own and a new worker started in its place).
+pub const ABANDON_AFTER: Duration = Duration::from_millis(250);
+
+/// Default of [`EngineSettings::abandoned_limit`]: abandoned handler threads alive at once.
+pub const DEFAULT_ABANDONED_LIMIT: usize = 8;
+
+/// How often the watchdog interrupts again a handler that ignores it.
+const REINTERRUPT: Duration = Duration::from_millis(500);
+
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -57,6 +73,12 @@ pub enum Outcome {
     Raised(String),
     /// It ran past its time limit and was interrupted.
     TimedOut,
+    /// It ran past its time limit and did not stop when interrupted: its thread was left to
+    /// finish on its own and a new worker took over.
+    Abandoned,
+    /// Not run: a handler of the same key is stuck past its limit and no more threads may be
+    /// abandoned ([`EngineSettings::abandoned_limit`]); the reason.
+    Refused(String),
     /// No handler of that name is loaded.
     NoHandler,
 }
@@ -77,8 +99,18 @@ struct Job {
     handler: String,
     payload: Payload,
     done: Option<oneshot::Sender<Outcome>>,
-    /// Room in the key's queue, given back when the job is dropped (after it ran).
-    _room: OwnedSemaphorePermit,
+    /// Room in the key's queue, given back when the job is dropped (after it ran, or when it
+    /// was abandoned or refused).
+    room: Option<OwnedSemaphorePermit>,
+}
+
+impl Job {
+    /// Ends a job that will not run: tells its submitter why.
+    fn refuse(mut self, reason: &str) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Outcome::Refused(reason.to_string()));
+        }
+    }
 }
 
 /// Jobs by key, so that one key's jobs run one at a time and in order.
@@ -88,16 +120,52 @@ struct Queues {
     /// Keys with queued jobs and none running.
     ready: VecDeque<String>,
     busy: HashSet<String>,
+    /// Keys whose jobs are refused, with the reason: a handler of theirs is stuck past its
+    /// limit and cannot be abandoned ([`EngineSettings::abandoned_limit`]).
+    refused: HashMap<String, String>,
     stop: bool,
 }
 
-/// What a worker is running, for the watchdog.
-#[derive(Default, Clone, Copy)]
-struct Running {
+/// A worker's place in the pool: which thread holds it, the rest of the batch it runs, and
+/// the job it is running (for the watchdog).
+#[derive(Default)]
+struct Slot {
+    /// The worker thread holding the slot; a new one after an abandonment.
+    generation: u64,
+    /// The rest of the batch (jobs of one key), taken back if the worker is abandoned.
+    pending: VecDeque<Job>,
+    current: Option<Current>,
+}
+
+/// The job a worker runs.
+struct Current {
     job: u64,
+    handler: String,
+    key: String,
+    /// Python's id of the thread (for `PyThreadState_SetAsyncExc`).
     thread: u64,
-    deadline: Option<Instant>,
-    interrupted: Option<Instant>,
+    started: Instant,
+    deadline: Instant,
+    /// First and latest interrupt.
+    interrupted: Option<(Instant, Instant)>,
+    /// Past its limit with no room to abandon it: its key's jobs are refused.
+    stuck: bool,
+    cancel: Arc<guard::Cancel>,
+    done: Option<oneshot::Sender<Outcome>>,
+    room: Option<OwnedSemaphorePermit>,
+}
+
+/// A handler thread left to finish on its own.
+struct Abandoned {
+    generation: u64,
+    thread: u64,
+    last_interrupt: Instant,
+}
+
+/// What the watchdog does about a slot.
+enum Due {
+    Interrupt { job: u64, first: bool },
+    Abandon,
 }
 
 struct Inner {
@@ -106,7 +174,13 @@ struct Inner {
     handlers: RwLock<HashMap<String, Arc<Handler>>>,
     queues: Mutex<Queues>,
     wake: Condvar,
-    running: Vec<Mutex<Running>>,
+    slots: Vec<Mutex<Slot>>,
+    /// Generations of worker threads (one per thread started).
+    next_generation: AtomicU64,
+    /// Handler threads abandoned and still running (at most [`EngineSettings::abandoned_limit`]).
+    abandoned: Mutex<Vec<Abandoned>>,
+    /// Handlers abandoned since the engine started.
+    abandoned_total: AtomicU64,
     next_job: AtomicU64,
     /// Jobs finished (however they ended).
     completed: AtomicU64,
@@ -116,6 +190,8 @@ struct Inner {
     reloads: watch::Sender<u64>,
     /// Jobs a key may have queued or running.
     queue_limit: usize,
+    /// Abandoned handler threads alive at once.
+    abandoned_limit: usize,
     /// Room per key (each job holds one permit until it ran).
     room: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// The gateway `system.secsgem` talks to from this engine's workers.
@@ -166,6 +242,7 @@ pub fn init_python() {
                     c"secsgate_py2compat",
                 )?;
                 py.import("system")?;
+                guard::install(py)?;
                 Ok(())
             })();
             if let Err(e) = result {
@@ -318,6 +395,13 @@ pub struct EngineSettings {
     /// Jobs one key (an equipment) may have queued or running; `submit` and `post` wait for
     /// room beyond that ([`DEFAULT_QUEUE_LIMIT`] is a sensible value).
     pub queue_limit: usize,
+    /// Most abandoned handler threads alive at once ([`DEFAULT_ABANDONED_LIMIT`]). A handler
+    /// still running [`ABANDON_AFTER`] after its interrupt is abandoned: its thread (which
+    /// cannot be killed) is left to finish on its own and a new worker takes its place. With
+    /// this many such threads alive, a handler that does not stop is not abandoned: its key's
+    /// jobs are refused ([`Outcome::Refused`]) until it ends or an abandoned thread ends and
+    /// makes room. This keeps threads and memory bounded.
+    pub abandoned_limit: usize,
 }
 
 impl ScriptEngine {
@@ -353,14 +437,16 @@ impl ScriptEngine {
             handlers: RwLock::new(HashMap::new()),
             queues: Mutex::new(Queues::default()),
             wake: Condvar::new(),
-            running: (0..workers)
-                .map(|_| Mutex::new(Running::default()))
-                .collect(),
+            slots: (0..workers).map(|_| Mutex::new(Slot::default())).collect(),
+            next_generation: AtomicU64::new(1),
+            abandoned: Mutex::new(Vec::new()),
+            abandoned_total: AtomicU64::new(0),
             next_job: AtomicU64::new(1),
             completed: AtomicU64::new(0),
             completed_watch: watch::Sender::new(0),
             reloads: watch::Sender::new(0),
             queue_limit: settings.queue_limit.max(1),
+            abandoned_limit: settings.abandoned_limit,
             room: Mutex::new(HashMap::new()),
             host: RwLock::new(None),
             builtins,
@@ -369,13 +455,7 @@ impl ScriptEngine {
             inner.load_handler(&path);
         }
         for i in 0..workers {
-            let inner = inner.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("python-{i}"))
-                .spawn(move || inner.worker(i));
-            if let Err(e) = spawned {
-                error!(target: "script", "cannot start Python worker {i}: {e}");
-            }
+            inner.start_worker(i);
         }
         let watchdog = Arc::downgrade(&inner);
         let _ = std::thread::Builder::new()
@@ -463,8 +543,19 @@ impl ScriptEngine {
             handler: handler.to_string(),
             payload,
             done,
-            _room: permit,
+            room: Some(permit),
         });
+    }
+
+    /// How many handlers have been abandoned since the engine started: still running at
+    /// their limit after the interrupt, left to finish on their own thread.
+    pub fn abandoned_handlers(&self) -> u64 {
+        self.inner.abandoned_total.load(Ordering::Relaxed)
+    }
+
+    /// How many abandoned handler threads are still running (at most [`EngineSettings::abandoned_limit`]).
+    pub fn abandoned_threads(&self) -> usize {
+        self.inner.abandoned.lock().map_or(0, |a| a.len())
     }
 
     /// How many jobs have finished since the engine started.
@@ -563,6 +654,13 @@ impl Inner {
             // Stopping: the job is dropped (a `submit` caller sees its receiver fail).
             return;
         }
+        if let Some(reason) = q.refused.get(&job.key) {
+            let reason = reason.clone();
+            drop(q);
+            job.refuse(&reason);
+            self.count_completed(1);
+            return;
+        }
         let key = job.key.clone();
         let queue = q.by_key.entry(key.clone()).or_default();
         let was_empty = queue.is_empty();
@@ -613,78 +711,319 @@ impl Inner {
         }
     }
 
+    /// Counts finished jobs (however they ended) and publishes the count.
+    fn count_completed(&self, n: u64) {
+        let total = self.completed.fetch_add(n, Ordering::Relaxed) + n;
+        self.completed_watch.send_replace(total);
+    }
+
+    /// Starts a worker thread in slot `index` (at start, and in place of an abandoned one).
+    fn start_worker(self: &Arc<Self>, index: usize) {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut slot) = self.slots[index].lock() {
+            slot.generation = generation;
+        }
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("python-{index}"))
+            .spawn(move || inner.worker(index, generation));
+        if let Err(e) = spawned {
+            error!(target: "script", "cannot start Python worker {index}: {e}");
+        }
+    }
+
     /// A worker: attached to the interpreter for its whole life (one Python thread state,
-    /// kept), and detached (the GIL released) while it waits for jobs.
-    fn worker(self: Arc<Self>, index: usize) {
+    /// kept), and detached (the GIL released) while it waits for jobs. It runs the jobs of its
+    /// slot until the slot is no longer its own (it was abandoned): then it exits.
+    fn worker(self: Arc<Self>, index: usize, generation: u64) {
         Python::attach(|py| {
             let mut finished = None;
             while let Some(jobs) = py.detach(|| self.next(finished.take())) {
                 let key = jobs[0].key.clone();
+                match self.slots[index].lock() {
+                    Ok(mut slot) if slot.generation == generation => slot.pending = jobs.into(),
+                    _ => return,
+                }
                 // The engine's gateway, current on this thread while its jobs run.
                 let _current = host::enter(self.host.read().ok().and_then(|h| h.clone()));
-                for mut job in jobs {
-                    let outcome = self.run(py, index, &job);
-                    self.completed.fetch_add(1, Ordering::Relaxed);
-                    if let Some(done) = job.done.take() {
-                        let _ = done.send(outcome);
+                let mut ran = 0;
+                loop {
+                    let job = match self.slots[index].lock() {
+                        Ok(mut slot) if slot.generation == generation => slot.pending.pop_front(),
+                        _ => return,
+                    };
+                    let Some(job) = job else {
+                        break;
+                    };
+                    if !self.run(py, index, generation, job) {
+                        // Abandoned: the watchdog counted this job and handed the rest on.
+                        if ran > 0 {
+                            self.count_completed(ran);
+                        }
+                        return;
                     }
+                    ran += 1;
                 }
-                self.completed_watch
-                    .send_replace(self.completed.load(Ordering::Relaxed));
+                self.count_completed(ran);
                 finished = Some(key);
             }
         });
     }
 
-    fn run(&self, py: Python<'_>, index: usize, job: &Job) -> Outcome {
+    /// Runs one job; false if this thread was abandoned meanwhile (it must exit then).
+    fn run(&self, py: Python<'_>, index: usize, generation: u64, mut job: Job) -> bool {
         let handler = self
             .handlers
             .read()
             .ok()
             .and_then(|h| h.get(&job.handler).cloned());
-        let Some(handler) = handler else {
-            return Outcome::NoHandler;
-        };
-        {
-            // Set while attached, so the watchdog (also attached) sees a consistent state.
-            let thread = unsafe { pyo3::ffi::PyThread_get_thread_ident() } as u64;
-            if let Ok(mut r) = self.running[index].lock() {
-                *r = Running {
+        let cancel = guard::Cancel::new();
+        // Python's id of this thread, for the watchdog's interrupt.
+        let thread = unsafe { pyo3::ffi::PyThread_get_thread_ident() } as u64;
+        let started = Instant::now();
+        // Set while attached, so the watchdog (also attached to interrupt) sees a consistent
+        // state.
+        match self.slots[index].lock() {
+            Ok(mut slot) if slot.generation == generation => {
+                slot.current = Some(Current {
                     job: job.id,
+                    handler: job.handler.clone(),
+                    key: job.key.clone(),
                     thread,
-                    deadline: Some(Instant::now() + self.timeout),
+                    started,
+                    deadline: started + self.timeout,
                     interrupted: None,
-                };
+                    stuck: false,
+                    cancel: cancel.clone(),
+                    done: job.done.take(),
+                    room: job.room.take(),
+                });
             }
-            let result = (|| -> PyResult<()> {
-                let globals = handler.globals.bind(py).copy()?;
-                globals.set_item(pyo3::intern!(py, "payload"), job.payload.to_dict(py)?)?;
-                use pyo3::types::PyCodeMethods;
-                handler.code.bind(py).run(Some(&globals), None)?;
-                Ok(())
-            })();
-            if let Ok(mut r) = self.running[index].lock() {
-                *r = Running::default();
+            _ => return false,
+        }
+        let result = handler.map(|handler| {
+            let _cancel = guard::enter(cancel);
+            let globals = handler.globals.bind(py).copy()?;
+            globals.set_item(pyo3::intern!(py, "payload"), job.payload.to_dict(py)?)?;
+            use pyo3::types::PyCodeMethods;
+            handler.code.bind(py).run(Some(&globals), None)?;
+            Ok::<_, PyErr>(())
+        });
+        let current = match self.slots[index].lock() {
+            Ok(mut slot) if slot.generation == generation => slot.current.take(),
+            _ => None,
+        };
+        let Some(mut current) = current else {
+            // Abandoned while it ran: the watchdog reported the job; this thread now exits.
+            if let Ok(mut abandoned) = self.abandoned.lock() {
+                abandoned.retain(|a| a.generation != generation);
             }
-            // Clear an interrupt that arrived after the script finished.
-            unsafe {
-                pyo3::ffi::PyThreadState_SetAsyncExc(
-                    thread as std::os::raw::c_ulong as _,
-                    std::ptr::null_mut(),
-                );
+            clear_interrupt(thread);
+            let how = match &result {
+                Some(Ok(())) => "ended".to_string(),
+                Some(Err(e)) => format!(
+                    "raised {}",
+                    e.get_type(py)
+                        .name()
+                        .map_or_else(|_| "an exception".into(), |n| n.to_string())
+                ),
+                None => "ended".to_string(),
+            };
+            info!(target: "script", handler = %job.handler, equipment = %job.key,
+                "abandoned handler {how} after {:.1} s; its thread exits", started.elapsed().as_secs_f64());
+            return false;
+        };
+        // Clear an interrupt that arrived after the script finished.
+        clear_interrupt(thread);
+        if current.stuck {
+            if let Ok(mut q) = self.queues.lock() {
+                q.refused.remove(&job.key);
             }
-            match result {
-                Ok(()) => Outcome::Done,
-                Err(e) if e.is_instance_of::<system::ScriptTimeout>(py) => {
-                    error!(target: "script", handler = %job.handler, key = %job.key,
-                        "handler interrupted: it ran longer than its limit of {:?}", self.timeout);
-                    Outcome::TimedOut
+            warn!(target: "script", handler = %job.handler, equipment = %job.key,
+                "the stuck handler ended after {:.1} s; jobs of {} are taken again", started.elapsed().as_secs_f64(), job.key);
+        }
+        let outcome = match result {
+            None => Outcome::NoHandler,
+            Some(Ok(())) => Outcome::Done,
+            Some(Err(e)) if e.is_instance_of::<system::ScriptTimeout>(py) => {
+                error!(target: "script", handler = %job.handler, key = %job.key,
+                    "handler interrupted: it ran longer than its limit of {:?}", self.timeout);
+                Outcome::TimedOut
+            }
+            Some(Err(e)) if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) => {
+                let tb = format_error(py, &e);
+                error!(target: "script", handler = %job.handler, key = %job.key,
+                    "handler raised SystemExit (sys.exit, exit or quit): it ends the handler, never the gateway:\n{tb}");
+                Outcome::Raised(tb)
+            }
+            Some(Err(e)) => {
+                let tb = format_error(py, &e);
+                error!(target: "script", handler = %job.handler, key = %job.key, "handler raised:\n{tb}");
+                Outcome::Raised(tb)
+            }
+        };
+        if let Some(done) = current.done.take() {
+            let _ = done.send(outcome);
+        }
+        true
+    }
+
+    /// What the watchdog must do about slot `index` now, if anything.
+    fn due(&self, index: usize, now: Instant) -> Option<Due> {
+        let slot = self.slots[index].lock().ok()?;
+        let c = slot.current.as_ref()?;
+        if now < c.deadline {
+            return None;
+        }
+        match c.interrupted {
+            None => Some(Due::Interrupt {
+                job: c.job,
+                first: true,
+            }),
+            Some((first, _)) if now >= first + ABANDON_AFTER && !c.stuck => Some(Due::Abandon),
+            Some(_)
+                if c.stuck
+                    && self
+                        .abandoned
+                        .lock()
+                        .is_ok_and(|a| a.len() < self.abandoned_limit) =>
+            {
+                Some(Due::Abandon)
+            }
+            Some((_, last)) if now >= last + REINTERRUPT => Some(Due::Interrupt {
+                job: c.job,
+                first: false,
+            }),
+            Some(_) => None,
+        }
+    }
+
+    /// Interrupts the job of slot `index` if it still runs `job`: sets its cancellation (waking
+    /// its sleeps and waits) and raises `ScriptTimeout` in its thread.
+    fn interrupt(&self, py: Python<'_>, index: usize, job: u64, now: Instant) {
+        // Attached: the worker changes its slot only while attached, so the thread cannot
+        // have moved on to other work in between.
+        let Ok(mut slot) = self.slots[index].lock() else {
+            return;
+        };
+        let Some(c) = slot.current.as_mut().filter(|c| c.job == job) else {
+            return;
+        };
+        c.cancel.cancel();
+        raise_timeout(py, c.thread);
+        c.interrupted = Some(match c.interrupted {
+            Some((first, _)) => (first, now),
+            None => (now, now),
+        });
+    }
+
+    /// Abandons the job of slot `index` (still running after its interrupt): reports it,
+    /// hands the rest of its batch back to its key's queue and starts a new worker in the
+    /// slot. With [`EngineSettings::abandoned_limit`] abandoned threads alive, marks it stuck instead and
+    /// refuses its key's jobs until it ends.
+    fn abandon(self: &Arc<Self>, index: usize, now: Instant) {
+        let Ok(mut guard) = self.slots[index].lock() else {
+            return;
+        };
+        let slot = &mut *guard;
+        let Some(c) = slot.current.as_mut() else {
+            return;
+        };
+        let Ok(mut abandoned) = self.abandoned.lock() else {
+            return;
+        };
+        if abandoned.len() >= self.abandoned_limit {
+            if c.stuck {
+                return;
+            }
+            c.stuck = true;
+            let handler = c.handler.clone();
+            let reason = format!(
+                "handler {} of {} is still running {:.1} s after it started (limit {:?}) and {} abandoned handler threads are already running (the limit); jobs of {} are refused until it ends",
+                c.handler,
+                c.key,
+                now.duration_since(c.started).as_secs_f64(),
+                self.timeout,
+                abandoned.len(),
+                c.key
+            );
+            let key = c.key.clone();
+            drop(abandoned);
+            let pending: Vec<Job> = slot.pending.drain(..).collect();
+            error!(target: "script", handler = %handler, equipment = %key, "{reason}");
+            let mut refused = pending.len() as u64;
+            for job in pending {
+                job.refuse(&reason);
+            }
+            if let Ok(mut q) = self.queues.lock() {
+                let queued: Vec<Job> = q
+                    .by_key
+                    .get_mut(&key)
+                    .map(|jobs| jobs.drain(..).collect())
+                    .unwrap_or_default();
+                q.refused.insert(key, reason.clone());
+                drop(q);
+                refused += queued.len() as u64;
+                for job in queued {
+                    job.refuse(&reason);
                 }
-                Err(e) => {
-                    let tb = format_error(py, &e);
-                    error!(target: "script", handler = %job.handler, key = %job.key, "handler raised:\n{tb}");
-                    Outcome::Raised(tb)
-                }
+            }
+            self.count_completed(refused);
+            return;
+        }
+        let Some(mut c) = slot.current.take() else {
+            return;
+        };
+        abandoned.push(Abandoned {
+            generation: slot.generation,
+            thread: c.thread,
+            last_interrupt: c.interrupted.map_or(now, |(_, last)| last),
+        });
+        let alive = abandoned.len();
+        drop(abandoned);
+        let pending: Vec<Job> = slot.pending.drain(..).collect();
+        // Until `start_worker` gives the slot to a new thread, no thread owns it.
+        slot.generation = 0;
+        drop(guard);
+        let total = self.abandoned_total.fetch_add(1, Ordering::Relaxed) + 1;
+        warn!(target: "script", handler = %c.handler, equipment = %c.key,
+            "handler abandoned: still running {:.2} s after it started (limit {:?}) although interrupted (it catches BaseException or is blocked in C); its thread is left to finish on its own and a new worker takes over ({alive} abandoned threads running, at most {}; {total} abandoned in all)",
+            now.duration_since(c.started).as_secs_f64(), self.timeout, self.abandoned_limit);
+        if let Some(done) = c.done.take() {
+            let _ = done.send(Outcome::Abandoned);
+        }
+        drop(c.room.take());
+        self.count_completed(1);
+        if let Ok(mut q) = self.queues.lock() {
+            if c.stuck {
+                q.refused.remove(&c.key);
+            }
+            let queue = q.by_key.entry(c.key.clone()).or_default();
+            for job in pending.into_iter().rev() {
+                queue.push_front(job);
+            }
+            q.busy.remove(&c.key);
+            if q.by_key.get(&c.key).is_some_and(|jobs| !jobs.is_empty()) {
+                q.ready.push_back(c.key.clone());
+            } else {
+                q.by_key.remove(&c.key);
+            }
+        }
+        self.wake.notify_one();
+        self.start_worker(index);
+    }
+
+    /// Interrupts again, every [`REINTERRUPT`], the abandoned handlers still running (one
+    /// that catches only the first interrupt then ends).
+    fn interrupt_abandoned(&self, py: Python<'_>, now: Instant) {
+        // Attached: an abandoned thread removes itself while attached, before it exits.
+        let Ok(mut abandoned) = self.abandoned.lock() else {
+            return;
+        };
+        for a in abandoned.iter_mut() {
+            if now >= a.last_interrupt + REINTERRUPT {
+                raise_timeout(py, a.thread);
+                a.last_interrupt = now;
             }
         }
     }
@@ -825,7 +1164,26 @@ impl Inner {
     }
 }
 
-/// Interrupts handlers past their deadline (again every half second while they ignore it).
+/// Raises `ScriptTimeout` in a Python thread (call attached).
+fn raise_timeout(py: Python<'_>, thread: u64) {
+    let exc = py.get_type::<system::ScriptTimeout>();
+    unsafe {
+        pyo3::ffi::PyThreadState_SetAsyncExc(thread as std::os::raw::c_ulong as _, exc.as_ptr());
+    }
+}
+
+/// Clears an interrupt still pending for a Python thread (call attached).
+fn clear_interrupt(thread: u64) {
+    unsafe {
+        pyo3::ffi::PyThreadState_SetAsyncExc(
+            thread as std::os::raw::c_ulong as _,
+            std::ptr::null_mut(),
+        );
+    }
+}
+
+/// Interrupts handlers past their deadline (again every half second while they ignore it),
+/// and abandons those still running [`ABANDON_AFTER`] the first interrupt.
 fn watchdog_loop(inner: std::sync::Weak<Inner>) {
     loop {
         std::thread::sleep(Duration::from_millis(20));
@@ -833,34 +1191,30 @@ fn watchdog_loop(inner: std::sync::Weak<Inner>) {
             return;
         };
         let now = Instant::now();
-        for slot in &inner.running {
-            let due = slot.lock().ok().and_then(|r| {
-                let late = r.deadline.is_some_and(|d| now >= d);
-                let again = r
-                    .interrupted
-                    .is_none_or(|t| now >= t + Duration::from_millis(500));
-                (r.job != 0 && late && again).then_some(*r)
-            });
-            let Some(due) = due else {
-                continue;
-            };
-            Python::attach(|py| {
-                // Re-check while attached: the worker changes its slot only while attached.
-                let Ok(mut r) = slot.lock() else {
-                    return;
-                };
-                if r.job != due.job {
-                    return;
+        for index in 0..inner.slots.len() {
+            match inner.due(index, now) {
+                None => {}
+                // Never attach while holding a lock a worker takes while attached.
+                Some(Due::Interrupt { job, first }) => {
+                    if first {
+                        // Wake its sleeps and waits at once, before waiting for the GIL.
+                        if let Ok(slot) = inner.slots[index].lock()
+                            && let Some(c) = slot.current.as_ref().filter(|c| c.job == job)
+                        {
+                            c.cancel.cancel();
+                        }
+                    }
+                    Python::attach(|py| inner.interrupt(py, index, job, now));
                 }
-                let exc = py.get_type::<system::ScriptTimeout>();
-                unsafe {
-                    pyo3::ffi::PyThreadState_SetAsyncExc(
-                        r.thread as std::os::raw::c_ulong as _,
-                        exc.as_ptr(),
-                    );
-                }
-                r.interrupted = Some(now);
-            });
+                Some(Due::Abandon) => inner.abandon(index, now),
+            }
+        }
+        let reinterrupt = inner
+            .abandoned
+            .lock()
+            .is_ok_and(|a| a.iter().any(|a| now >= a.last_interrupt + REINTERRUPT));
+        if reinterrupt {
+            Python::attach(|py| inner.interrupt_abandoned(py, now));
         }
     }
 }
@@ -986,6 +1340,7 @@ mod tests {
                 handler_timeout: Duration::from_secs(30),
                 hot_reload: false,
                 queue_limit,
+                abandoned_limit: DEFAULT_ABANDONED_LIMIT,
             },
         )
     }
@@ -1107,6 +1462,73 @@ mod tests {
                 .expect("every job ran")
                 .unwrap();
         });
+        e.stop();
+    }
+
+    /// With `abandoned_limit` abandoned threads alive, a handler that ignores its interrupt is
+    /// not abandoned: its key's jobs are refused until it ends; other keys go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_abandoned_limit_a_stuck_key_refuses_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in [
+            ("lib/secsgate_test_cap_gate.py", "released = False\n"),
+            (
+                "handlers/spin.py",
+                "import secsgate_test_cap_gate as gate\nwhile not gate.released:\n    try:\n        while not gate.released:\n            pass\n    except:\n        pass\n",
+            ),
+            ("handlers/ok.py", "pass\n"),
+        ] {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let e = ScriptEngine::start(
+            dir.path(),
+            EngineSettings {
+                workers: 2,
+                handler_timeout: Duration::from_millis(300),
+                hot_reload: false,
+                queue_limit: 8,
+                abandoned_limit: 1,
+            },
+        );
+        let within = |rx: oneshot::Receiver<Outcome>| async move {
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("an outcome within 10 s")
+                .expect("the engine is running")
+        };
+        let a = e.submit("a", "spin", Payload::default()).await;
+        assert_eq!(within(a).await, Outcome::Abandoned);
+        assert_eq!((e.abandoned_handlers(), e.abandoned_threads()), (1, 1));
+        let b = e.submit("b", "spin", Payload::default()).await;
+        let b_next = e.submit("b", "ok", Payload::default()).await;
+        match within(b_next).await {
+            Outcome::Refused(why) => assert!(
+                why.contains("handler spin of b is still running")
+                    && why.contains("1 abandoned handler threads are already running (the limit); jobs of b are refused until it ends"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // While b is stuck its new jobs are refused at once; other keys run.
+        let b_new = e.submit("b", "ok", Payload::default()).await;
+        assert!(matches!(within(b_new).await, Outcome::Refused(_)));
+        let c = e.submit("c", "ok", Payload::default()).await;
+        assert_eq!(within(c).await, Outcome::Done);
+        assert_eq!(e.abandoned_handlers(), 1);
+        // Released, the stuck handler ends and b's jobs run again.
+        Python::attach(|py| {
+            py.import("secsgate_test_cap_gate")
+                .and_then(|g| g.setattr("released", true))
+        })
+        .unwrap();
+        assert!(matches!(
+            within(b).await,
+            Outcome::Done | Outcome::TimedOut | Outcome::Abandoned
+        ));
+        let b_after = e.submit("b", "ok", Payload::default()).await;
+        assert_eq!(within(b_after).await, Outcome::Done);
         e.stop();
     }
 

@@ -1,7 +1,8 @@
 //! The `system` module injected into the embedded interpreter: `system.secsgem` (the scripting
 //! API for equipment) and `system.util` (loggers, JSON).
 //!
-//! Every function that waits (`getResponse`) releases the GIL while it waits.
+//! Every function that waits (`getResponse`) releases the GIL while it waits, and is woken
+//! when the handler reaches its time limit (it raises `ScriptTimeout` then).
 
 #![allow(non_snake_case)]
 
@@ -351,6 +352,10 @@ pub mod system {
             let reply = py
                 .detach(move || host.get_response(transactionID, &equipment, timeout))
                 .map_err(gateway_error)?;
+            // Woken by the watchdog: the handler is past its limit.
+            if crate::script::guard::current().is_some_and(|c| c.is_cancelled()) {
+                return Err(crate::script::guard::timed_out("getResponse"));
+            }
             match reply {
                 Some(m) => Ok(to_python(py, &m)?.unbind()),
                 None => Ok(py.None()),
