@@ -6,6 +6,7 @@
 //! communicating fails at once with [`LinkError::NotReady`]; nothing is queued to be sent
 //! later.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
@@ -196,6 +197,110 @@ impl LinkTask {
     /// The problem last recorded.
     pub fn problem(&self) -> Option<String> {
         self.problem.borrow().clone()
+    }
+}
+
+impl LinkTask {
+    /// Waits `duration` with no connection, refusing commands meanwhile (the gap between
+    /// connection attempts). False when the link is to stop (a shutdown, or every handle gone).
+    pub async fn idle(&mut self, duration: Duration) -> bool {
+        let until = tokio::time::Instant::now() + duration;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return true,
+                command = self.commands.recv() => match command {
+                    Some(c) => if !refuse_command(c, LinkState::Disconnected) { return false },
+                    None => return false,
+                },
+            }
+        }
+    }
+}
+
+/// Answers a command with "not ready" while the transport has no connection. Returns false
+/// when the command asks the transport to stop.
+pub fn refuse_command(command: Command, state: LinkState) -> bool {
+    match command {
+        Command::Send { sent, reply, .. } => {
+            if let Some(sent) = sent {
+                let _ = sent.send(Err(LinkError::NotReady(state)));
+            }
+            drop(reply);
+        }
+        Command::Linktest { done } => {
+            let _ = done.send(Err(LinkError::NotReady(state)));
+        }
+        Command::Separate { done } => {
+            let _ = done.send(());
+        }
+        Command::Shutdown { done } => {
+            let _ = done.send(());
+            return false;
+        }
+    }
+    true
+}
+
+/// Received messages a transport could not hand to the engine yet, its queue being full, in
+/// arrival order. While any wait, the transport takes no more from its peer (HSMS stops
+/// reading the socket; SECS-I does not answer ENQ), so this holds at most what one read
+/// brought.
+#[derive(Debug, Default)]
+pub struct Backlog(VecDeque<Received>);
+
+impl Backlog {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Hands a received message to the engine without waiting: into its queue if there is
+    /// room and nothing waits before it, else into the backlog.
+    pub fn deliver(&mut self, received: Received, task: &LinkTask) {
+        if self.0.is_empty() {
+            match task.incoming.try_send(received) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(received)) => self.0.push_back(received),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        } else {
+            self.0.push_back(received);
+        }
+    }
+
+    /// Sends the oldest waiting message with a permit the engine's queue gave, then moves
+    /// what else it has room for.
+    pub fn send_with(&mut self, permit: mpsc::Permit<'_, Received>, task: &LinkTask) {
+        if let Some(received) = self.0.pop_front() {
+            permit.send(received);
+        }
+        while let Some(received) = self.0.pop_front() {
+            match task.incoming.try_send(received) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(received)) => {
+                    self.0.push_front(received);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.0.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops what waits (nobody takes received messages any more).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// At the end of a session: hands on what waits, in order, waiting for room (the engine
+    /// may still answer or log them).
+    pub async fn hand_over(&mut self, task: &LinkTask) {
+        for received in self.0.drain(..) {
+            if task.incoming.send(received).await.is_err() {
+                break;
+            }
+        }
     }
 }
 

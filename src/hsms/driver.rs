@@ -10,20 +10,20 @@
 //! Every loss of the connection is one state change to [`LinkState::Disconnected`], logged
 //! with its reason.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::frame::{self, HEADER_LEN, Header, SType};
 use super::protocol::{self, CloseReason, Event, Protocol, Role, State, TransactionFailure};
 use crate::link::{
-    self, Command, LinkError, LinkState, LinkTask, Received, RepeatedWarning, stream_nine_meaning,
-    with_repeats,
+    self, Backlog, Command, LinkError, LinkState, LinkTask, Received, RepeatedWarning,
+    stream_nine_meaning, with_repeats,
 };
 use crate::secs2::Message;
 
@@ -167,48 +167,10 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
             }
         }
         // T5: the gap before the next attempt, doubled after each failure up to the cap.
-        if !idle(backoff, &mut task).await {
+        if !task.idle(backoff).await {
             return;
         }
         backoff = (backoff * 2).min(settings.reconnect_max.max(t5));
-    }
-}
-
-/// Answers a command with "not ready" while there is no session. Returns false when the
-/// command asks the transport to stop.
-fn refuse_command(command: Command, state: LinkState) -> bool {
-    match command {
-        Command::Send { sent, reply, .. } => {
-            if let Some(sent) = sent {
-                let _ = sent.send(Err(LinkError::NotReady(state)));
-            }
-            drop(reply);
-        }
-        Command::Linktest { done } => {
-            let _ = done.send(Err(LinkError::NotReady(state)));
-        }
-        Command::Separate { done } => {
-            let _ = done.send(());
-        }
-        Command::Shutdown { done } => {
-            let _ = done.send(());
-            return false;
-        }
-    }
-    true
-}
-
-/// Waits `duration`, refusing commands meanwhile. False when every link handle is gone.
-async fn idle(duration: Duration, task: &mut LinkTask) -> bool {
-    let until = tokio::time::Instant::now() + duration;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(until) => return true,
-            command = task.commands.recv() => match command {
-                Some(c) => if !refuse_command(c, LinkState::Disconnected) { return false },
-                None => return false,
-            },
-        }
     }
 }
 
@@ -234,7 +196,7 @@ async fn connect(addr: &str, settings: &Settings, task: &mut LinkTask) -> Wait {
                 }
             },
             command = task.commands.recv() => match command {
-                Some(c) => if !refuse_command(c, LinkState::Disconnected) { return Wait::Shutdown },
+                Some(c) => if !link::refuse_command(c, LinkState::Disconnected) { return Wait::Shutdown },
                 None => return Wait::Shutdown,
             },
         }
@@ -255,7 +217,7 @@ async fn accept(listener: &TcpListener, limit: Option<Duration>, task: &mut Link
             },
             _ = sleep_until_opt(until) => return Wait::TimedOut,
             command = task.commands.recv() => match command {
-                Some(c) => if !refuse_command(c, LinkState::Disconnected) { return Wait::Shutdown },
+                Some(c) => if !link::refuse_command(c, LinkState::Disconnected) { return Wait::Shutdown },
                 None => return Wait::Shutdown,
             },
         }
@@ -318,7 +280,7 @@ async fn session(
     let mut session = Session {
         linktests: HashMap::new(),
         separating: Vec::new(),
-        backlog: VecDeque::new(),
+        backlog: Backlog::default(),
         selected_once: false,
         shutdown: false,
     };
@@ -385,12 +347,7 @@ async fn session(
                 Err(e) => proto.disconnected(CloseReason::Io(e.to_string())),
             },
             permit = incoming.reserve(), if !session.backlog.is_empty() => match permit {
-                Ok(permit) => {
-                    if let Some(received) = session.backlog.pop_front() {
-                        permit.send(received);
-                    }
-                    session.flush_backlog(task);
-                }
+                Ok(permit) => session.backlog.send_with(permit, task),
                 // Nobody takes received messages any more: nothing to keep them for.
                 Err(_) => session.backlog.clear(),
             },
@@ -462,11 +419,7 @@ async fn session(
         let _ = done.send(());
     }
     // Messages already read are handed on in order; the engine may still answer or log them.
-    for received in session.backlog.drain(..) {
-        if task.incoming.send(received).await.is_err() {
-            break;
-        }
-    }
+    session.backlog.hand_over(task).await;
     // Why, before the state says so: whoever sees the state change finds the reason.
     task.set_problem(Some(format!("connection to {peer} closed: {reason}")));
     let _ = task.state.send(LinkState::Disconnected);
@@ -507,7 +460,7 @@ struct Session {
     separating: Vec<oneshot::Sender<()>>,
     /// Received messages the engine's full queue could not take yet, in order. The socket is
     /// not read while any wait, so this holds at most what one read brought.
-    backlog: VecDeque<Received>,
+    backlog: Backlog,
     selected_once: bool,
     shutdown: bool,
 }
@@ -595,37 +548,6 @@ impl Session {
         }
     }
 
-    /// Hands a received message to the engine without waiting: into its queue if there is
-    /// room and nothing is waiting before it, else into the backlog.
-    fn deliver(&mut self, received: Received, task: &LinkTask) {
-        if self.backlog.is_empty() {
-            match task.incoming.try_send(received) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(received)) => self.backlog.push_back(received),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
-        } else {
-            self.backlog.push_back(received);
-        }
-    }
-
-    /// Moves what the engine's queue has room for from the backlog into it.
-    fn flush_backlog(&mut self, task: &LinkTask) {
-        while let Some(received) = self.backlog.pop_front() {
-            match task.incoming.try_send(received) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(received)) => {
-                    self.backlog.push_front(received);
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.backlog.clear();
-                    return;
-                }
-            }
-        }
-    }
-
     /// Handles queued protocol events; returns the close reason when the session is over.
     fn drain_events(
         &mut self,
@@ -694,14 +616,14 @@ impl Session {
                         },
                     }));
                 }
-                Event::Received(message) => self.deliver(Received::Message(message), task),
+                Event::Received(message) => self.backlog.deliver(Received::Message(message), task),
                 Event::Malformed { header, error } => {
                     warn!(endpoint = %name, stream = header.stream(), function = header.function(), %error, "malformed message");
                     let sf = crate::secs2::StreamFunction {
                         stream: header.stream(),
                         function: header.function(),
                     };
-                    self.deliver(
+                    self.backlog.deliver(
                         Received::Malformed {
                             header: header.to_bytes(),
                             stream_function: sf,

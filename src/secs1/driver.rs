@@ -11,7 +11,6 @@
 //! selection. Every loss of the line is one state change to [`LinkState::Disconnected`],
 //! logged once with its reason.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, Event, Protocol, TransactionFailure};
 use crate::link::{
-    self, Command, Endpoint, LinkError, LinkState, LinkTask, Received, RepeatedWarning,
+    self, Backlog, Command, Endpoint, LinkError, LinkState, LinkTask, Received, RepeatedWarning,
     stream_nine_meaning, with_repeats,
 };
 use crate::secs2::{Item, Message, StreamFunction};
@@ -225,7 +224,7 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
                 }
             }
         }
-        if !idle(backoff, &mut task).await {
+        if !task.idle(backoff).await {
             return;
         }
         backoff = (backoff * 2).min(settings.reopen_max.max(settings.reopen_min));
@@ -281,7 +280,7 @@ async fn connect(addr: &str, task: &mut LinkTask) -> Opened {
                 Err(_) => Opened::Failed(format!("cannot connect to {addr}: timed out")),
             },
             command = task.commands.recv() => match command {
-                Some(c) => if !refuse_command(c) { return Opened::Shutdown },
+                Some(c) => if !link::refuse_command(c, LinkState::Disconnected) { return Opened::Shutdown },
                 None => return Opened::Shutdown,
             },
         }
@@ -303,47 +302,8 @@ async fn accept(listener: &TcpListener, task: &mut LinkTask) -> Opened {
                 }
             },
             command = task.commands.recv() => match command {
-                Some(c) => if !refuse_command(c) { return Opened::Shutdown },
+                Some(c) => if !link::refuse_command(c, LinkState::Disconnected) { return Opened::Shutdown },
                 None => return Opened::Shutdown,
-            },
-        }
-    }
-}
-
-/// Answers a command with "not ready" while the line is closed. Returns false when the
-/// command asks the transport to stop.
-fn refuse_command(command: Command) -> bool {
-    let state = LinkState::Disconnected;
-    match command {
-        Command::Send { sent, reply, .. } => {
-            if let Some(sent) = sent {
-                let _ = sent.send(Err(LinkError::NotReady(state)));
-            }
-            drop(reply);
-        }
-        Command::Linktest { done } => {
-            let _ = done.send(Err(LinkError::NotReady(state)));
-        }
-        Command::Separate { done } => {
-            let _ = done.send(());
-        }
-        Command::Shutdown { done } => {
-            let _ = done.send(());
-            return false;
-        }
-    }
-    true
-}
-
-/// Waits `duration`, refusing commands meanwhile. False when every link handle is gone.
-async fn idle(duration: Duration, task: &mut LinkTask) -> bool {
-    let until = tokio::time::Instant::now() + duration;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(until) => return true,
-            command = task.commands.recv() => match command {
-                Some(c) => if !refuse_command(c) { return false },
-                None => return false,
             },
         }
     }
@@ -407,7 +367,7 @@ async fn session(
 ) -> (Closed, bool) {
     let (mut rd, mut wr) = tokio::io::split(line);
     let mut proto: Proto = Protocol::with_context(settings.protocol.clone());
-    let mut backlog: VecDeque<Received> = VecDeque::new();
+    let mut backlog = Backlog::default();
     let mut separating: Vec<oneshot::Sender<()>> = Vec::new();
     let mut shutdown = false;
     let mut rbuf = vec![0u8; 4096];
@@ -441,12 +401,7 @@ async fn session(
                 Err(e) => break Closed::Io(e.to_string()),
             },
             permit = incoming.reserve(), if !backlog.is_empty() => match permit {
-                Ok(permit) => {
-                    if let Some(received) = backlog.pop_front() {
-                        permit.send(received);
-                    }
-                    flush_backlog(&mut backlog, task);
-                }
+                Ok(permit) => backlog.send_with(permit, task),
                 // Nobody takes received messages any more: nothing to keep them for.
                 Err(_) => backlog.clear(),
             },
@@ -493,11 +448,7 @@ async fn session(
         let _ = done.send(());
     }
     // Messages already received are handed on in order; the engine may still log them.
-    for received in backlog.drain(..) {
-        if task.incoming.send(received).await.is_err() {
-            break;
-        }
-    }
+    backlog.hand_over(task).await;
     // Why, before the state says so: whoever sees the state change finds the reason.
     task.set_problem(Some(format!(
         "SECS-I line {} closed: {reason}",
@@ -546,37 +497,6 @@ fn handle_command(command: Command, proto: &mut Proto, settings: &Settings) {
     }
 }
 
-/// Hands a received message to the engine without waiting: into its queue if there is room
-/// and nothing waits before it, else into the backlog.
-fn deliver(received: Received, backlog: &mut VecDeque<Received>, task: &LinkTask) {
-    if backlog.is_empty() {
-        match task.incoming.try_send(received) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(received)) => backlog.push_back(received),
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
-    } else {
-        backlog.push_back(received);
-    }
-}
-
-/// Moves what the engine's queue has room for from the backlog into it.
-fn flush_backlog(backlog: &mut VecDeque<Received>, task: &LinkTask) {
-    while let Some(received) = backlog.pop_front() {
-        match task.incoming.try_send(received) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(received)) => {
-                backlog.push_front(received);
-                return;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                backlog.clear();
-                return;
-            }
-        }
-    }
-}
-
 /// The stream 9 message an equipment sends about a received message header.
 fn stream_nine(function: u8, header: [u8; 10], device_id: u16) -> Message {
     let mut message = Message::new(
@@ -592,12 +512,7 @@ fn stream_nine(function: u8, header: [u8; 10], device_id: u16) -> Message {
 }
 
 /// Handles queued protocol events.
-fn drain_events(
-    proto: &mut Proto,
-    backlog: &mut VecDeque<Received>,
-    task: &LinkTask,
-    settings: &Settings,
-) {
+fn drain_events(proto: &mut Proto, backlog: &mut Backlog, task: &LinkTask, settings: &Settings) {
     let name = settings.name.as_str();
     let equipment = settings.protocol.equipment;
     let device_id = settings.protocol.device_id;
@@ -605,7 +520,7 @@ fn drain_events(
     let mut owed = Vec::new();
     while let Some(event) = proto.poll_event() {
         match event {
-            Event::Received(message) => deliver(Received::Message(message), backlog, task),
+            Event::Received(message) => backlog.deliver(Received::Message(message), task),
             Event::Malformed {
                 header,
                 stream_function,
@@ -615,7 +530,7 @@ fn drain_events(
                 error,
             } => {
                 warn!(endpoint = %name, %stream_function, %error, "malformed message");
-                deliver(
+                backlog.deliver(
                     Received::Malformed {
                         header,
                         stream_function,
@@ -624,7 +539,6 @@ fn drain_events(
                         system_bytes,
                         error,
                     },
-                    backlog,
                     task,
                 );
             }
