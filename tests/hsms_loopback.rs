@@ -418,3 +418,58 @@ async fn separate_ends_the_session_and_the_active_side_reconnects() {
     selected(&client.link).await;
     client.link.linktest().await.unwrap();
 }
+
+/// A host that separates (or resets) and reconnects at once is selected every time: the new
+/// connection may arrive while the old session is still ending, and must not get status 3
+/// for a session that is already over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_right_after_separate_or_reset_is_accepted() {
+    let (_server, addr) = echo_server(fast(Mode::Passive("127.0.0.1:0".into()))).await;
+    let mut refused = 0;
+    for round in 0..100u32 {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let mut out = Vec::new();
+        frame::encode_control(&Header::control(SType::SelectReq, round), &mut out);
+        stream.write_all(&out).await.unwrap();
+        let (header, _) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut stream))
+            .await
+            .expect("Select.rsp");
+        assert_eq!(header.stype, SType::SelectRsp);
+        if header.byte3 != 0 {
+            refused += 1;
+            continue;
+        }
+        if round % 2 == 0 {
+            // Separate.req, then close and reconnect at once.
+            out.clear();
+            frame::encode_control(&Header::control(SType::SeparateReq, round), &mut out);
+            stream.write_all(&out).await.unwrap();
+            drop(stream);
+        } else {
+            // A reset: close with RST (linger 0).
+            let std = stream.into_std().unwrap();
+            socket_reset(std);
+        }
+    }
+    assert_eq!(refused, 0, "{refused} of 100 reconnections were refused");
+}
+
+/// Closes a socket with a TCP reset (SO_LINGER 0).
+fn socket_reset(stream: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket this function owns, with a correctly sized value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(stream);
+}

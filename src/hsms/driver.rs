@@ -12,11 +12,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::frame::{self, HEADER_LEN, Header, SType};
@@ -97,9 +98,43 @@ pub async fn start(settings: Settings) -> std::io::Result<Endpoint> {
 /// What ended a wait for a connection.
 enum Wait {
     /// A connection, and whether this end made it (active) or accepted it (passive).
-    Connected(TcpStream, Role),
+    /// A connection, whether this end made it or accepted it, and bytes already read from it
+    /// (the Select.req of a connection handed over by [`refuse_or_hand_over`]).
+    Connected(TcpStream, Role, Vec<u8>),
     TimedOut,
     Shutdown,
+}
+
+/// What a question about a connection that arrived while a session was up carries: the
+/// answer, whether a session is still up once it has read what its peer already sent.
+type Liveness = oneshot::Sender<bool>;
+
+/// Connections that arrive on the listening socket while a session is up. Each one's first
+/// frame is read by its own task; if it is a Select.req, the task asks whether the session is
+/// still up. The session first reads what its peer already sent (a Separate.req, the end of
+/// the connection, a reset), so a host that separates or resets and reconnects at once is
+/// not refused for a session that is already over: its connection is handed to the run loop
+/// as the next session. Only while a session really is up does it get status 3.
+struct Extras {
+    liveness_tx: mpsc::Sender<Liveness>,
+    liveness_rx: mpsc::Receiver<Liveness>,
+    handoff_tx: mpsc::Sender<(TcpStream, Vec<u8>)>,
+    handoff_rx: mpsc::Receiver<(TcpStream, Vec<u8>)>,
+    refusals: Arc<Mutex<RepeatedWarning>>,
+}
+
+impl Extras {
+    fn new() -> Self {
+        let (liveness_tx, liveness_rx) = mpsc::channel(16);
+        let (handoff_tx, handoff_rx) = mpsc::channel(4);
+        Extras {
+            liveness_tx,
+            liveness_rx,
+            handoff_tx,
+            handoff_rx,
+            refusals: Arc::new(Mutex::new(RepeatedWarning::new(REPEAT_EVERY))),
+        }
+    }
 }
 
 /// How often a repeated warning (the same failed connect, refused connections) is logged.
@@ -109,18 +144,18 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
     let t5 = settings.protocol.t5;
     let mut backoff = t5;
     let mut failures = RepeatedWarning::new(REPEAT_EVERY);
-    let mut refusals = RepeatedWarning::new(REPEAT_EVERY);
+    let mut extras = Extras::new();
     loop {
         let waited = match &settings.mode {
             Mode::Active(addr) => connect(addr, &settings, &mut task).await,
             Mode::Passive(_) => match &listener {
-                Some(l) => accept(l, None, &mut task).await,
+                Some(l) => accept(l, None, &mut task, &mut extras).await,
                 None => Wait::Shutdown,
             },
             Mode::Alternating { connect: addr, .. } => {
                 match connect(addr, &settings, &mut task).await {
                     Wait::TimedOut => match &listener {
-                        Some(l) => accept(l, Some(backoff), &mut task).await,
+                        Some(l) => accept(l, Some(backoff), &mut task, &mut extras).await,
                         None => Wait::Shutdown,
                     },
                     other => other,
@@ -129,7 +164,7 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
         };
         match waited {
             Wait::Shutdown => return,
-            Wait::Connected(stream, role) => {
+            Wait::Connected(stream, role, prefix) => {
                 failures.clear();
                 let peer = stream
                     .peer_addr()
@@ -137,12 +172,13 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
                 info!(endpoint = %settings.name, %peer, "TCP connected");
                 let (reason, selected, shutdown) = session(
                     stream,
+                    &prefix,
                     &peer,
                     role,
                     &settings,
                     listener.as_ref(),
                     &mut task,
-                    &mut refusals,
+                    &mut extras,
                 )
                 .await;
                 info!(endpoint = %settings.name, %peer, %reason, "connection closed");
@@ -183,7 +219,7 @@ async fn connect(addr: &str, settings: &Settings, task: &mut LinkTask) -> Wait {
     loop {
         tokio::select! {
             result = &mut attempt => return match result {
-                Ok(Ok(stream)) => Wait::Connected(stream, Role::Active),
+                Ok(Ok(stream)) => Wait::Connected(stream, Role::Active, Vec::new()),
                 Ok(Err(e)) => {
                     debug!(endpoint = %settings.name, %addr, error = %e, "connect failed");
                     task.set_problem(Some(format!("cannot connect to {addr}: {e}")));
@@ -203,18 +239,31 @@ async fn connect(addr: &str, settings: &Settings, task: &mut LinkTask) -> Wait {
     }
 }
 
-async fn accept(listener: &TcpListener, limit: Option<Duration>, task: &mut LinkTask) -> Wait {
+async fn accept(
+    listener: &TcpListener,
+    limit: Option<Duration>,
+    task: &mut LinkTask,
+    extras: &mut Extras,
+) -> Wait {
     let until = limit.map(|d| tokio::time::Instant::now() + d);
     loop {
         tokio::select! {
             result = listener.accept() => match result {
-                Ok((stream, _)) => return Wait::Connected(stream, Role::Passive),
+                Ok((stream, _)) => return Wait::Connected(stream, Role::Passive, Vec::new()),
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     // Out of file descriptors and similar: do not spin.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            // A connection that came while the last session was ending, its Select.req read.
+            Some((stream, prefix)) = extras.handoff_rx.recv() => {
+                return Wait::Connected(stream, Role::Passive, prefix);
+            }
+            // No session is up.
+            Some(answer) = extras.liveness_rx.recv() => {
+                let _ = answer.send(false);
+            }
             _ = sleep_until_opt(until) => return Wait::TimedOut,
             command = task.commands.recv() => match command {
                 Some(c) => if !link::refuse_command(c, LinkState::Disconnected) { return Wait::Shutdown },
@@ -231,20 +280,57 @@ async fn sleep_until_opt(until: Option<tokio::time::Instant>) {
     }
 }
 
-/// Answers a second connection's Select.req with status 3 (connect exhaust), then closes it.
-async fn refuse_connection(mut stream: TcpStream, t7: Duration) {
+/// Reads the first frame of a connection that arrived while a session was up. A Select.req
+/// is answered with status 3 (connect exhaust) if the session is still up once it has read
+/// what its peer sent; if that session is over, the connection is handed to the run loop as
+/// the next session, its Select.req with it. Anything else is closed.
+async fn refuse_or_hand_over(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    t7: Duration,
+    liveness: mpsc::Sender<Liveness>,
+    handoff: mpsc::Sender<(TcpStream, Vec<u8>)>,
+    refusals: Arc<Mutex<RepeatedWarning>>,
+    name: String,
+) {
     let mut frame_bytes = [0u8; 4 + HEADER_LEN];
     let read = tokio::time::timeout(t7, stream.read_exact(&mut frame_bytes)).await;
-    if let Ok(Ok(_)) = read
-        && let Ok((header, _)) = frame::split_frame(&frame_bytes)
-        && header.stype == SType::SelectReq
-    {
-        let mut rsp = Header::control(SType::SelectRsp, header.system_bytes);
-        rsp.byte3 = protocol::select_status::EXHAUSTED;
-        let mut out = Vec::new();
-        frame::encode_control(&rsp, &mut out);
-        let _ = stream.write_all(&out).await;
+    let Ok(Ok(_)) = read else {
+        let _ = stream.shutdown().await;
+        return;
+    };
+    let select = match frame::split_frame(&frame_bytes) {
+        Ok((header, _)) if header.stype == SType::SelectReq => header,
+        _ => {
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    let (answer, alive) = oneshot::channel();
+    let session_up = match liveness.send(answer).await {
+        Ok(()) => alive.await.unwrap_or(false),
+        Err(_) => false,
+    };
+    if !session_up {
+        let _ = handoff.send((stream, frame_bytes.to_vec())).await;
+        return;
     }
+    let text = format!(
+        "second connection from {} refused: already connected (select status 3)",
+        addr.ip()
+    );
+    let report = refusals
+        .lock()
+        .ok()
+        .and_then(|mut r| r.note(&text, std::time::Instant::now()));
+    if let Some(held_back) = report {
+        warn!(endpoint = %name, %addr, "{}", with_repeats(&text, held_back));
+    }
+    let mut rsp = Header::control(SType::SelectRsp, select.system_bytes);
+    rsp.byte3 = protocol::select_status::EXHAUSTED;
+    let mut out = Vec::new();
+    frame::encode_control(&rsp, &mut out);
+    let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
 }
 
@@ -265,14 +351,16 @@ fn link_state(state: State) -> LinkState {
 /// are taken while fewer than [`MAX_QUEUED_WRITE`] bytes wait to be written; past that the
 /// socket is not read either, and a peer that reads nothing for `write_timeout` is dropped.
 /// The timers (T3, T6, T7, T8, linktest, write timeout) fire whatever the queues hold.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     stream: TcpStream,
+    prefix: &[u8],
     peer: &str,
     role: Role,
     settings: &Settings,
     listener: Option<&TcpListener>,
     task: &mut LinkTask,
-    refusals: &mut RepeatedWarning,
+    extras: &mut Extras,
 ) -> (CloseReason, bool, bool) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -285,6 +373,9 @@ async fn session(
         shutdown: false,
     };
     proto.connected(now());
+    if !prefix.is_empty() {
+        proto.handle_input(prefix, now());
+    }
     let mut rbuf = vec![0u8; 64 * 1024];
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut written = 0usize;
@@ -400,12 +491,40 @@ async fn session(
             }
             accepted = accept_extra(listener) => {
                 if let Ok((extra, addr)) = accepted {
-                    let text = format!("second connection from {} refused: already connected (select status 3)", addr.ip());
-                    if let Some(held_back) = refusals.note(&text, std::time::Instant::now()) {
-                        warn!(endpoint = %settings.name, %addr, "{}", with_repeats(&text, held_back));
-                    }
-                    tokio::spawn(refuse_connection(extra, settings.protocol.t7));
+                    tokio::spawn(refuse_or_hand_over(
+                        extra,
+                        addr,
+                        settings.protocol.t7,
+                        extras.liveness_tx.clone(),
+                        extras.handoff_tx.clone(),
+                        extras.refusals.clone(),
+                        settings.name.clone(),
+                    ));
                 }
+            }
+            Some(answer) = extras.liveness_rx.recv() => {
+                // First read what the peer already sent (a Separate.req, the end of the
+                // connection, a reset): is this session still up?
+                if read_input {
+                    loop {
+                        match rd.try_read(&mut rbuf) {
+                            Ok(0) => {
+                                proto.disconnected(CloseReason::PeerClosed);
+                                break;
+                            }
+                            Ok(n) => proto.handle_input(&rbuf[..n], now()),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                proto.disconnected(CloseReason::Io(e.to_string()));
+                                break;
+                            }
+                        }
+                        if proto.state() == State::NotConnected {
+                            break;
+                        }
+                    }
+                }
+                let _ = answer.send(proto.state() != State::NotConnected);
             }
         }
     };
