@@ -32,6 +32,10 @@ fi
 python3 fuzz/seeds.py
 
 flags=(--sanitizer none --debug-assertions)
+# The fuzz build (nightly, instrumented) takes minutes from nothing: keep it outside the
+# checkout so later runs, and fresh clones on the same machine, reuse it.
+export CARGO_TARGET_DIR="${SECSGATE_FUZZ_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/secsgate/fuzz-target}"
+mkdir -p "$CARGO_TARGET_DIR"
 cd fuzz
 start=$(date +%s)
 cargo +nightly fuzz build "${flags[@]}"

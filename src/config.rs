@@ -5,6 +5,7 @@
 //! workers = 4                    # Python worker threads
 //! handler_timeout = 30           # seconds before a running handler is interrupted
 //! queue_limit = 1024             # handler jobs one equipment may have waiting
+//! queue_bytes = 33554432         # bytes of messages they may hold
 //!
 //! [[equipment]]
 //! name = "Tool1"
@@ -92,6 +93,9 @@ pub struct GatewaySettings {
     /// Handler jobs one equipment may have queued (or running); beyond that the gateway stops
     /// reading its messages until its handlers catch up.
     pub queue_limit: usize,
+    /// Bytes of messages one equipment's handler jobs may hold (queued or running); beyond
+    /// that, too, the gateway stops reading its messages.
+    pub queue_bytes: usize,
 }
 
 impl Default for GatewaySettings {
@@ -103,6 +107,7 @@ impl Default for GatewaySettings {
             response_retention: Duration::from_secs(600),
             startup_wait: Duration::from_secs(10),
             queue_limit: crate::script::DEFAULT_QUEUE_LIMIT,
+            queue_bytes: crate::script::DEFAULT_QUEUE_BYTES,
         }
     }
 }
@@ -347,6 +352,7 @@ struct RawGateway {
     response_retention: Option<Spanned<f64>>,
     startup_wait: Option<Spanned<f64>>,
     queue_limit: Option<Spanned<i64>>,
+    queue_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -824,6 +830,13 @@ impl Validator<'_> {
                 d.queue_limit as i64,
                 1,
                 1_000_000,
+            ) as usize,
+            queue_bytes: self.int(
+                &g.queue_bytes,
+                "gateway.queue_bytes".into(),
+                d.queue_bytes as i64,
+                64 * 1024,
+                1 << 40,
             ) as usize,
         }
     }

@@ -8,9 +8,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::secs2::{DecodeError, Item, Message, StreamFunction};
 
@@ -169,14 +171,53 @@ pub struct Endpoint {
 #[derive(Debug)]
 pub struct Incoming {
     rx: mpsc::Receiver<Received>,
+    queued: Arc<Queued>,
 }
 
 impl Incoming {
     /// The next received message, or `None` once the transport task has stopped.
     pub async fn recv(&mut self) -> Option<Received> {
-        self.rx.recv().await
+        let received = self.rx.recv().await?;
+        self.queued.taken(weight(&received));
+        Some(received)
     }
 }
+
+/// Bytes of received messages in a link's incoming queue, shared by the transport (which
+/// stops taking from its peer while they are at [`QUEUE_BYTES`]) and the engine (which wakes
+/// it when it has taken enough).
+#[derive(Debug, Default)]
+struct Queued {
+    bytes: AtomicUsize,
+    freed: Notify,
+}
+
+impl Queued {
+    fn added(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    fn taken(&self, bytes: usize) {
+        let before = self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if before >= QUEUE_BYTES && before - bytes < QUEUE_BYTES {
+            self.freed.notify_one();
+        }
+    }
+}
+
+/// What a received message weighs in the incoming queue: its body's encoded bytes and its
+/// header.
+fn weight(received: &Received) -> usize {
+    match received {
+        Received::Message(m) => 10 + m.body.as_ref().map_or(0, |b| b.encoded_len()),
+        Received::Malformed { .. } => 64,
+    }
+}
+
+/// Bytes of received messages a link's incoming queue may hold (besides [`QUEUE`] messages):
+/// past that the transport takes nothing more from its peer until the engine has caught up,
+/// so a burst of large messages holds at most about this much.
+pub const QUEUE_BYTES: usize = 8 * 1024 * 1024;
 
 /// What a transport task holds: the other ends of a [`Link`] and an [`Incoming`].
 #[derive(Debug)]
@@ -185,6 +226,7 @@ pub struct LinkTask {
     pub state: watch::Sender<LinkState>,
     pub incoming: mpsc::Sender<Received>,
     problem: watch::Sender<Option<String>>,
+    queued: Arc<Queued>,
 }
 
 impl LinkTask {
@@ -197,6 +239,30 @@ impl LinkTask {
     /// The problem last recorded.
     pub fn problem(&self) -> Option<String> {
         self.problem.borrow().clone()
+    }
+
+    /// Whether the incoming queue holds [`QUEUE_BYTES`] or more: the transport should take
+    /// nothing more from its peer until [`IncomingRoom::wait`] returns.
+    pub fn incoming_full(&self) -> bool {
+        self.queued.bytes.load(Ordering::Acquire) >= QUEUE_BYTES
+    }
+
+    /// A handle to wait for room in the incoming queue with (while the task is borrowed
+    /// otherwise).
+    pub fn incoming_room(&self) -> IncomingRoom {
+        IncomingRoom(self.queued.clone())
+    }
+}
+
+/// Waits for the engine to take enough from a full incoming queue.
+#[derive(Debug, Clone)]
+pub struct IncomingRoom(Arc<Queued>);
+
+impl IncomingRoom {
+    /// Returns once the queue has gone below [`QUEUE_BYTES`] (at once if it was already, and
+    /// a wake-up was pending).
+    pub async fn wait(&self) {
+        self.0.freed.notified().await;
     }
 }
 
@@ -257,8 +323,9 @@ impl Backlog {
     /// room and nothing waits before it, else into the backlog.
     pub fn deliver(&mut self, received: Received, task: &LinkTask) {
         if self.0.is_empty() {
+            let w = weight(&received);
             match task.incoming.try_send(received) {
-                Ok(()) => {}
+                Ok(()) => task.queued.added(w),
                 Err(mpsc::error::TrySendError::Full(received)) => self.0.push_back(received),
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
@@ -271,11 +338,13 @@ impl Backlog {
     /// what else it has room for.
     pub fn send_with(&mut self, permit: mpsc::Permit<'_, Received>, task: &LinkTask) {
         if let Some(received) = self.0.pop_front() {
+            task.queued.added(weight(&received));
             permit.send(received);
         }
         while let Some(received) = self.0.pop_front() {
+            let w = weight(&received);
             match task.incoming.try_send(received) {
-                Ok(()) => {}
+                Ok(()) => task.queued.added(w),
                 Err(mpsc::error::TrySendError::Full(received)) => {
                     self.0.push_front(received);
                     return;
@@ -297,9 +366,11 @@ impl Backlog {
     /// may still answer or log them).
     pub async fn hand_over(&mut self, task: &LinkTask) {
         for received in self.0.drain(..) {
+            let w = weight(&received);
             if task.incoming.send(received).await.is_err() {
                 break;
             }
+            task.queued.added(w);
         }
     }
 }
@@ -315,18 +386,23 @@ pub fn channel() -> (Link, Incoming, LinkTask) {
     let (stx, srx) = watch::channel(LinkState::Disconnected);
     let (itx, irx) = mpsc::channel(QUEUE);
     let (ptx, prx) = watch::channel(None);
+    let queued = Arc::new(Queued::default());
     (
         Link {
             commands: ctx,
             state: srx,
             problem: prx,
         },
-        Incoming { rx: irx },
+        Incoming {
+            rx: irx,
+            queued: queued.clone(),
+        },
         LinkTask {
             commands: crx,
             state: stx,
             incoming: itx,
             problem: ptx,
+            queued,
         },
     )
 }

@@ -543,6 +543,7 @@ impl Gateway {
                 handler_timeout: project.gateway.handler_timeout,
                 hot_reload,
                 queue_limit: project.gateway.queue_limit,
+                queue_bytes: project.gateway.queue_bytes,
                 abandoned_limit: crate::script::DEFAULT_ABANDONED_LIMIT,
             },
         );

@@ -389,6 +389,7 @@ async fn session(
     tokio::pin!(timer);
     let mut armed: Option<tokio::time::Instant> = None;
     let incoming = task.incoming.clone();
+    let incoming_room = task.incoming_room();
     let reason = loop {
         if let Some(reason) = session.drain_events(&mut proto, task, settings) {
             break reason;
@@ -418,7 +419,8 @@ async fn session(
         }
         let unwritten = out.len() - written;
         let writes_full = unwritten >= MAX_QUEUED_WRITE;
-        let read_input = session.backlog.is_empty() && !writes_full;
+        let incoming_full = task.incoming_full();
+        let read_input = session.backlog.is_empty() && !writes_full && !incoming_full;
         proto.hold_input(!read_input, now());
         let write_deadline = (unwritten > 0).then(|| write_progress + settings.write_timeout);
         if let Some(deadline) = [proto.poll_timeout(), write_deadline]
@@ -437,6 +439,8 @@ async fn session(
                 Ok(n) => proto.handle_input(&rbuf[..n], now()),
                 Err(e) => proto.disconnected(CloseReason::Io(e.to_string())),
             },
+            // The engine took enough from a full incoming queue: read again.
+            _ = incoming_room.wait(), if incoming_full => {}
             permit = incoming.reserve(), if !session.backlog.is_empty() => match permit {
                 Ok(permit) => session.backlog.send_with(permit, task),
                 // Nobody takes received messages any more: nothing to keep them for.

@@ -51,6 +51,9 @@ const PY2COMPAT: &str = include_str!("py2compat.py");
 /// Most jobs of one key a worker runs per GIL acquisition.
 const BATCH: usize = 64;
 
+/// Default of [`EngineSettings::queue_bytes`]: 32 MiB per key.
+pub const DEFAULT_QUEUE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Default of [`EngineSettings::queue_limit`]: jobs queued (or running) per key.
 pub const DEFAULT_QUEUE_LIMIT: usize = 1024;
 
@@ -101,7 +104,14 @@ struct Job {
     done: Option<oneshot::Sender<Outcome>>,
     /// Room in the key's queue, given back when the job is dropped (after it ran, or when it
     /// was abandoned or refused).
-    room: Option<OwnedSemaphorePermit>,
+    room: Option<Room>,
+}
+
+/// What a job holds of its key's queue until it is dropped: one place, and its weight in KiB.
+#[derive(Debug)]
+struct Room {
+    _job: OwnedSemaphorePermit,
+    _kib: OwnedSemaphorePermit,
 }
 
 impl Job {
@@ -152,7 +162,7 @@ struct Current {
     stuck: bool,
     cancel: Arc<guard::Cancel>,
     done: Option<oneshot::Sender<Outcome>>,
-    room: Option<OwnedSemaphorePermit>,
+    room: Option<Room>,
 }
 
 /// A handler thread left to finish on its own.
@@ -194,6 +204,10 @@ struct Inner {
     abandoned_limit: usize,
     /// Room per key (each job holds one permit until it ran).
     room: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// KiB a key's queued and running jobs may hold.
+    queue_kib: u32,
+    /// Byte room per key, in KiB (each job holds its weight until it ran).
+    room_kib: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// The gateway `system.secsgem` talks to from this engine's workers.
     host: RwLock<Option<Arc<dyn Host>>>,
     /// Shared builtins of every handler run (with the Python-2 shims).
@@ -395,6 +409,11 @@ pub struct EngineSettings {
     /// Jobs one key (an equipment) may have queued or running; `submit` and `post` wait for
     /// room beyond that ([`DEFAULT_QUEUE_LIMIT`] is a sensible value).
     pub queue_limit: usize,
+    /// Bytes the jobs one key has queued or running may hold (their payloads' messages):
+    /// beyond that `submit` and `post` wait too, so a burst of large messages behind a slow
+    /// handler holds at most this much ([`DEFAULT_QUEUE_BYTES`]). One job larger than this
+    /// still runs, alone.
+    pub queue_bytes: usize,
     /// Most abandoned handler threads alive at once ([`DEFAULT_ABANDONED_LIMIT`]). A handler
     /// still running [`ABANDON_AFTER`] after its interrupt is abandoned: its thread (which
     /// cannot be killed) is left to finish on its own and a new worker takes its place. With
@@ -446,6 +465,8 @@ impl ScriptEngine {
             completed_watch: watch::Sender::new(0),
             reloads: watch::Sender::new(0),
             queue_limit: settings.queue_limit.max(1),
+            queue_kib: u32::try_from((settings.queue_bytes / 1024).max(1)).unwrap_or(u32::MAX >> 4),
+            room_kib: Mutex::new(HashMap::new()),
             abandoned_limit: settings.abandoned_limit,
             room: Mutex::new(HashMap::new()),
             host: RwLock::new(None),
@@ -530,11 +551,17 @@ impl ScriptEngine {
         payload: Payload,
         done: Option<oneshot::Sender<Outcome>>,
     ) {
-        let Some(room) = self.inner.room(key) else {
+        let Some((room, room_kib)) = self.inner.room(key) else {
             return;
         };
         // Closed only when the engine stops; the job is dropped then.
         let Ok(permit) = room.acquire_owned().await else {
+            return;
+        };
+        let kib = u32::try_from(payload.weight().div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.inner.queue_kib);
+        let Ok(bytes_permit) = room_kib.acquire_many_owned(kib).await else {
             return;
         };
         self.inner.push(Job {
@@ -543,7 +570,10 @@ impl ScriptEngine {
             handler: handler.to_string(),
             payload,
             done,
-            room: Some(permit),
+            room: Some(Room {
+                _job: permit,
+                _kib: bytes_permit,
+            }),
         });
     }
 
@@ -585,9 +615,11 @@ impl ScriptEngine {
         if let Ok(mut q) = self.inner.queues.lock() {
             q.stop = true;
         }
-        if let Ok(room) = self.inner.room.lock() {
-            for r in room.values() {
-                r.close();
+        for rooms in [&self.inner.room, &self.inner.room_kib] {
+            if let Ok(room) = rooms.lock() {
+                for r in room.values() {
+                    r.close();
+                }
             }
         }
         self.inner.wake.notify_all();
@@ -632,18 +664,21 @@ def _install(lib):
 }
 
 impl Inner {
-    /// The room of a key's queue; `None` once the engine is stopping.
-    fn room(&self, key: &str) -> Option<Arc<Semaphore>> {
+    /// The room of a key's queue, in jobs and in KiB; `None` once the engine is stopping.
+    fn room(&self, key: &str) -> Option<(Arc<Semaphore>, Arc<Semaphore>)> {
         let mut room = self.room.lock().ok()?;
-        if let Some(r) = room.get(key) {
-            return Some(r.clone());
+        let mut room_kib = self.room_kib.lock().ok()?;
+        if let (Some(r), Some(b)) = (room.get(key), room_kib.get(key)) {
+            return Some((r.clone(), b.clone()));
         }
         if self.queues.lock().is_ok_and(|q| q.stop) {
             return None;
         }
         let r = Arc::new(Semaphore::new(self.queue_limit));
+        let b = Arc::new(Semaphore::new(self.queue_kib as usize));
         room.insert(key.to_string(), r.clone());
-        Some(r)
+        room_kib.insert(key.to_string(), b.clone());
+        Some((r, b))
     }
 
     fn push(&self, job: Job) {
@@ -1340,6 +1375,7 @@ mod tests {
                 handler_timeout: Duration::from_secs(30),
                 hot_reload: false,
                 queue_limit,
+                queue_bytes: DEFAULT_QUEUE_BYTES,
                 abandoned_limit: DEFAULT_ABANDONED_LIMIT,
             },
         )
@@ -1489,6 +1525,7 @@ mod tests {
                 handler_timeout: Duration::from_millis(300),
                 hot_reload: false,
                 queue_limit: 8,
+                queue_bytes: DEFAULT_QUEUE_BYTES,
                 abandoned_limit: 1,
             },
         );

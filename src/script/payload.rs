@@ -87,6 +87,23 @@ pub enum Arg {
 pub struct Payload(pub Vec<(&'static str, Arg)>);
 
 impl Payload {
+    /// About how many bytes the payload holds: its message's encoded body (the JSON text
+    /// made from it is of the same order), and a little for the other values. What a queued
+    /// job is weighed by.
+    pub fn weight(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(_, v)| match v {
+                Arg::Lazy(m) => m.message.body.as_ref().map_or(0, |b| b.encoded_len()),
+                Arg::Str(s) => s.len(),
+                Arg::Strs(v) => v.iter().map(String::len).sum(),
+                Arg::Json(v) => v.to_string().len(),
+                Arg::Int(_) | Arg::Bool(_) => 8,
+            })
+            .sum::<usize>()
+            + 64
+    }
+
     /// The dict a handler sees: a plain dict, or (with a lazy value under `Message`) a dict
     /// that makes that value when it is first read.
     pub(crate) fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -377,6 +377,7 @@ async fn session(
     tokio::pin!(timer);
     let mut armed: Option<tokio::time::Instant> = None;
     let incoming = task.incoming.clone();
+    let incoming_room = task.incoming_room();
     task.set_problem(None);
     let _ = task.state.send(LinkState::Selected);
     let reason = loop {
@@ -386,7 +387,8 @@ async fn session(
             written = 0;
         }
         proto.take_transmit(&mut out);
-        proto.hold_input(!backlog.is_empty(), now());
+        let incoming_full = task.incoming_full();
+        proto.hold_input(!backlog.is_empty() || incoming_full, now());
         if let Some(deadline) = proto.poll_timeout().map(tokio::time::Instant::from_std)
             && armed.is_none_or(|a| deadline < a)
         {
@@ -400,6 +402,8 @@ async fn session(
                 Ok(n) => proto.handle_input(&rbuf[..n], now()),
                 Err(e) => break Closed::Io(e.to_string()),
             },
+            // The engine took enough from a full incoming queue: answer ENQ again.
+            _ = incoming_room.wait(), if incoming_full => {}
             permit = incoming.reserve(), if !backlog.is_empty() => match permit {
                 Ok(permit) => backlog.send_with(permit, task),
                 // Nobody takes received messages any more: nothing to keep them for.
