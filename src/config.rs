@@ -92,6 +92,20 @@ pub struct GatewaySettings {
     /// Handler jobs one equipment may have queued (or running); beyond that the gateway stops
     /// reading its messages until its handlers catch up.
     pub queue_limit: usize,
+    /// Most process programs kept from the tools' S7F3 (ACKC7 3 for one more).
+    pub tool_program_limit: usize,
+    /// Most bytes of process programs kept from the tools' S7F3 (ACKC7 3 past it).
+    pub tool_program_bytes: u64,
+}
+
+impl GatewaySettings {
+    /// The quota on the programs kept from the tools' S7F3.
+    pub fn tool_program_quota(&self) -> crate::gem::programs::Quota {
+        crate::gem::programs::Quota {
+            count: self.tool_program_limit,
+            bytes: self.tool_program_bytes,
+        }
+    }
 }
 
 impl Default for GatewaySettings {
@@ -103,6 +117,8 @@ impl Default for GatewaySettings {
             response_retention: Duration::from_secs(600),
             startup_wait: Duration::from_secs(10),
             queue_limit: crate::script::DEFAULT_QUEUE_LIMIT,
+            tool_program_limit: 1000,
+            tool_program_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -347,6 +363,8 @@ struct RawGateway {
     response_retention: Option<Spanned<f64>>,
     startup_wait: Option<Spanned<f64>>,
     queue_limit: Option<Spanned<i64>>,
+    tool_program_limit: Option<Spanned<i64>>,
+    tool_program_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -865,6 +883,20 @@ impl Validator<'_> {
                 1,
                 1_000_000,
             ) as usize,
+            tool_program_limit: self.int(
+                &g.tool_program_limit,
+                "gateway.tool_program_limit".into(),
+                d.tool_program_limit as i64,
+                0,
+                10_000_000,
+            ) as usize,
+            tool_program_bytes: self.int(
+                &g.tool_program_bytes,
+                "gateway.tool_program_bytes".into(),
+                d.tool_program_bytes as i64,
+                0,
+                1 << 40,
+            ) as u64,
         }
     }
 

@@ -1060,6 +1060,34 @@ async fn tool_programs_from_s7f3() {
     gateway.shutdown().await;
 }
 
+/// The programs kept from S7F3 have a quota: past it, ACKC7 3 (matrix overflow); replacing
+/// a program with one no larger still fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_programs_over_the_quota_are_refused() {
+    let eq = equipment(Duration::ZERO).await;
+    let text = toml(eq.port, "sdl = \"none\"").replace(
+        "[gateway]\n",
+        "[gateway]\ntool_program_limit = 1\ntool_program_bytes = 10\n",
+    );
+    let dir = project("program-quota", &text, &[]);
+    let gateway = start(&dir).await;
+    for (text, ackc7) in [
+        ("S7F3 W <L [2] <A \"P1\"> <A \"12345\">>", 0),
+        ("S7F3 W <L [2] <A \"P2\"> <A \"1\">>", 3),
+        ("S7F3 W <L [2] <A \"P1\"> <A \"1234\">>", 0),
+        ("S7F3 W <L [2] <A \"P1\"> <A \"12345678901\">>", 3),
+        ("S7F3 W <L [2] <A \"P1\"> <A \"1234567890\">>", 0),
+    ] {
+        let reply = eq.link.request(msg(text)).await.unwrap();
+        assert_eq!(
+            reply.to_string(),
+            format!("S7F4 <B 0x0{ackc7}> ."),
+            "{text}"
+        );
+    }
+    gateway.shutdown().await;
+}
+
 /// `sendResponse` answers only with the reply of the request (same stream, function + 1),
 /// and only a request that wants one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
