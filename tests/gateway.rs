@@ -726,7 +726,7 @@ fn check_lists_config_and_script_problems() {
         .iter()
         .map(|e| e.to_string())
         .collect();
-    problems.extend(secsgate::script::check_scripts(&dir));
+    problems.extend(secsgate::script::check_scripts(&dir).problems);
     let all = problems.join("\n");
     assert!(
         all.contains("project.toml:3: equipment[0].port: 99999 is out of range"),
