@@ -96,6 +96,20 @@ pub struct GatewaySettings {
     /// Bytes of messages one equipment's handler jobs may hold (queued or running); beyond
     /// that, too, the gateway stops reading its messages.
     pub queue_bytes: usize,
+    /// Most process programs kept from the tools' S7F3 (ACKC7 3 for one more).
+    pub tool_program_limit: usize,
+    /// Most bytes of process programs kept from the tools' S7F3 (ACKC7 3 past it).
+    pub tool_program_bytes: u64,
+}
+
+impl GatewaySettings {
+    /// The quota on the programs kept from the tools' S7F3.
+    pub fn tool_program_quota(&self) -> crate::gem::programs::Quota {
+        crate::gem::programs::Quota {
+            count: self.tool_program_limit,
+            bytes: self.tool_program_bytes,
+        }
+    }
 }
 
 impl Default for GatewaySettings {
@@ -108,6 +122,8 @@ impl Default for GatewaySettings {
             startup_wait: Duration::from_secs(10),
             queue_limit: crate::script::DEFAULT_QUEUE_LIMIT,
             queue_bytes: crate::script::DEFAULT_QUEUE_BYTES,
+            tool_program_limit: 1000,
+            tool_program_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -353,6 +369,8 @@ struct RawGateway {
     startup_wait: Option<Spanned<f64>>,
     queue_limit: Option<Spanned<i64>>,
     queue_bytes: Option<Spanned<i64>>,
+    tool_program_limit: Option<Spanned<i64>>,
+    tool_program_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -383,6 +401,7 @@ struct RawEquipment {
     establish_communication: Option<bool>,
     on_invalid: Option<Spanned<String>>,
     realtime: Option<Spanned<Vec<Spanned<String>>>>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
     sdl: Option<Spanned<String>>,
     table_prefix: Option<Spanned<String>>,
     #[serde(default)]
@@ -433,6 +452,7 @@ struct RawSimulator {
     device_id: Option<Spanned<i64>>,
     config: Option<Spanned<String>>,
     spool_dir: Option<String>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// The SECS-I keys of `[[equipment]]` and `[[simulator]]` (the serial line and the block
@@ -520,6 +540,44 @@ impl Validator<'_> {
             key: key.into(),
             message: message.into(),
         });
+    }
+
+    /// `allow = ["10.1.2.3", "10.0.0.0/8", "fd00::/8"]`: the peers a TCP endpoint talks to.
+    /// Each bad entry is an error at its own line; on a serial line the key is a warning.
+    fn allow(
+        &mut self,
+        value: Option<Spanned<Vec<Spanned<String>>>>,
+        key: String,
+        transport: &mut Transport,
+    ) {
+        let Some(list) = value else { return };
+        if let Transport::Secs1(s) = transport
+            && matches!(s.line, Line::Serial(_))
+        {
+            self.warning(
+                list.span(),
+                key,
+                "applies to TCP connections only (this entry uses a serial port): ignored",
+            );
+            return;
+        }
+        let list_span = list.span();
+        let entries = list.into_inner();
+        let mut nets = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            match entry.get_ref().parse::<crate::peers::Net>() {
+                Ok(net) => nets.push(net),
+                Err(message) => self.error(entry.span(), format!("{key}[{i}]"), message),
+            }
+        }
+        if entries.is_empty() {
+            self.warning(
+                list_span,
+                key,
+                "empty: no peer can connect (leave the key out to allow every peer)",
+            );
+        }
+        transport.set_allow(crate::peers::Allowlist::only(nets));
     }
 
     /// `protocol = "hsms"` (the default) or `"secs1"`.
@@ -838,6 +896,20 @@ impl Validator<'_> {
                 64 * 1024,
                 1 << 40,
             ) as usize,
+            tool_program_limit: self.int(
+                &g.tool_program_limit,
+                "gateway.tool_program_limit".into(),
+                d.tool_program_limit as i64,
+                0,
+                10_000_000,
+            ) as usize,
+            tool_program_bytes: self.int(
+                &g.tool_program_bytes,
+                "gateway.tool_program_bytes".into(),
+                d.tool_program_bytes as i64,
+                0,
+                1 << 40,
+            ) as u64,
         }
     }
 
@@ -998,6 +1070,7 @@ impl Validator<'_> {
             }
         };
         transport.set_device_id(device_id);
+        self.allow(e.allow.take(), k("allow"), &mut transport);
         let sdl = match &e.sdl {
             None => Some(Sdl::standard_shared()),
             Some(name)
@@ -1332,6 +1405,7 @@ impl Validator<'_> {
             }
         };
         transport.set_device_id(device_id);
+        self.allow(s.allow.take(), k("allow"), &mut transport);
         let config = s.config.and_then(|c| {
             let path = dir.join(c.get_ref());
             if path.is_file() {
@@ -1553,6 +1627,57 @@ port = 0
                 listen: "127.0.0.1:2".into()
             }
         );
+    }
+
+    #[test]
+    fn allow_lists_are_parsed_and_bad_entries_reported() {
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let p = parse(
+            "[[equipment]]\nname = \"A\"\nport = 1\nallow = [\"10.1.2.3\", \"127.0.0.1/8\", \"fd00::/8\"]\n\n[[equipment]]\nname = \"B\"\nprotocol = \"secs1\"\nmode = \"passive\"\nport = 2\nallow = [\"::1\"]\n\n[[equipment]]\nname = \"C\"\nport = 3\n\n[[simulator]]\nname = \"S\"\nport = 4\nallow = [\"192.168.0.0/16\"]\n",
+        )
+        .unwrap();
+        let a = p.equipment[0].transport.allow();
+        assert!(
+            a.permits(ip("10.1.2.3")) && a.permits(ip("127.9.9.9")) && a.permits(ip("fd12::1"))
+        );
+        assert!(!a.permits(ip("10.1.2.4")));
+        let b = secs1(&p.equipment[1].transport);
+        assert!(b.allow.permits(ip("::1")) && !b.allow.permits(ip("127.0.0.1")));
+        assert!(!p.equipment[2].transport.allow().is_restricted());
+        let s = p.simulators[0].transport.allow();
+        assert!(s.permits(ip("192.168.4.5")) && !s.permits(ip("127.0.0.1")));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+
+        let errors = parse(
+            "[[equipment]]\nname = \"A\"\nport = 1\nallow = [\n  \"10.0.0.1\",\n  \"localhost\",\n  \"10.0.0.0/33\",\n]\n\n[[simulator]]\nname = \"S\"\nport = 4\nallow = [\"fd00::/129\"]\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        for e in [
+            "project.toml:6: equipment[0].allow[1]: 'localhost' is not an IP address",
+            "project.toml:7: equipment[0].allow[2]: '10.0.0.0/33': the prefix length must be a number from 0 to 32",
+            "project.toml:13: simulator[0].allow[0]: 'fd00::/129': the prefix length must be a number from 0 to 128",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(e)),
+                "missing {e:?} in {text:#?}"
+            );
+        }
+        let p = parse(
+            "[[equipment]]\nname = \"A\"\nprotocol = \"secs1\"\nserial_port = \"/dev/x\"\nallow = [\"10.0.0.1\"]\n\n[[equipment]]\nname = \"B\"\nport = 1\nallow = []\n",
+        )
+        .unwrap();
+        let text: Vec<String> = p.warnings.iter().map(|e| e.to_string()).collect();
+        for w in [
+            "project.toml:5: equipment[0].allow: applies to TCP connections only",
+            "project.toml:10: equipment[1].allow: empty: no peer can connect",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(w)),
+                "missing {w:?} in {text:#?}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`secs1`]: SECS-I (SEMI E4): the block codec, the sans-IO block-transfer and message
 //!   protocol, the tokio driver over a serial port or TCP.
 //! - [`link`]: what any transport gives the engine: request/reply, incoming primaries, state.
+//! - [`peers`]: the `allow` list of peer addresses and the log of refused connections.
 //! - [`gem`]: GEM (SEMI E30) behaviour, sans-IO: the equipment (model, state machines, every
 //!   message of the GEM tool table, spooling) and the host (communication state, default
 //!   replies).
@@ -39,6 +40,7 @@ pub mod gateway;
 pub mod gem;
 pub mod hsms;
 pub mod link;
+pub mod peers;
 pub mod script;
 pub mod sdl;
 pub mod secs1;

@@ -589,6 +589,14 @@ impl RepeatedWarning {
         }
     }
 
+    /// Whether nothing has been noted for `every` before `now` (a tracker that can be
+    /// forgotten: its next warning is logged at once anyway).
+    pub fn quiet_since(&self, now: std::time::Instant, every: std::time::Duration) -> bool {
+        self.last
+            .as_ref()
+            .is_none_or(|(_, at)| now.duration_since(*at) >= every)
+    }
+
     /// Forgets the last warning (the condition cleared): the next one is reported at once.
     pub fn clear(&mut self) {
         self.last = None;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::hsms::driver::{self as hsms, Mode};
 use crate::link::Endpoint;
+use crate::peers::Allowlist;
 use crate::secs1::driver::{self as secs1, Line};
 
 /// The transport settings of one connection or simulator.
@@ -42,6 +43,21 @@ impl Transport {
         match self {
             Transport::Hsms(s) => s.name = name,
             Transport::Secs1(s) => s.name = name,
+        }
+    }
+
+    /// The peers this end accepts or keeps TCP connections with.
+    pub fn allow(&self) -> &Allowlist {
+        match self {
+            Transport::Hsms(s) => &s.allow,
+            Transport::Secs1(s) => &s.allow,
+        }
+    }
+
+    pub fn set_allow(&mut self, allow: Allowlist) {
+        match self {
+            Transport::Hsms(s) => s.allow = allow,
+            Transport::Secs1(s) => s.allow = allow,
         }
     }
 

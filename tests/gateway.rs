@@ -726,7 +726,7 @@ fn check_lists_config_and_script_problems() {
         .iter()
         .map(|e| e.to_string())
         .collect();
-    problems.extend(secsgate::script::check_scripts(&dir));
+    problems.extend(secsgate::script::check_scripts(&dir).problems);
     let all = problems.join("\n");
     assert!(
         all.contains("project.toml:3: equipment[0].port: 99999 is out of range"),
@@ -1057,6 +1057,34 @@ async fn tool_programs_from_s7f3() {
         (Some("ETCH-1"), Some("A"))
     );
     assert_eq!(out["after"], Value::Null);
+    gateway.shutdown().await;
+}
+
+/// The programs kept from S7F3 have a quota: past it, ACKC7 3 (matrix overflow); replacing
+/// a program with one no larger still fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_programs_over_the_quota_are_refused() {
+    let eq = equipment(Duration::ZERO).await;
+    let text = toml(eq.port, "sdl = \"none\"").replace(
+        "[gateway]\n",
+        "[gateway]\ntool_program_limit = 1\ntool_program_bytes = 10\n",
+    );
+    let dir = project("program-quota", &text, &[]);
+    let gateway = start(&dir).await;
+    for (text, ackc7) in [
+        ("S7F3 W <L [2] <A \"P1\"> <A \"12345\">>", 0),
+        ("S7F3 W <L [2] <A \"P2\"> <A \"1\">>", 3),
+        ("S7F3 W <L [2] <A \"P1\"> <A \"1234\">>", 0),
+        ("S7F3 W <L [2] <A \"P1\"> <A \"12345678901\">>", 3),
+        ("S7F3 W <L [2] <A \"P1\"> <A \"1234567890\">>", 0),
+    ] {
+        let reply = eq.link.request(msg(text)).await.unwrap();
+        assert_eq!(
+            reply.to_string(),
+            format!("S7F4 <B 0x0{ackc7}> ."),
+            "{text}"
+        );
+    }
     gateway.shutdown().await;
 }
 

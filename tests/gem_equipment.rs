@@ -839,6 +839,45 @@ fn process_programs_stream_7() {
 }
 
 #[test]
+fn process_program_quota_count_and_bytes() {
+    let config = gem_common::TEST_CONFIG.replace(
+        "max_process_program_size = 100",
+        "max_process_program_size = 100\nmax_process_programs = 2\nmax_process_program_bytes = 20",
+    );
+    assert_ne!(config, gem_common::TEST_CONFIG);
+    let mut r = Rig::with(&config);
+    let s7f3 =
+        |ppid: &str, n: usize| format!(r#"S7F3 W <L [2] <A "{ppid}"> <A "{}">>"#, "x".repeat(n));
+    let s7f1 = |ppid: &str, n: usize| format!(r#"S7F1 W <L [2] <A "{ppid}"> <U4 {n}>>"#);
+    assert_eq!(r.ack(&s7f3("P1", 10)), 0);
+    assert_eq!(r.ack(&s7f1("P2", 10)), 0);
+    assert_eq!(r.ack(&s7f1("P2", 11)), 2, "21 bytes in all: no space");
+    assert_eq!(
+        r.ack(&s7f3("P2", 11)),
+        3,
+        "21 bytes in all: matrix overflow"
+    );
+    assert_eq!(r.ack(&s7f3("P2", 10)), 0);
+    assert_eq!(r.ack(&s7f1("P3", 0)), 2, "a third program: no space");
+    assert_eq!(r.ack(&s7f3("P3", 0)), 3, "a third program: matrix overflow");
+    // Replacing a program with one no larger fits; with a larger one, if the bytes allow.
+    assert_eq!(r.ack(&s7f1("P1", 10)), 0);
+    assert_eq!(r.ack(&s7f3("P1", 5)), 0);
+    assert_eq!(r.ack(&s7f3("P1", 10)), 0);
+    assert_eq!(r.ack(&s7f1("P1", 11)), 2);
+    assert_eq!(r.ack(&s7f3("P1", 11)), 3);
+    r.expect(
+        r#"S7F5 W <A "P1">"#,
+        &format!(r#"<L [2] <A "P1"> <A "{}">>"#, "x".repeat(10)),
+    );
+    r.expect("S7F19 W", r#"<L [2] <A "P1"> <A "P2">>"#);
+    // Deleting one makes room again.
+    assert_eq!(r.ack(r#"S7F17 W <L [1] <A "P2">>"#), 0);
+    assert_eq!(r.ack(&s7f1("P3", 10)), 0);
+    assert_eq!(r.ack(&s7f3("P3", 10)), 0);
+}
+
+#[test]
 fn stream_nine_for_unrecognized_messages() {
     let mut r = Rig::new();
     let (f, mhead) = r.stream_nine("S99F1 W");

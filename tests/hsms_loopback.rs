@@ -473,3 +473,77 @@ fn socket_reset(stream: std::net::TcpStream) {
     }
     drop(stream);
 }
+
+/// Connects to `addr`, sends a Select.req and reads until the endpoint closes the socket;
+/// returns every byte it sent back (none, for a refused peer).
+async fn select_until_closed(addr: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    frame::encode_control(&Header::control(SType::SelectReq, 5), &mut out);
+    // The endpoint may already have closed the socket: a failed write is part of the refusal.
+    let _ = stream.write_all(&out).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the refused connection is closed within 5 s")
+        {
+            Ok(0) | Err(_) => return got, // closed (a reset, if our Select.req was unread)
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_outside_the_allow_list_is_closed_before_select() {
+    let mut settings = fast(Mode::Passive("127.0.0.1:0".into()));
+    settings.allow = secsgate::peers::Allowlist::parse(&["10.1.2.3"]).unwrap();
+    let (server, addr) = echo_server(settings).await;
+    for _ in 0..3 {
+        assert_eq!(select_until_closed(&addr).await, Vec::<u8>::new());
+    }
+    assert_eq!(server.state(), LinkState::Disconnected);
+}
+
+#[tokio::test]
+async fn a_peer_inside_the_allow_list_is_selected() {
+    let mut settings = fast(Mode::Passive("127.0.0.1:0".into()));
+    settings.allow = secsgate::peers::Allowlist::parse(&["10.1.2.3", "127.0.0.1/8"]).unwrap();
+    let (_server, addr) = echo_server(settings).await;
+    let client = driver::start(fast(Mode::Active(addr))).await.unwrap();
+    selected(&client.link).await;
+    client.link.request(msg("S1F1", true, None)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_active_end_closes_a_connection_to_a_peer_outside_its_allow_list() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut settings = fast(Mode::Active(addr));
+    settings.allow = secsgate::peers::Allowlist::parse(&["::1"]).unwrap();
+    let client = driver::start(settings).await.unwrap();
+    let (mut stream, _) = listener.accept().await.unwrap();
+    // No Select.req: the connection is closed at once.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let mut problem = client.link.watch_problem();
+    let problem = tokio::time::timeout(
+        Duration::from_secs(5),
+        problem.wait_for(|p| p.as_deref().is_some_and(|p| p.contains("allow list"))),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone()
+    .unwrap();
+    assert!(
+        problem.contains("127.0.0.1 is not in the allow list [::1]"),
+        "{problem}"
+    );
+    assert_ne!(client.link.state(), LinkState::Selected);
+}

@@ -498,3 +498,35 @@ async fn gateway_and_simulator_over_a_serial_line_from_project_toml() {
     gateway.shutdown().await;
     drop(pty);
 }
+
+#[tokio::test]
+async fn secs1_tcp_peers_outside_the_allow_list_get_no_byte() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = settings(Line::TcpListen("127.0.0.1:0".into()), true, 0);
+    s.allow = secsgate::peers::Allowlist::parse(&["10.0.0.0/8"]).unwrap();
+    let endpoint = secs1::start(s).await.unwrap();
+    let addr = endpoint.local_addr.unwrap();
+    for _ in 0..2 {
+        let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = peer.write_all(&[0x05]).await; // ENQ: no EOT comes back
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(WAIT, peer.read(&mut buf))
+            .await
+            .expect("closed within the wait");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    assert_eq!(endpoint.link.state(), LinkState::Disconnected);
+
+    // The same endpoint settings allowing 127.0.0.1 open the line.
+    let mut s = settings(Line::TcpListen("127.0.0.1:0".into()), true, 0);
+    s.allow = secsgate::peers::Allowlist::parse(&["127.0.0.1"]).unwrap();
+    let endpoint = secs1::start(s).await.unwrap();
+    let _peer = tokio::net::TcpStream::connect(endpoint.local_addr.unwrap())
+        .await
+        .unwrap();
+    let mut state = endpoint.link.watch_state();
+    tokio::time::timeout(WAIT, state.wait_for(|s| *s == LinkState::Selected))
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -37,7 +37,11 @@ pub(super) fn check(dir: &Path) -> i32 {
         }
         Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
     };
-    problems.extend(crate::script::check_scripts(dir));
+    let scripts = crate::script::check_scripts(dir);
+    for w in &scripts.warnings {
+        eprintln!("secsgate: warning: {w}");
+    }
+    problems.extend(scripts.problems);
     if problems.is_empty() {
         println!("{}: OK", dir.display());
         0

@@ -10,9 +10,9 @@
 //!   connection stays up;
 //! - an equipment added or removed: started or stopped;
 //! - a simulator added, removed or changed: started, stopped or restarted;
-//! - `[gateway] custom_response_timeout`: at once; the other `[gateway]` settings (workers,
-//!   handler_timeout, queue_limit, response_retention, startup_wait) when the gateway
-//!   restarts, which the log says.
+//! - `[gateway] custom_response_timeout`, `tool_program_limit`, `tool_program_bytes`: at
+//!   once; the other `[gateway]` settings (workers, handler_timeout, queue_limit,
+//!   response_retention, startup_wait) when the gateway restarts, which the log says.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -177,9 +177,18 @@ impl Core {
                 warn!("gateway.{key} changed; it takes effect when the gateway restarts");
             }
         }
-        // Only custom_response_timeout is read while running; the others stay as started.
+        if old.tool_program_quota() != new.tool_program_quota() {
+            info!(
+                "gateway.tool_program_limit is now {}, gateway.tool_program_bytes {}",
+                new.tool_program_limit, new.tool_program_bytes
+            );
+        }
+        // Only custom_response_timeout and the tool program quota are read while running;
+        // the others stay as started.
         let mut kept = old;
         kept.custom_response_timeout = new.custom_response_timeout;
+        kept.tool_program_limit = new.tool_program_limit;
+        kept.tool_program_bytes = new.tool_program_bytes;
         if let Ok(mut s) = self.settings.write() {
             *s = kept;
         }

@@ -35,11 +35,11 @@ use crate::sdl::Sdl;
 use crate::secs1::driver::Line;
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
 use crate::sim::{SimConfig, Simulator};
-use crate::store::ToolPrograms;
 use crate::store::messages::{
     self, Direction, EquipmentRecord, ErrorRecord, MessageRecord, Record, Recorder,
     RecorderSettings, RequestResponse, Retention,
 };
+use crate::store::{Saved, ToolPrograms};
 use crate::tags::Tags;
 use crate::transport::Transport;
 use transactions::{ReplyState, Transactions};
@@ -1016,7 +1016,9 @@ impl Core {
     }
 
     /// S7F3 from the tool: the program is stored for `getToolProgram` and acknowledged
-    /// (S7F4 ACKC7 0), or refused with ACKC7 1 when it cannot be stored.
+    /// (S7F4 ACKC7 0), refused with ACKC7 3 (matrix overflow) when the store would pass
+    /// `[gateway] tool_program_limit` or `tool_program_bytes`, or with ACKC7 1 when it cannot
+    /// be stored.
     async fn tool_program_received(
         &self,
         conn: &Connection,
@@ -1024,16 +1026,21 @@ impl Core {
         primary: &Message,
         txid: u32,
     ) {
+        let quota = self.settings().tool_program_quota();
         let stored = match &self.programs {
             Some(p) => p
-                .save_s7f3(primary.body.as_ref())
+                .save_s7f3(primary.body.as_ref(), quota)
                 .map_err(|e| e.to_string()),
             None => Err("the program folder could not be opened (see the log)".to_string()),
         };
         let ackc7 = match stored {
-            Ok(ppid) => {
+            Ok(Saved::Stored(ppid)) => {
                 info!(ppid = %ppid, "process program stored (S7F3)");
                 0
+            }
+            Ok(Saved::Full { ppid, why }) => {
+                warn!(ppid = %ppid, "S7F3 refused (ACKC7 3, matrix overflow): the tool program store is full: {why} (gateway.tool_program_limit, gateway.tool_program_bytes)");
+                3
             }
             Err(e) => {
                 error!("S7F3 refused (ACKC7 1): {e}");

@@ -285,6 +285,10 @@ pub struct Capacities {
     pub reports: usize,
     /// Largest process program in bytes (PPGNT 2, ACKC7 2 beyond this).
     pub process_program: usize,
+    /// Most process programs stored (PPGNT 2, ACKC7 3 for one more).
+    pub process_programs: usize,
+    /// Most bytes of process programs stored in all (PPGNT 2, ACKC7 3 past this).
+    pub process_program_bytes: u64,
 }
 
 impl Default for Capacities {
@@ -295,6 +299,8 @@ impl Default for Capacities {
             trace_variables: 256,
             reports: 1000,
             process_program: 4 * 1024 * 1024,
+            process_programs: 1000,
+            process_program_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -29,6 +29,46 @@ pub trait ProgramStore: Send {
     fn save(&mut self, ppid: &str, body: &[u8]) -> Result<bool, ProgramError>;
     /// Deletes a program; returns false if there was none.
     fn delete(&mut self, ppid: &str) -> Result<bool, ProgramError>;
+    /// How many programs are stored and their bytes in all.
+    fn usage(&self) -> Result<Usage, ProgramError> {
+        let mut usage = Usage::default();
+        for ppid in self.list()? {
+            usage.count += 1;
+            usage.bytes += self.size(&ppid)?.unwrap_or(0);
+        }
+        Ok(usage)
+    }
+    /// The size of a program in bytes, `None` if there is no such PPID.
+    fn size(&self, ppid: &str) -> Result<Option<u64>, ProgramError> {
+        Ok(self.load(ppid)?.map(|b| b.len() as u64))
+    }
+}
+
+/// What a program store holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub count: usize,
+    pub bytes: u64,
+}
+
+/// A quota on stored programs: at most `count` programs of `bytes` in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub count: usize,
+    pub bytes: u64,
+}
+
+impl Quota {
+    /// Whether a program of `length` bytes may be stored under a PPID that now holds
+    /// `existing` bytes (`None`: a new PPID), given what the store holds. Replacing a program
+    /// with one no larger always fits, even when the store is over a quota lowered since.
+    pub fn fits(&self, usage: Usage, existing: Option<u64>, length: u64) -> bool {
+        match existing {
+            Some(old) if length <= old => true,
+            Some(old) => usage.bytes - old.min(usage.bytes) + length <= self.bytes,
+            None => usage.count < self.count && usage.bytes + length <= self.bytes,
+        }
+    }
 }
 
 /// Process programs in memory.
@@ -48,6 +88,9 @@ impl ProgramStore for MemoryPrograms {
     fn delete(&mut self, ppid: &str) -> Result<bool, ProgramError> {
         Ok(self.0.remove(ppid).is_some())
     }
+    fn size(&self, ppid: &str) -> Result<Option<u64>, ProgramError> {
+        Ok(self.0.get(ppid).map(|b| b.len() as u64))
+    }
 }
 
 /// Whether a program body reads as text (sent back as `A`) rather than binary (`B`).
@@ -60,6 +103,7 @@ pub fn is_text(body: &[u8]) -> bool {
 mod ackc7 {
     pub const PERMISSION: u8 = 1;
     pub const LENGTH: u8 = 2;
+    pub const MATRIX_OVERFLOW: u8 = 3;
     pub const NOT_FOUND: u8 = 4;
 }
 
@@ -105,8 +149,29 @@ impl Equipment {
         self.fire_standard(Standard::ProcessProgramChange, now);
     }
 
+    /// Whether a program of `length` bytes fits the quota of stored programs under `name`. A
+    /// store that cannot say what it holds is not refused here (saving it will tell).
+    fn program_fits(&self, name: &str, length: u64) -> bool {
+        let quota = Quota {
+            count: self.model.capacities.process_programs,
+            bytes: self.model.capacities.process_program_bytes,
+        };
+        match self
+            .programs
+            .usage()
+            .and_then(|u| Ok((u, self.programs.size(name)?)))
+        {
+            Ok((usage, existing)) => quota.fits(usage, existing, length),
+            Err(e) => {
+                error!(ppid = %name, error = %e, "cannot measure the stored process programs");
+                true
+            }
+        }
+    }
+
     /// S7F1 Process Program Load Inquire `<L[2] PPID LENGTH>` -> S7F2 PPGNT: 0 granted,
-    /// 2 no space (longer than the equipment accepts), 3 invalid PPID.
+    /// 2 no space (longer than the equipment accepts, or the store is full: the count or
+    /// total bytes of programs would pass their quota), 3 invalid PPID.
     pub(super) fn s7f1_load_inquire(
         &mut self,
         body: Option<&Item>,
@@ -116,17 +181,21 @@ impl Equipment {
             return Err(Illegal);
         };
         let length = unsigned(length)?;
-        if ppid(id)?.is_none() {
+        let Some(name) = ppid(id)? else {
             return Self::acked(ppgnt::INVALID_PPID);
-        }
-        if length > self.model.capacities.process_program as u64 {
+        };
+        if length > self.model.capacities.process_program as u64
+            || !self.program_fits(&name, length)
+        {
             return Self::acked(ppgnt::NO_SPACE);
         }
         Self::acked(0)
     }
 
     /// S7F3 Process Program Send `<L[2] PPID PPBODY>` -> S7F4 ACKC7: 0 stored, 1 not
-    /// permitted (invalid PPID, or it cannot be stored), 2 length error.
+    /// permitted (invalid PPID, or it cannot be stored), 2 length error (longer than one
+    /// program may be), 3 matrix overflow (the store is full: the count or total bytes of
+    /// programs would pass their quota).
     pub(super) fn s7f3_download(
         &mut self,
         body: Option<&Item>,
@@ -141,6 +210,9 @@ impl Equipment {
         };
         if program.len() > self.model.capacities.process_program {
             return Self::acked(ackc7::LENGTH);
+        }
+        if !self.program_fits(&name, program.len() as u64) {
+            return Self::acked(ackc7::MATRIX_OVERFLOW);
         }
         match self.programs.save(&name, &program) {
             Ok(created) => {

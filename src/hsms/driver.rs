@@ -26,6 +26,7 @@ use crate::link::{
     self, Backlog, Command, LinkError, LinkState, LinkTask, Received, RepeatedWarning,
     stream_nine_meaning, with_repeats,
 };
+use crate::peers::{Allowlist, Refusals, refused_text};
 use crate::secs2::Message;
 
 /// How the connection is made.
@@ -55,6 +56,9 @@ pub struct Settings {
     /// How long bytes may wait for a peer that reads nothing before the connection is
     /// dropped (a peer that sends but never reads must not hold this end's memory).
     pub write_timeout: Duration,
+    /// The peers this end accepts connections from and keeps connections to (every one by
+    /// default). Another peer is closed before anything is read from or written to it.
+    pub allow: Allowlist,
 }
 
 impl Settings {
@@ -67,6 +71,7 @@ impl Settings {
             reconnect_max: Duration::from_secs(60),
             name: "hsms".into(),
             write_timeout: Duration::from_secs(30),
+            allow: Allowlist::everyone(),
         }
     }
 }
@@ -121,6 +126,8 @@ struct Extras {
     handoff_tx: mpsc::Sender<(TcpStream, Vec<u8>)>,
     handoff_rx: mpsc::Receiver<(TcpStream, Vec<u8>)>,
     refusals: Arc<Mutex<RepeatedWarning>>,
+    /// Peers outside the allow list, logged per address.
+    strangers: Refusals,
 }
 
 impl Extras {
@@ -133,6 +140,7 @@ impl Extras {
             handoff_tx,
             handoff_rx,
             refusals: Arc::new(Mutex::new(RepeatedWarning::new(REPEAT_EVERY))),
+            strangers: Refusals::new(REPEAT_EVERY),
         }
     }
 }
@@ -149,13 +157,15 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
         let waited = match &settings.mode {
             Mode::Active(addr) => connect(addr, &settings, &mut task).await,
             Mode::Passive(_) => match &listener {
-                Some(l) => accept(l, None, &mut task, &mut extras).await,
+                Some(l) => accept(l, None, &settings, &mut task, &mut extras).await,
                 None => Wait::Shutdown,
             },
             Mode::Alternating { connect: addr, .. } => {
                 match connect(addr, &settings, &mut task).await {
                     Wait::TimedOut => match &listener {
-                        Some(l) => accept(l, Some(backoff), &mut task, &mut extras).await,
+                        Some(l) => {
+                            accept(l, Some(backoff), &settings, &mut task, &mut extras).await
+                        }
                         None => Wait::Shutdown,
                     },
                     other => other,
@@ -219,7 +229,19 @@ async fn connect(addr: &str, settings: &Settings, task: &mut LinkTask) -> Wait {
     loop {
         tokio::select! {
             result = &mut attempt => return match result {
-                Ok(Ok(stream)) => Wait::Connected(stream, Role::Active, Vec::new()),
+                Ok(Ok(stream)) => match stream.peer_addr() {
+                    Ok(peer) if settings.allow.permits(peer.ip()) => Wait::Connected(stream, Role::Active, Vec::new()),
+                    peer => {
+                        // The address resolved to a peer outside the list: closed unused.
+                        drop(stream);
+                        let peer = peer.map_or_else(|_| "?".into(), |p| p.ip().to_canonical().to_string());
+                        task.set_problem(Some(format!(
+                            "connected to {addr} ({peer}) and closed it: {peer} is not in the allow list {}",
+                            settings.allow
+                        )));
+                        Wait::TimedOut
+                    }
+                },
                 Ok(Err(e)) => {
                     debug!(endpoint = %settings.name, %addr, error = %e, "connect failed");
                     task.set_problem(Some(format!("cannot connect to {addr}: {e}")));
@@ -242,6 +264,7 @@ async fn connect(addr: &str, settings: &Settings, task: &mut LinkTask) -> Wait {
 async fn accept(
     listener: &TcpListener,
     limit: Option<Duration>,
+    settings: &Settings,
     task: &mut LinkTask,
     extras: &mut Extras,
 ) -> Wait {
@@ -249,7 +272,12 @@ async fn accept(
     loop {
         tokio::select! {
             result = listener.accept() => match result {
-                Ok((stream, _)) => return Wait::Connected(stream, Role::Passive, Vec::new()),
+                Ok((stream, addr)) => {
+                    if settings.allow.permits(addr.ip()) {
+                        return Wait::Connected(stream, Role::Passive, Vec::new());
+                    }
+                    refuse_stranger(stream, addr, settings, &mut extras.strangers);
+                }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     // Out of file descriptors and similar: do not spin.
@@ -494,8 +522,11 @@ async fn session(
                 }
             }
             accepted = accept_extra(listener) => {
-                if let Ok((extra, addr)) = accepted {
-                    tokio::spawn(refuse_or_hand_over(
+                match accepted {
+                    Ok((extra, addr)) if !settings.allow.permits(addr.ip()) => {
+                        refuse_stranger(extra, addr, settings, &mut extras.strangers);
+                    }
+                    Ok((extra, addr)) => { tokio::spawn(refuse_or_hand_over(
                         extra,
                         addr,
                         settings.protocol.t7,
@@ -503,7 +534,8 @@ async fn session(
                         extras.handoff_tx.clone(),
                         extras.refusals.clone(),
                         settings.name.clone(),
-                    ));
+                    )); }
+                    Err(_) => {}
                 }
             }
             Some(answer) = extras.liveness_rx.recv() => {
@@ -552,6 +584,21 @@ async fn session(
 /// The driver's clock: tokio's, so that tests can run with paused time.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// Closes a connection from a peer outside the allow list before reading or writing anything
+/// (so it never gets a Select.rsp), and logs it at most once a minute per address.
+fn refuse_stranger(
+    stream: TcpStream,
+    addr: SocketAddr,
+    settings: &Settings,
+    strangers: &mut Refusals,
+) {
+    drop(stream);
+    let text = refused_text(addr.ip(), &settings.allow);
+    if let Some(line) = strangers.note(addr.ip(), &text, std::time::Instant::now()) {
+        warn!(endpoint = %settings.name, %addr, "{line}");
+    }
 }
 
 async fn accept_extra(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {

@@ -325,16 +325,32 @@ fn format_exception_only(py: Python<'_>, err: &PyErr) -> String {
         .to_string()
 }
 
-/// Every problem in a project's scripts (for `secsgate check`): each handler and library
-/// module that does not compile, with its error text.
-pub fn check_scripts(project: &Path) -> Vec<String> {
+/// What `secsgate check` finds in a project's scripts.
+#[derive(Debug, Default)]
+pub struct ScriptCheck {
+    /// Each handler and library module that does not compile or cannot be read, with its
+    /// error text.
+    pub problems: Vec<String>,
+    /// Entries that are not loaded (a handler symlink pointing outside the project, a symlink
+    /// loop): reported, not failing the check.
+    pub warnings: Vec<String>,
+}
+
+/// Every problem in a project's scripts (for `secsgate check`).
+pub fn check_scripts(project: &Path) -> ScriptCheck {
     init_python();
-    let mut problems = Vec::new();
+    // Paths are shown as given; symlink targets are compared with the canonical folder.
+    let canonical = project
+        .canonicalize()
+        .unwrap_or_else(|_| project.to_path_buf());
+    let mut check = ScriptCheck::default();
+    let handlers = python_files(&canonical, &project.join("handlers"), true);
+    let lib = python_files(&canonical, &project.join("lib"), false);
+    check.warnings.extend(handlers.refused);
+    check.warnings.extend(lib.refused);
+    let problems = &mut check.problems;
     Python::attach(|py| {
-        for path in python_files(&project.join("handlers"))
-            .into_iter()
-            .chain(python_files(&project.join("lib")))
-        {
+        for path in handlers.files.into_iter().chain(lib.files) {
             match std::fs::read_to_string(&path) {
                 Ok(src) => {
                     if let Err(e) = compile(py, &src, &path) {
@@ -345,12 +361,59 @@ pub fn check_scripts(project: &Path) -> Vec<String> {
             }
         }
     });
-    problems
+    check
 }
 
-/// The `.py` files under a folder (recursively), sorted; none if it does not exist.
-fn python_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
+/// The script files found under a folder, and the entries refused.
+#[derive(Debug, Default)]
+struct Found {
+    files: Vec<PathBuf>,
+    refused: Vec<String>,
+}
+
+/// Where a symlink under the project leads, or why it is refused: it cannot be resolved (it
+/// dangles, or is a loop such as `a -> b`, `b -> a`), or, with `inside`, it leads out of
+/// `project` (canonical). A path that is not a symlink is accepted as it is.
+fn resolve(project: &Path, path: &Path, inside: bool) -> Result<PathBuf, String> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok(path.to_path_buf());
+    }
+    let target = std::fs::canonicalize(path).map_err(|e| {
+        let to = std::fs::read_link(path).map_or_else(|_| "?".into(), |t| t.display().to_string());
+        format!(
+            "{} -> {to}: cannot be resolved ({e}); not loaded",
+            path.display()
+        )
+    })?;
+    if inside && !target.starts_with(project) {
+        return Err(format!(
+            "{} points outside the project, to {}; not loaded",
+            path.display(),
+            target.display()
+        ));
+    }
+    Ok(target)
+}
+
+/// The `.py` files under a folder of `project` (canonical) (recursively), sorted; none if it does not
+/// exist. Each folder is read once, however symlinks lead back to it, so a loop (a folder
+/// symlink to its parent) ends. With `inside`, a symlink leading out of the project, file or
+/// folder, is refused; a symlink that cannot be resolved always is.
+fn python_files(project: &Path, dir: &Path, inside: bool) -> Found {
+    let mut found = Found::default();
+    let mut seen = std::collections::HashSet::new();
+    if let Ok(canonical) = dir.canonicalize() {
+        if inside && !canonical.starts_with(project) {
+            found.refused.push(format!(
+                "{} points outside the project, to {}; nothing in it is loaded",
+                dir.display(),
+                canonical.display()
+            ));
+            return found;
+        }
+        seen.insert(canonical);
+    }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
@@ -358,17 +421,41 @@ fn python_files(dir: &Path) -> Vec<PathBuf> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() {
-                if !is_ignored(&path) {
+            if is_ignored(&path) {
+                continue;
+            }
+            let target = match resolve(project, &path, inside) {
+                Ok(t) => t,
+                Err(why) => {
+                    if path.is_dir() || is_script(&path) || !path.exists() {
+                        found.refused.push(why);
+                    }
+                    continue;
+                }
+            };
+            if target.is_dir() {
+                // Only a folder not read yet: a symlink back to one read (or being read) is
+                // a loop, and skipped.
+                if target.canonicalize().is_ok_and(|c| seen.insert(c)) {
                     stack.push(path);
                 }
             } else if is_script(&path) {
-                out.push(path);
+                found.files.push(path);
             }
         }
     }
-    out.sort();
-    out
+    found.files.sort();
+    found.refused.sort();
+    found
+}
+
+/// The handler files of a project, each refused entry logged as a warning.
+fn handler_files(project: &Path) -> Vec<PathBuf> {
+    let found = python_files(project, &project.join("handlers"), true);
+    for why in &found.refused {
+        warn!(target: "script", "{why}");
+    }
+    found.files
 }
 
 fn is_ignored(path: &Path) -> bool {
@@ -472,7 +559,7 @@ impl ScriptEngine {
             host: RwLock::new(None),
             builtins,
         });
-        for path in python_files(&project.join("handlers")) {
+        for path in handler_files(&project) {
             inner.load_handler(&path);
         }
         for i in 0..workers {
@@ -1136,7 +1223,15 @@ impl Inner {
             return;
         }
         if path.parent() == Some(handlers_dir.as_path()) {
-            if path.exists() {
+            if let Err(why) = resolve(&self.project, path, true) {
+                warn!(target: "script", "{why}");
+                if let Some(name) = path.file_stem().and_then(|s| s.to_str())
+                    && let Ok(mut h) = self.handlers.write()
+                    && h.remove(name).is_some()
+                {
+                    info!(target: "script", handler = %name, "handler removed (its file is refused)");
+                }
+            } else if path.exists() {
                 self.load_handler(path);
             } else if let Some(name) = path.file_stem().and_then(|s| s.to_str())
                 && let Ok(mut h) = self.handlers.write()
@@ -1286,7 +1381,7 @@ fn watch(inner: Arc<Inner>) -> notify_debouncer_full::notify::Result<WatcherHand
                     for e in errors {
                         warn!(target: "script", "file watch error: {e}; rescanning handlers");
                     }
-                    for path in python_files(&inner.project.join("handlers")) {
+                    for path in handler_files(&inner.project) {
                         inner.load_handler(&path);
                     }
                 }
@@ -1566,6 +1661,113 @@ mod tests {
         ));
         let b_after = e.submit("b", "ok", Payload::default()).await;
         assert_eq!(within(b_after).await, Outcome::Done);
+        e.stop();
+    }
+
+    /// Runs `f` on its own thread and fails (rather than hangs) if it takes over 20 s.
+    fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{what} did not finish within 20 s"))
+    }
+
+    #[test]
+    fn handler_symlinks_outside_the_project_and_loops_are_refused() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path().canonicalize().unwrap();
+        let (project, outside) = (root.join("project"), root.join("outside"));
+        for d in ["handlers/sub", "shared", "lib"] {
+            std::fs::create_dir_all(project.join(d)).unwrap();
+        }
+        std::fs::create_dir_all(outside.join("dir")).unwrap();
+        std::fs::write(outside.join("evil.py"), "x = 1\n").unwrap();
+        std::fs::write(outside.join("dir/also.py"), "x = 1\n").unwrap();
+        std::fs::write(project.join("shared/inside.py"), "x = 1\n").unwrap();
+        std::fs::write(project.join("handlers/ok.py"), "x = 1\n").unwrap();
+        std::fs::write(project.join("handlers/sub/deep.py"), "x = 1\n").unwrap();
+        let h = project.join("handlers");
+        symlink(outside.join("evil.py"), h.join("evil.py")).unwrap();
+        symlink(outside.join("dir"), h.join("outdir")).unwrap();
+        symlink("../shared/inside.py", h.join("inside.py")).unwrap();
+        symlink("b.py", h.join("a.py")).unwrap();
+        symlink("a.py", h.join("b.py")).unwrap();
+        symlink("..", h.join("sub/parent")).unwrap();
+        symlink(".", h.join("sub/itself")).unwrap();
+        symlink("../lib", project.join("lib/loop")).unwrap();
+
+        let p = project.clone();
+        let found = within("listing the handlers", move || {
+            python_files(&p, &p.join("handlers"), true)
+        });
+        let names: Vec<String> = found
+            .files
+            .iter()
+            .map(|f| f.strip_prefix(&h).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["inside.py", "ok.py", "sub/deep.py"]);
+        let refused = found.refused.join("\n");
+        for want in [
+            format!(
+                "{} points outside the project, to {}",
+                h.join("evil.py").display(),
+                outside.join("evil.py").display()
+            ),
+            format!(
+                "{} points outside the project, to {}",
+                h.join("outdir").display(),
+                outside.join("dir").display()
+            ),
+            format!("{} -> b.py: cannot be resolved", h.join("a.py").display()),
+            format!("{} -> a.py: cannot be resolved", h.join("b.py").display()),
+        ] {
+            assert!(refused.contains(&want), "missing {want:?} in {refused}");
+        }
+
+        let p = project.clone();
+        let check = within("secsgate check", move || check_scripts(&p));
+        assert!(check.problems.is_empty(), "{:?}", check.problems);
+        assert_eq!(check.warnings.len(), 4, "{:?}", check.warnings);
+
+        // The engine (with its file watch, which walks the project too) starts and loads
+        // only the handlers inside.
+        let p = project.clone();
+        let e = within("starting the engine with hot reload", move || {
+            ScriptEngine::start(
+                &p,
+                EngineSettings {
+                    workers: 1,
+                    handler_timeout: Duration::from_secs(30),
+                    hot_reload: true,
+                    queue_limit: 8,
+                    queue_bytes: DEFAULT_QUEUE_BYTES,
+                    abandoned_limit: DEFAULT_ABANDONED_LIMIT,
+                },
+            )
+        });
+        for (name, loaded) in [
+            ("ok", true),
+            ("inside", true),
+            ("deep", true),
+            ("evil", false),
+            ("also", false),
+            ("a", false),
+            ("b", false),
+        ] {
+            assert_eq!(e.has_handler(name), loaded, "{name}");
+        }
+        // A reload of a refused file does not load it; a handler replaced by a symlink out
+        // of the project is dropped.
+        e.reload_path(&h.join("evil.py"));
+        e.reload_path(&h.join("a.py"));
+        assert!(!e.has_handler("evil") && !e.has_handler("a"));
+        std::fs::remove_file(h.join("ok.py")).unwrap();
+        symlink(outside.join("evil.py"), h.join("ok.py")).unwrap();
+        e.reload_path(&h.join("ok.py"));
+        assert!(!e.has_handler("ok"));
         e.stop();
     }
 

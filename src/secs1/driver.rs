@@ -26,6 +26,7 @@ use crate::link::{
     self, Backlog, Command, Endpoint, LinkError, LinkState, LinkTask, Received, RepeatedWarning,
     stream_nine_meaning, with_repeats,
 };
+use crate::peers::{Allowlist, Refusals, refused_text};
 use crate::secs2::{Item, Message, StreamFunction};
 
 /// Parity of a serial line.
@@ -128,6 +129,9 @@ pub struct Settings {
     pub reopen_min: Duration,
     /// Longest wait between attempts after repeated failures.
     pub reopen_max: Duration,
+    /// Over TCP: the peers this end accepts connections from and keeps connections to (every
+    /// one by default). Another peer is closed before any byte is read or written.
+    pub allow: Allowlist,
 }
 
 impl Settings {
@@ -139,6 +143,7 @@ impl Settings {
             name: "secs1".into(),
             reopen_min: Duration::from_secs(1),
             reopen_max: Duration::from_secs(30),
+            allow: Allowlist::everyone(),
         }
     }
 }
@@ -183,12 +188,13 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
     let mut backoff = settings.reopen_min;
     // The same failure again is logged only every minute, with a count.
     let mut failures = RepeatedWarning::new(Duration::from_secs(60));
+    let mut strangers = Refusals::new(Duration::from_secs(60));
     loop {
         let opened = match &settings.line {
             Line::Serial(serial) => open_serial(serial),
-            Line::TcpConnect(addr) => connect(addr, &mut task).await,
+            Line::TcpConnect(addr) => connect(addr, &settings.allow, &mut task).await,
             Line::TcpListen(_) => match &listener {
-                Some(l) => accept(l, &mut task).await,
+                Some(l) => accept(l, &settings, &mut strangers, &mut task).await,
                 None => Opened::Shutdown,
             },
         };
@@ -206,8 +212,14 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
             Opened::Line(line, peer) => {
                 failures.clear();
                 info!(endpoint = %settings.name, line = %settings.line, %peer, "SECS-I line open");
-                let (reason, shutdown) =
-                    session(line, &settings, listener.as_ref(), &mut task).await;
+                let (reason, shutdown) = session(
+                    line,
+                    &settings,
+                    listener.as_ref(),
+                    &mut strangers,
+                    &mut task,
+                )
+                .await;
                 info!(endpoint = %settings.name, line = %settings.line, %reason, "SECS-I line closed");
                 task.set_problem(Some(format!(
                     "SECS-I line {} closed: {reason}",
@@ -265,17 +277,26 @@ fn open_serial(serial: &SerialSettings) -> Opened {
     }
 }
 
-async fn connect(addr: &str, task: &mut LinkTask) -> Opened {
+async fn connect(addr: &str, allow: &Allowlist, task: &mut LinkTask) -> Opened {
     let attempt = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr));
     tokio::pin!(attempt);
     loop {
         tokio::select! {
             result = &mut attempt => return match result {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    let peer = stream.peer_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
-                    Opened::Line(Box::pin(stream), peer)
-                }
+                Ok(Ok(stream)) => match stream.peer_addr() {
+                    Ok(peer) if allow.permits(peer.ip()) => {
+                        let _ = stream.set_nodelay(true);
+                        Opened::Line(Box::pin(stream), peer.to_string())
+                    }
+                    peer => {
+                        // The address resolved to a peer outside the list: closed unused.
+                        drop(stream);
+                        let peer = peer.map_or_else(|_| "?".into(), |p| p.ip().to_canonical().to_string());
+                        Opened::Failed(format!(
+                            "connected to {addr} ({peer}) and closed it: {peer} is not in the allow list {allow}"
+                        ))
+                    }
+                },
                 Ok(Err(e)) => Opened::Failed(format!("cannot connect to {addr}: {e}")),
                 Err(_) => Opened::Failed(format!("cannot connect to {addr}: timed out")),
             },
@@ -287,14 +308,20 @@ async fn connect(addr: &str, task: &mut LinkTask) -> Opened {
     }
 }
 
-async fn accept(listener: &TcpListener, task: &mut LinkTask) -> Opened {
+async fn accept(
+    listener: &TcpListener,
+    settings: &Settings,
+    strangers: &mut Refusals,
+    task: &mut LinkTask,
+) -> Opened {
     loop {
         tokio::select! {
             result = listener.accept() => match result {
-                Ok((stream, peer)) => {
+                Ok((stream, peer)) if settings.allow.permits(peer.ip()) => {
                     let _ = stream.set_nodelay(true);
                     return Opened::Line(Box::pin(stream), peer.to_string());
                 }
+                Ok((stream, peer)) => refuse_stranger(stream, peer, settings, strangers),
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     // Out of file descriptors and similar: do not spin.
@@ -363,6 +390,7 @@ async fn session(
     line: BoxedLine,
     settings: &Settings,
     listener: Option<&TcpListener>,
+    strangers: &mut Refusals,
     task: &mut LinkTask,
 ) -> (Closed, bool) {
     let (mut rd, mut wr) = tokio::io::split(line);
@@ -435,8 +463,12 @@ async fn session(
             }
             extra = accept_extra(listener) => {
                 if let Ok((extra, addr)) = extra {
-                    warn!(endpoint = %settings.name, %addr, "second SECS-I connection refused: a peer is already connected");
-                    drop(extra);
+                    if settings.allow.permits(addr.ip()) {
+                        warn!(endpoint = %settings.name, %addr, "second SECS-I connection refused: a peer is already connected");
+                        drop(extra);
+                    } else {
+                        refuse_stranger(extra, addr, settings, strangers);
+                    }
                 }
             }
         }
@@ -460,6 +492,21 @@ async fn session(
     )));
     let _ = task.state.send(LinkState::Disconnected);
     (reason, shutdown)
+}
+
+/// Closes a connection from a peer outside the allow list before any byte, and logs it at
+/// most once a minute per address.
+fn refuse_stranger(
+    stream: TcpStream,
+    addr: SocketAddr,
+    settings: &Settings,
+    strangers: &mut Refusals,
+) {
+    drop(stream);
+    let text = refused_text(addr.ip(), &settings.allow);
+    if let Some(line) = strangers.note(addr.ip(), &text, std::time::Instant::now()) {
+        warn!(endpoint = %settings.name, %addr, "{line}");
+    }
 }
 
 async fn accept_extra(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {

@@ -202,6 +202,8 @@ struct EquipmentEntry {
     spool: Vec<SpoolEntry>,
     process_programs: Option<String>,
     max_process_program_size: usize,
+    max_process_programs: usize,
+    max_process_program_bytes: u64,
     max_traces: usize,
     max_reports: usize,
 }
@@ -223,6 +225,8 @@ impl Default for EquipmentEntry {
             spool: Vec::new(),
             process_programs: None,
             max_process_program_size: 4 * 1024 * 1024,
+            max_process_programs: 1000,
+            max_process_program_bytes: 64 * 1024 * 1024,
             max_traces: 16,
             max_reports: 1000,
         }
@@ -813,6 +817,8 @@ impl<'a> Builder<'a> {
         );
         m.capacities.spool = e.spool_capacity.max(1);
         m.capacities.process_program = e.max_process_program_size;
+        m.capacities.process_programs = e.max_process_programs;
+        m.capacities.process_program_bytes = e.max_process_program_bytes;
         m.capacities.traces = e.max_traces;
         m.capacities.reports = e.max_reports;
         for s in &e.spool {

@@ -12,4 +12,4 @@ pub mod tool_programs;
 pub use messages::{MessageStore, Recorder, SqliteStore};
 pub use programs::FolderPrograms;
 pub use spool::SqliteSpool;
-pub use tool_programs::ToolPrograms;
+pub use tool_programs::{Saved, ToolPrograms};

@@ -123,6 +123,15 @@ impl ProgramStore for FolderPrograms {
             Err(e) => Err(failed("delete", &path, e)),
         }
     }
+
+    fn size(&self, ppid: &str) -> Result<Option<u64>, ProgramError> {
+        let path = self.path(ppid);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(failed("read", &path, e)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -150,5 +159,18 @@ mod tests {
         assert!(p.delete("a").unwrap());
         assert!(!p.delete("a").unwrap());
         assert_eq!(p.load("a").unwrap(), None);
+    }
+
+    #[test]
+    fn usage_counts_programs_and_bytes() {
+        use crate::gem::programs::Usage;
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = FolderPrograms::open(dir.path()).unwrap();
+        assert_eq!(p.usage().unwrap(), Usage::default());
+        p.save("a", b"12345").unwrap();
+        p.save("b/1", b"123").unwrap();
+        assert_eq!(p.usage().unwrap(), Usage { count: 2, bytes: 8 });
+        assert_eq!(p.size("b/1").unwrap(), Some(3));
+        assert_eq!(p.size("c").unwrap(), None);
     }
 }

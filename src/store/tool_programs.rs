@@ -7,10 +7,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::programs::{file_name, ppid_of, save_program_file};
-use crate::gem::programs::ProgramError;
+use crate::gem::programs::{ProgramError, Quota, Usage};
 use crate::secs2::Item;
 
 /// The format a PPBODY came in.
@@ -46,6 +47,18 @@ pub struct ToolProgram {
 #[derive(Clone, Debug)]
 pub struct ToolPrograms {
     dir: PathBuf,
+    /// Held while checking the quota and storing, so that two tools sending at once cannot
+    /// both take the last room.
+    saving: Arc<Mutex<()>>,
+}
+
+/// What became of an S7F3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Saved {
+    /// Stored under this PPID.
+    Stored(String),
+    /// Not stored: the folder would pass its quota (the text says which).
+    Full { ppid: String, why: String },
 }
 
 fn failed(what: &str, path: &Path, e: std::io::Error) -> ProgramError {
@@ -58,6 +71,7 @@ impl ToolPrograms {
         fs::create_dir_all(dir).map_err(|e| failed("create", dir, e))?;
         Ok(ToolPrograms {
             dir: dir.to_path_buf(),
+            saving: Arc::new(Mutex::new(())),
         })
     }
 
@@ -72,8 +86,9 @@ impl ToolPrograms {
     }
 
     /// Stores the program of an S7F3 `<L[2] <A PPID> <A|B PPBODY>>`, replacing one with the
-    /// same PPID. Returns its PPID.
-    pub fn save_s7f3(&self, body: Option<&Item>) -> Result<String, ProgramError> {
+    /// same PPID, unless that would pass `quota` (replacing a program with one no larger
+    /// always fits).
+    pub fn save_s7f3(&self, body: Option<&Item>, quota: Quota) -> Result<Saved, ProgramError> {
         let (ppid, ppbody) = match body.and_then(Item::as_list) {
             Some([Item::A(ppid), ppbody]) => (String::from_utf8_lossy(ppid).into_owned(), ppbody),
             _ => {
@@ -92,8 +107,59 @@ impl ToolPrograms {
                 )));
             }
         };
+        let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        let usage = self.usage()?;
+        let existing = self.size(&ppid)?;
+        if !quota.fits(usage, existing, bytes.len() as u64) {
+            let why = if existing.is_none() && usage.count >= quota.count {
+                format!("{} programs stored, the limit", usage.count)
+            } else {
+                format!(
+                    "{} bytes stored; {} more would pass the limit of {}",
+                    usage.bytes,
+                    bytes.len() as u64 - existing.unwrap_or(0),
+                    quota.bytes
+                )
+            };
+            return Ok(Saved::Full { ppid, why });
+        }
         self.save(&ppid, format, bytes)?;
-        Ok(ppid)
+        Ok(Saved::Stored(ppid))
+    }
+
+    /// How many programs are stored and their bytes in all (from the files' sizes).
+    pub fn usage(&self) -> Result<Usage, ProgramError> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| failed("list", &self.dir, e))?;
+        let mut usage = Usage::default();
+        for entry in entries.filter_map(Result::ok) {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if name.starts_with('.') || !(name.ends_with(".A") || name.ends_with(".B")) {
+                continue;
+            }
+            // Metadata of the entry itself: a symlink counts as its own (small) size.
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() {
+                usage.count += 1;
+                usage.bytes += meta.len();
+            }
+        }
+        Ok(usage)
+    }
+
+    /// The size of a PPID's program in bytes, `None` if there is none.
+    pub fn size(&self, ppid: &str) -> Result<Option<u64>, ProgramError> {
+        let mut found = None;
+        for format in [BodyFormat::Text, BodyFormat::Binary] {
+            let path = self.path(ppid, format);
+            match fs::metadata(&path) {
+                Ok(m) => *found.get_or_insert(0) += m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(failed("read", &path, e)),
+            }
+        }
+        Ok(found)
     }
 
     /// Stores a program, replacing one with the same PPID in either format.
@@ -188,9 +254,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = ToolPrograms::open(dir.path()).unwrap();
         let text = parse_item("<L [2] <A \"ETCH/1\"> <A \"step 1\\nstep 2\">>").unwrap();
-        assert_eq!(p.save_s7f3(Some(&text)).unwrap(), "ETCH/1");
+        assert_eq!(
+            p.save_s7f3(Some(&text), BIG).unwrap(),
+            Saved::Stored("ETCH/1".into())
+        );
         let binary = parse_item("<L [2] <A \"BIN\"> <B 0x00 0xFF>>").unwrap();
-        assert_eq!(p.save_s7f3(Some(&binary)).unwrap(), "BIN");
+        assert_eq!(
+            p.save_s7f3(Some(&binary), BIG).unwrap(),
+            Saved::Stored("BIN".into())
+        );
         let got = p.get("ETCH/1").unwrap().unwrap();
         assert_eq!(
             (got.format, got.body.as_slice()),
@@ -225,10 +297,54 @@ mod tests {
             "<L [2] <A \"X\"> <U4 1>>",
         ] {
             assert!(
-                p.save_s7f3(Some(&parse_item(bad).unwrap())).is_err(),
+                p.save_s7f3(Some(&parse_item(bad).unwrap()), BIG).is_err(),
                 "{bad}"
             );
         }
-        assert!(p.save_s7f3(None).is_err());
+        assert!(p.save_s7f3(None, BIG).is_err());
+    }
+
+    const BIG: Quota = Quota {
+        count: 1000,
+        bytes: 1 << 20,
+    };
+
+    #[test]
+    fn s7f3_beyond_the_quota_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ToolPrograms::open(dir.path()).unwrap();
+        let quota = Quota {
+            count: 2,
+            bytes: 20,
+        };
+        let s7f3 = |ppid: &str, n: usize| {
+            let body =
+                parse_item(&format!("<L [2] <A \"{ppid}\"> <A \"{}\">>", "x".repeat(n))).unwrap();
+            p.save_s7f3(Some(&body), quota).unwrap()
+        };
+        let full = |s: Saved| matches!(s, Saved::Full { .. });
+        assert_eq!(s7f3("P1", 10), Saved::Stored("P1".into()));
+        assert!(full(s7f3("P2", 11)), "21 bytes in all");
+        assert_eq!(s7f3("P2", 10), Saved::Stored("P2".into()));
+        match s7f3("P3", 0) {
+            Saved::Full { ppid, why } => {
+                assert_eq!(ppid, "P3");
+                assert!(why.contains("2 programs stored"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s7f3("P1", 4), Saved::Stored("P1".into()), "no larger: fits");
+        assert!(full(s7f3("P1", 11)), "6 bytes more than there is room for");
+        assert_eq!(s7f3("P1", 10), Saved::Stored("P1".into()));
+        assert_eq!(
+            p.usage().unwrap(),
+            Usage {
+                count: 2,
+                bytes: 20
+            }
+        );
+        assert_eq!(p.get("P1").unwrap().unwrap().body, b"xxxxxxxxxx");
+        assert!(p.delete("P2").unwrap());
+        assert_eq!(s7f3("P3", 10), Saved::Stored("P3".into()));
     }
 }
