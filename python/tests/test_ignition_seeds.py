@@ -21,11 +21,10 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 
-from helpers import free_port, stop
+from helpers import Lines, free_port, stop
 
 PROJECT = pathlib.Path(__file__).resolve().parents[2] / "projects" / "ignition"
 
@@ -76,21 +75,18 @@ class Gateway:
     def __init__(self, proc, log_path):
         self.proc = proc
         self.log_path = log_path
-        self.started = time.monotonic()
+        self.log = Lines(proc.stderr, copy_to=log_path)
 
     def lines(self):
-        return self.log_path.read_text(errors="replace").splitlines()
+        return self.log.text().splitlines()
 
     def wait(self, what, predicate, count=1):
-        """The log lines matching `predicate` once there are `count` of them; fails with the
-        log when the deadline passes first."""
-        while True:
-            found = [line for line in self.lines() if predicate(line)]
-            if len(found) >= count:
-                return found
-            if time.monotonic() > self.started + DEADLINE or self.proc.poll() is not None:
-                raise AssertionError(f"no {what} in the log within {DEADLINE} s:\n" + self.log_path.read_text())
-            time.sleep(0.1)
+        """The log lines matching `predicate` once there are `count` of them (waiting for each
+        line as the gateway writes it); fails with the log when the deadline passes first."""
+        try:
+            return self.log.wait_for_all(predicate, count, DEADLINE)
+        except AssertionError:
+            raise AssertionError(f"no {what} in the log within {DEADLINE} s:\n" + self.log.text()) from None
 
     def json_after(self, prefix):
         """The JSON a startup line logs after `prefix`."""
@@ -132,10 +128,9 @@ def gateway(secsgate_bin, tmp_path_factory):
     check = subprocess.run([secsgate_bin, "check", str(project)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
     log_path = root / "gateway.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [secsgate_bin, "run", str(project)], stdout=subprocess.DEVNULL, stderr=log, text=True
-        )
+    proc = subprocess.Popen(
+        [secsgate_bin, "run", str(project)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     g = Gateway(proc, log_path)
     try:
         yield g
@@ -145,7 +140,8 @@ def gateway(secsgate_bin, tmp_path_factory):
             code = proc.wait(timeout=15)
         finally:
             stop(proc)
-    assert code == 0, log_path.read_text()
+    g.log.thread.join(15)
+    assert code == 0, g.log.text()
 
 
 def test_project_files_are_the_docs_examples():

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import secsgem.common
@@ -22,48 +21,9 @@ import secsgem.gem
 import secsgem.secsi
 import secsgem.secsitcp
 
-from helpers import PEER, free_port, stop
+from helpers import PEER, Lines, free_port, stop
 
 TIMEOUT = 20
-
-
-class Lines:
-    """The lines a process writes to one of its pipes, read on a thread, awaited by pattern."""
-
-    def __init__(self, pipe):
-        self.lines = []
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
-        self.thread.start()
-
-    def _read(self, pipe):
-        for line in pipe:
-            with self.cond:
-                self.lines.append(line.rstrip("\n"))
-                self.cond.notify_all()
-        with self.cond:
-            self.lines.append(None)
-            self.cond.notify_all()
-
-    def wait_for(self, pattern, timeout=TIMEOUT):
-        """The first line matching `pattern`, waiting for it to be written."""
-        regex = re.compile(pattern)
-        with self.cond:
-            deadline = time.monotonic() + timeout
-            while True:
-                for line in self.lines:
-                    if line is not None and regex.search(line):
-                        return line
-                if None in self.lines:
-                    raise AssertionError(f"no line matching {pattern!r}; got {self.lines}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no line matching {pattern!r} within {timeout} s; got {self.lines}")
-                self.cond.wait(left)
-
-    def text(self):
-        with self.cond:
-            return "\n".join(line for line in self.lines if line is not None)
 
 
 @pytest.fixture
