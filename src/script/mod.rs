@@ -33,7 +33,7 @@ pub mod tag;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once, RwLock};
 use std::time::{Duration, Instant};
 
@@ -208,6 +208,8 @@ struct Inner {
     queue_kib: u32,
     /// Byte room per key, in KiB (each job holds its weight until it ran).
     room_kib: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The most KiB each key's jobs held at once.
+    peak_kib: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     /// The gateway `system.secsgem` talks to from this engine's workers.
     host: RwLock<Option<Arc<dyn Host>>>,
     /// Shared builtins of every handler run (with the Python-2 shims).
@@ -486,6 +488,21 @@ fn is_script(path: &Path) -> bool {
     name.ends_with(".py") && !name.starts_with('.') && !name.starts_with(".#")
 }
 
+/// What one key's handler jobs (queued or running) hold: see [`ScriptEngine::queue_stats`].
+/// Bytes are counted as the cap is, in whole KiB per job (a job weighs its message's encoded
+/// body; one larger than the cap counts as the cap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Jobs queued or running.
+    pub jobs: usize,
+    /// Bytes their messages hold.
+    pub bytes: usize,
+    /// The most bytes they held at once.
+    pub peak_bytes: usize,
+    /// The cap, [`EngineSettings::queue_bytes`].
+    pub limit_bytes: usize,
+}
+
 /// Settings of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -554,6 +571,7 @@ impl ScriptEngine {
             queue_limit: settings.queue_limit.max(1),
             queue_kib: u32::try_from((settings.queue_bytes / 1024).max(1)).unwrap_or(u32::MAX >> 4),
             room_kib: Mutex::new(HashMap::new()),
+            peak_kib: Mutex::new(HashMap::new()),
             abandoned_limit: settings.abandoned_limit,
             room: Mutex::new(HashMap::new()),
             host: RwLock::new(None),
@@ -638,7 +656,7 @@ impl ScriptEngine {
         payload: Payload,
         done: Option<oneshot::Sender<Outcome>>,
     ) {
-        let Some((room, room_kib)) = self.inner.room(key) else {
+        let Some((room, room_kib, peak_kib)) = self.inner.room(key) else {
             return;
         };
         // Closed only when the engine stops; the job is dropped then.
@@ -648,9 +666,11 @@ impl ScriptEngine {
         let kib = u32::try_from(payload.weight().div_ceil(1024))
             .unwrap_or(u32::MAX)
             .clamp(1, self.inner.queue_kib);
-        let Ok(bytes_permit) = room_kib.acquire_many_owned(kib).await else {
+        let Ok(bytes_permit) = room_kib.clone().acquire_many_owned(kib).await else {
             return;
         };
+        let held = (self.inner.queue_kib as usize).saturating_sub(room_kib.available_permits());
+        peak_kib.fetch_max(held, Ordering::Relaxed);
         self.inner.push(Job {
             id: self.inner.next_job.fetch_add(1, Ordering::Relaxed),
             key: key.to_string(),
@@ -662,6 +682,33 @@ impl ScriptEngine {
                 _kib: bytes_permit,
             }),
         });
+    }
+
+    /// What one key's (an equipment's) handler jobs hold now, and the most they held; `None`
+    /// for a key that never had a job.
+    pub fn queue_stats(&self, key: &str) -> Option<QueueStats> {
+        let jobs = self.inner.room.lock().ok()?.get(key)?.available_permits();
+        let kib = self
+            .inner
+            .room_kib
+            .lock()
+            .ok()?
+            .get(key)?
+            .available_permits();
+        let peak = self
+            .inner
+            .peak_kib
+            .lock()
+            .ok()?
+            .get(key)?
+            .load(Ordering::Relaxed);
+        let limit = self.inner.queue_kib as usize;
+        Some(QueueStats {
+            jobs: self.inner.queue_limit.saturating_sub(jobs),
+            bytes: limit.saturating_sub(kib) * 1024,
+            peak_bytes: peak * 1024,
+            limit_bytes: limit * 1024,
+        })
     }
 
     /// How many handlers have been abandoned since the engine started: still running at
@@ -751,21 +798,25 @@ def _install(lib):
 }
 
 impl Inner {
-    /// The room of a key's queue, in jobs and in KiB; `None` once the engine is stopping.
-    fn room(&self, key: &str) -> Option<(Arc<Semaphore>, Arc<Semaphore>)> {
+    /// The room of a key's queue, in jobs and in KiB, and the most KiB it held; `None` once
+    /// the engine is stopping.
+    fn room(&self, key: &str) -> Option<(Arc<Semaphore>, Arc<Semaphore>, Arc<AtomicUsize>)> {
         let mut room = self.room.lock().ok()?;
         let mut room_kib = self.room_kib.lock().ok()?;
-        if let (Some(r), Some(b)) = (room.get(key), room_kib.get(key)) {
-            return Some((r.clone(), b.clone()));
+        let mut peak_kib = self.peak_kib.lock().ok()?;
+        if let (Some(r), Some(b), Some(p)) = (room.get(key), room_kib.get(key), peak_kib.get(key)) {
+            return Some((r.clone(), b.clone(), p.clone()));
         }
         if self.queues.lock().is_ok_and(|q| q.stop) {
             return None;
         }
         let r = Arc::new(Semaphore::new(self.queue_limit));
         let b = Arc::new(Semaphore::new(self.queue_kib as usize));
+        let p = Arc::new(AtomicUsize::new(0));
         room.insert(key.to_string(), r.clone());
         room_kib.insert(key.to_string(), b.clone());
-        Some((r, b))
+        peak_kib.insert(key.to_string(), p.clone());
+        Some((r, b, p))
     }
 
     fn push(&self, job: Job) {
