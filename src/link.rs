@@ -6,7 +6,7 @@
 //! communicating fails at once with [`LinkError::NotReady`]; nothing is queued to be sent
 //! later.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -154,6 +154,7 @@ pub struct Link {
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<LinkState>,
     problem: watch::Receiver<Option<String>>,
+    meter: LinkMeter,
 }
 
 /// A running transport endpoint (HSMS or SECS-I).
@@ -174,6 +175,80 @@ pub struct Incoming {
     queued: Arc<Queued>,
 }
 
+/// What a link holds in memory at a glance (see [`LinkMeter`]): the bytes on each side of
+/// the transport, with their high-water marks since the link started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Bytes of received messages waiting in the incoming queue for the engine.
+    pub incoming_bytes: usize,
+    /// The most the incoming queue held.
+    pub incoming_peak: usize,
+    /// Bytes the transport holds to write to its peer (encoded, not yet taken by the socket
+    /// or the line).
+    pub unwritten_bytes: usize,
+    /// The most it held.
+    pub unwritten_peak: usize,
+    /// How many times the incoming queue filled up, so that the transport stopped taking
+    /// input from its peer (back-pressure) until the engine caught up.
+    pub input_holds: u64,
+}
+
+/// Counters of what a link holds, shared by the transport (which updates them: a few atomic
+/// operations per message) and whoever watches it. Cloning is cheap; a meter does not keep
+/// the transport alive.
+#[derive(Clone, Debug)]
+pub struct LinkMeter {
+    queued: Arc<Queued>,
+    sending: Arc<Sending>,
+}
+
+impl LinkMeter {
+    /// The counters now.
+    pub fn stats(&self) -> LinkStats {
+        LinkStats {
+            incoming_bytes: self.queued.bytes.load(Ordering::Acquire),
+            incoming_peak: self.queued.peak.load(Ordering::Acquire),
+            unwritten_bytes: self.sending.unwritten.load(Ordering::Acquire),
+            unwritten_peak: self.sending.peak.load(Ordering::Acquire),
+            input_holds: *self.queued.holds.borrow(),
+        }
+    }
+
+    /// A watch of [`LinkStats::input_holds`]: it changes each time the incoming queue fills
+    /// up and the transport stops taking input from its peer.
+    pub fn watch_input_holds(&self) -> watch::Receiver<u64> {
+        self.queued.holds.subscribe()
+    }
+
+    /// How many replies the transport has handed to the waiters of [`Link::send_request`]
+    /// since it started. It counts a reply before it hands the engine any message that came
+    /// after it, so an engine that has seen fewer replies than this when it takes a received
+    /// message knows that replies which came first are still on their way to it.
+    pub fn replies_delivered(&self) -> u64 {
+        self.sending.replies.load(Ordering::Acquire)
+    }
+
+    /// How many times the link has become selected (a new session each time). The state
+    /// watch may show only the last of several quick changes: a user that finds this number
+    /// changed since the link was last selected knows the session it knew ended, even if it
+    /// never saw the link down.
+    pub fn sessions(&self) -> u64 {
+        self.sending.sessions.load(Ordering::Acquire)
+    }
+}
+
+/// What a transport counts of its sending side, kept current by the transport.
+#[derive(Debug, Default)]
+struct Sending {
+    /// Bytes held to write.
+    unwritten: AtomicUsize,
+    peak: AtomicUsize,
+    /// Replies handed to waiters.
+    replies: std::sync::atomic::AtomicU64,
+    /// Times the link became selected.
+    sessions: std::sync::atomic::AtomicU64,
+}
+
 impl Incoming {
     /// The next received message, or `None` once the transport task has stopped.
     pub async fn recv(&mut self) -> Option<Received> {
@@ -186,15 +261,35 @@ impl Incoming {
 /// Bytes of received messages in a link's incoming queue, shared by the transport (which
 /// stops taking from its peer while they are at [`QUEUE_BYTES`]) and the engine (which wakes
 /// it when it has taken enough).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Queued {
     bytes: AtomicUsize,
     freed: Notify,
+    /// The most `bytes` has been.
+    peak: AtomicUsize,
+    /// How many times `bytes` reached [`QUEUE_BYTES`].
+    holds: watch::Sender<u64>,
+}
+
+impl Default for Queued {
+    fn default() -> Self {
+        Queued {
+            bytes: AtomicUsize::new(0),
+            freed: Notify::new(),
+            peak: AtomicUsize::new(0),
+            holds: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Queued {
     fn added(&self, bytes: usize) {
-        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        let before = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        let after = before + bytes;
+        self.peak.fetch_max(after, Ordering::AcqRel);
+        if before < QUEUE_BYTES && after >= QUEUE_BYTES {
+            self.holds.send_modify(|n| *n += 1);
+        }
     }
 
     fn taken(&self, bytes: usize) {
@@ -227,6 +322,7 @@ pub struct LinkTask {
     pub incoming: mpsc::Sender<Received>,
     problem: watch::Sender<Option<String>>,
     queued: Arc<Queued>,
+    sending: Arc<Sending>,
 }
 
 impl LinkTask {
@@ -245,6 +341,34 @@ impl LinkTask {
     /// nothing more from its peer until [`IncomingRoom::wait`] returns.
     pub fn incoming_full(&self) -> bool {
         self.queued.bytes.load(Ordering::Acquire) >= QUEUE_BYTES
+    }
+
+    /// Records how many bytes the transport holds to write to its peer now (for
+    /// [`LinkStats::unwritten_bytes`] and its peak).
+    pub fn set_unwritten(&self, bytes: usize) {
+        self.sending.unwritten.store(bytes, Ordering::Release);
+        self.sending.peak.fetch_max(bytes, Ordering::AcqRel);
+    }
+
+    /// Publishes the link's state; a new session is counted (see [`LinkMeter::sessions`])
+    /// before the watch shows it selected.
+    pub fn set_state(&self, state: LinkState) {
+        if state == LinkState::Selected && *self.state.borrow() != LinkState::Selected {
+            self.sending.sessions.fetch_add(1, Ordering::AcqRel);
+        }
+        let _ = self.state.send(state);
+    }
+
+    /// Hands a reply to the waiter of its request, counting it (see
+    /// [`LinkMeter::replies_delivered`]).
+    pub fn deliver_reply(
+        &self,
+        waiter: oneshot::Sender<Result<Message, LinkError>>,
+        reply: Message,
+    ) {
+        if waiter.send(Ok(reply)).is_ok() {
+            self.sending.replies.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// A handle to wait for room in the incoming queue with (while the task is borrowed
@@ -323,11 +447,10 @@ impl Backlog {
     /// room and nothing waits before it, else into the backlog.
     pub fn deliver(&mut self, received: Received, task: &LinkTask) {
         if self.0.is_empty() {
-            let w = weight(&received);
-            match task.incoming.try_send(received) {
-                Ok(()) => task.queued.added(w),
-                Err(mpsc::error::TrySendError::Full(received)) => self.0.push_back(received),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            match task.incoming.try_reserve() {
+                Ok(permit) => send(permit, received, task),
+                Err(mpsc::error::TrySendError::Full(())) => self.0.push_back(received),
+                Err(mpsc::error::TrySendError::Closed(())) => {}
             }
         } else {
             self.0.push_back(received);
@@ -338,18 +461,17 @@ impl Backlog {
     /// what else it has room for.
     pub fn send_with(&mut self, permit: mpsc::Permit<'_, Received>, task: &LinkTask) {
         if let Some(received) = self.0.pop_front() {
-            task.queued.added(weight(&received));
-            permit.send(received);
+            send(permit, received, task);
         }
-        while let Some(received) = self.0.pop_front() {
-            let w = weight(&received);
-            match task.incoming.try_send(received) {
-                Ok(()) => task.queued.added(w),
-                Err(mpsc::error::TrySendError::Full(received)) => {
-                    self.0.push_front(received);
-                    return;
+        while !self.0.is_empty() {
+            match task.incoming.try_reserve() {
+                Ok(permit) => {
+                    if let Some(received) = self.0.pop_front() {
+                        send(permit, received, task);
+                    }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(mpsc::error::TrySendError::Full(())) => return,
+                Err(mpsc::error::TrySendError::Closed(())) => {
                     self.0.clear();
                     return;
                 }
@@ -366,13 +488,64 @@ impl Backlog {
     /// may still answer or log them).
     pub async fn hand_over(&mut self, task: &LinkTask) {
         for received in self.0.drain(..) {
-            let w = weight(&received);
-            if task.incoming.send(received).await.is_err() {
+            let Ok(permit) = task.incoming.reserve().await else {
                 break;
-            }
-            task.queued.added(w);
+            };
+            send(permit, received, task);
         }
     }
+}
+
+/// Puts a received message in the engine's queue, counting its bytes first (so that the
+/// engine, which subtracts them when it takes it, never sees them missing).
+fn send(permit: mpsc::Permit<'_, Received>, received: Received, task: &LinkTask) {
+    task.queued.added(weight(&received));
+    permit.send(received);
+}
+
+/// The W-bit primaries a transport received on its current connection and has not sent the
+/// reply to yet, by system bytes. Replies go out only to these: a reply the engine makes after
+/// the connection that brought its primary was lost answers nothing the next connection's
+/// peer sent (to that peer it is a reply to no open transaction), so the transport drops it.
+#[derive(Debug, Default)]
+pub struct Unanswered(HashMap<u32, u32>);
+
+impl Unanswered {
+    /// Notes a message received on this connection.
+    pub fn received(&mut self, message: &Message) {
+        if message.w_bit && message.function % 2 == 1 {
+            *self.0.entry(message.system_bytes).or_default() += 1;
+        }
+    }
+
+    /// Whether `message` may be sent on this connection: anything but a secondary (an even
+    /// function), or a secondary answering a W-bit primary this connection received (which
+    /// then counts as answered).
+    pub fn may_send(&mut self, message: &Message) -> bool {
+        if message.function % 2 == 1 {
+            return true;
+        }
+        match self.0.get_mut(&message.system_bytes) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                self.0.remove(&message.system_bytes);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Why a secondary was not sent (see [`Unanswered`]).
+pub fn unanswered_refusal(message: &Message) -> String {
+    format!(
+        "{} (system bytes 0x{:08x}) answers no primary received on this connection (one from a connection since lost?); not sent",
+        message.stream_function(),
+        message.system_bytes
+    )
 }
 
 /// Queue sizes: commands waiting for the transport task, received messages waiting for the
@@ -387,11 +560,16 @@ pub fn channel() -> (Link, Incoming, LinkTask) {
     let (itx, irx) = mpsc::channel(QUEUE);
     let (ptx, prx) = watch::channel(None);
     let queued = Arc::new(Queued::default());
+    let sending = Arc::new(Sending::default());
     (
         Link {
             commands: ctx,
             state: srx,
             problem: prx,
+            meter: LinkMeter {
+                queued: queued.clone(),
+                sending: sending.clone(),
+            },
         },
         Incoming {
             rx: irx,
@@ -403,6 +581,7 @@ pub fn channel() -> (Link, Incoming, LinkTask) {
             incoming: itx,
             problem: ptx,
             queued,
+            sending,
         },
     )
 }
@@ -428,6 +607,16 @@ impl Link {
     /// The current state.
     pub fn state(&self) -> LinkState {
         *self.state.borrow()
+    }
+
+    /// What the link holds in memory now, and the most it held.
+    pub fn stats(&self) -> LinkStats {
+        self.meter.stats()
+    }
+
+    /// The link's counters, as a handle that does not keep the transport alive.
+    pub fn meter(&self) -> LinkMeter {
+        self.meter.clone()
     }
 
     /// Why the link last failed to connect or lost its connection, if it is not communicating.

@@ -185,3 +185,105 @@ async fn a_wrong_device_id_gets_s9f1() {
     );
     gateway.shutdown().await;
 }
+
+/// Connects to the gateway's passive port, selects, and reads up to its S1F13.
+async fn select_and_take_s1f13(addr: &str) -> (tokio::net::TcpStream, u32) {
+    use secsgate::hsms::frame::{self, Header, SType};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    frame::encode_control(&Header::control(SType::SelectReq, 1), &mut out);
+    stream.write_all(&out).await.unwrap();
+    let read = async {
+        loop {
+            let mut length = [0u8; 4];
+            stream.read_exact(&mut length).await.unwrap();
+            let mut rest = vec![0u8; u32::from_be_bytes(length) as usize];
+            stream.read_exact(&mut rest).await.unwrap();
+            let header = Header::from_bytes(rest[..10].try_into().unwrap());
+            if header.stype == SType::SelectRsp {
+                assert_eq!(header.byte3, 0, "selected");
+            }
+            if header.stype == SType::Data && (header.stream(), header.function()) == (1, 13) {
+                return header.system_bytes;
+            }
+        }
+    };
+    let sb = tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the gateway asks for communication (S1F13) on every new connection");
+    (stream, sb)
+}
+
+/// Answers the gateway's S1F13 with COMMACK 0 and then resets the connection at once.
+async fn answer_and_reset(mut stream: tokio::net::TcpStream, sb: u32) {
+    use tokio::io::AsyncWriteExt;
+    let s1f14 = Message {
+        system_bytes: sb,
+        ..msg("S1F14 <L [2] <B 0> <L>>")
+    };
+    let mut out = Vec::new();
+    secsgate::hsms::frame::encode_message(&s1f14, &mut out).unwrap();
+    stream.write_all(&out).await.unwrap();
+    let std = stream.into_std().unwrap();
+    socket2_reset(std);
+}
+
+/// Closes a socket with a TCP reset (SO_LINGER 0).
+fn socket2_reset(stream: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket this function owns, with a correctly sized value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(stream);
+}
+
+/// The equipment answers the gateway's S1F13 (COMMACK 0) and resets the connection at once,
+/// then comes back at once, 30 times: every new connection gets the gateway's S1F13 (the
+/// GEM host saw each session end, even one that ended before it looked), and after the last
+/// reset the status is "Not Connected", never "Communicating" while the link is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1f14_then_a_reset_leaves_the_status_not_connected() {
+    // Port 0: the system picks the passive port; the running connection says which.
+    let dir = project_with(0, "reset", "mode = \"passive\"");
+    let project = Project::load(&dir).unwrap_or_else(|e| panic!("{e:?}"));
+    let gateway = Gateway::start(&project, false).await;
+    let conn = gateway.connection("Tool1").unwrap();
+    let addr = conn.local_addr().expect("listening").to_string();
+    for _ in 0..30 {
+        let (stream, sb) = select_and_take_s1f13(&addr).await;
+        answer_and_reset(stream, sb).await;
+    }
+    wait_status(&conn, Status::NotConnected).await;
+    assert_eq!(conn.link_state(), Some(LinkState::Disconnected));
+    // Once more, staying: communicating, then the reset is seen.
+    let (stream, sb) = select_and_take_s1f13(&addr).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        let s1f14 = Message {
+            system_bytes: sb,
+            ..msg("S1F14 <L [2] <B 0> <L>>")
+        };
+        let mut out = Vec::new();
+        secsgate::hsms::frame::encode_message(&s1f14, &mut out).unwrap();
+        let mut stream = stream;
+        stream.write_all(&out).await.unwrap();
+        wait_status(&conn, Status::Communicating).await;
+        socket2_reset(stream.into_std().unwrap());
+    }
+    wait_status(&conn, Status::NotConnected).await;
+    assert_ne!(conn.status(), Status::Communicating);
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -546,3 +546,60 @@ async fn the_spool_survives_a_restart_and_is_sent_once_in_order() {
     assert_eq!(host2.ask("S6F23 W <U1 0>").await, Some(Item::B(vec![2])));
     sim.shutdown().await;
 }
+
+/// A host that answers the simulator's S1F13 and sends its S1F1 right behind the S1F14 (in
+/// the same write) gets the S1F1 answered: the simulator handles the reply and the primary
+/// in the order they came, so it is communicating when the S1F1 is seen. Then it goes and
+/// comes back at once, 50 times: each new connection gets its own S1F13, even when it is
+/// selected before the simulator saw the last one end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_right_behind_the_s1f14_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulator(dir.path(), Duration::from_secs(3)).await;
+    for round in 0..50u32 {
+        let mut tcp = TcpStream::connect(sim.local_addr().unwrap()).await.unwrap();
+        let mut out = Vec::new();
+        frame::encode_control(&Header::control(SType::SelectReq, 1), &mut out);
+        tcp.write_all(&out).await.unwrap();
+        let (s1f13, _) = tokio::time::timeout(WAIT, async {
+            loop {
+                let (h, body) = read_frame(&mut tcp).await;
+                if h.stype == SType::Data && (h.stream(), h.function()) == (1, 13) {
+                    return (h, body);
+                }
+            }
+        })
+        .await
+        .expect("the simulator's S1F13");
+        out.clear();
+        let s1f14 = Message {
+            system_bytes: s1f13.system_bytes,
+            ..parse_message("S1F14 <L [2] <B 0> <L>>").unwrap()
+        };
+        frame::encode_message(&s1f14, &mut out).unwrap();
+        let s1f1 = Message {
+            system_bytes: 1000 + round,
+            ..parse_message("S1F1 W").unwrap()
+        };
+        frame::encode_message(&s1f1, &mut out).unwrap();
+        tcp.write_all(&out).await.unwrap();
+        let (h, _) = tokio::time::timeout(WAIT, async {
+            loop {
+                let (h, body) = read_frame(&mut tcp).await;
+                if h.stype == SType::Data && h.function() % 2 == 0 {
+                    return (h, body);
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the S1F1 was not answered"));
+        assert_eq!(
+            (h.stream(), h.function(), h.system_bytes),
+            (1, 2, 1000 + round)
+        );
+        // Gone, and the next one comes at once: it may be selected before the simulator saw
+        // this one end, and must still be asked for communication (S1F13) anew.
+        drop(tcp);
+    }
+    sim.shutdown().await;
+}

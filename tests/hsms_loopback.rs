@@ -547,3 +547,123 @@ async fn an_active_end_closes_a_connection_to_a_peer_outside_its_allow_list() {
     );
     assert_ne!(client.link.state(), LinkState::Selected);
 }
+
+/// Connects a raw peer to `addr` and selects.
+async fn raw_select(addr: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    frame::encode_control(&Header::control(SType::SelectReq, 1), &mut out);
+    stream.write_all(&out).await.unwrap();
+    let (header, _) = read_frame(&mut stream).await;
+    assert_eq!((header.stype, header.byte3), (SType::SelectRsp, 0));
+    stream
+}
+
+/// A reply the engine makes after the connection that brought its primary was lost is not
+/// sent on the next connection (whose peer never sent that primary, though it may use the
+/// same system bytes): the send fails, and the next peer gets only the replies to its own.
+#[tokio::test]
+async fn a_reply_to_a_primary_of_a_lost_connection_is_not_sent_on_the_next() {
+    let Endpoint {
+        link,
+        mut incoming,
+        local_addr,
+    } = driver::start(fast(Mode::Passive("127.0.0.1:0".into())))
+        .await
+        .unwrap();
+    let addr = local_addr.unwrap().to_string();
+    let mut s1f1 = msg("S1F1", true, None);
+    s1f1.system_bytes = 7;
+    let mut frame_out = Vec::new();
+    frame::encode_message(&s1f1, &mut frame_out).unwrap();
+
+    // The first peer asks, and goes before the answer.
+    let mut first = raw_select(&addr).await;
+    first.write_all(&frame_out).await.unwrap();
+    let Some(Received::Message(old)) = incoming.recv().await else {
+        panic!("the first S1F1")
+    };
+    drop(first);
+    wait_state(&link, LinkState::Disconnected, Duration::from_secs(5)).await;
+
+    // The next peer selects; the answer to the first one's S1F1 comes only now.
+    let mut second = raw_select(&addr).await;
+    wait_state(&link, LinkState::Selected, Duration::from_secs(5)).await;
+    let err = link.send(old.reply_with(None)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("answers no primary received on this connection"),
+        "{err}"
+    );
+    // Its own S1F1, with the same system bytes, is answered: that is the first data message
+    // it gets.
+    second.write_all(&frame_out).await.unwrap();
+    let Some(Received::Message(new)) = incoming.recv().await else {
+        panic!("the second S1F1")
+    };
+    link.reply(&new, Some(Item::L(vec![]))).await.unwrap();
+    let (header, body) = read_frame(&mut second).await;
+    assert_eq!(
+        (header.stream(), header.function(), header.system_bytes),
+        (1, 2, 7)
+    );
+    assert_eq!(body, [0x01, 0x00], "the answer to its own S1F1");
+    link.shutdown().await;
+}
+
+/// Replies queued faster than a peer reads them wait in the link's command queue: the
+/// session takes no more once `MAX_QUEUED_WRITE` bytes wait to be written (one message may
+/// pass it), however many are queued at once.
+#[tokio::test]
+async fn replies_past_the_write_cap_wait_in_the_queue() {
+    let Endpoint {
+        link,
+        mut incoming,
+        local_addr,
+    } = driver::start(Settings {
+        write_timeout: Duration::from_millis(100),
+        ..fast(Mode::Passive("127.0.0.1:0".into()))
+    })
+    .await
+    .unwrap();
+    let mut peer = raw_select(&local_addr.unwrap().to_string()).await;
+    // 16 primaries; the peer then reads nothing.
+    let mut out = Vec::new();
+    for sb in 1..=16 {
+        let mut m = msg("S2F25", true, Some(Item::B(vec![1])));
+        m.system_bytes = sb;
+        frame::encode_message(&m, &mut out).unwrap();
+    }
+    peer.write_all(&out).await.unwrap();
+    let mut primaries = Vec::new();
+    while primaries.len() < 16 {
+        match incoming.recv().await {
+            Some(Received::Message(m)) => primaries.push(m),
+            other => panic!("{other:?}"),
+        }
+    }
+    // 16 MiB of answers, queued at once.
+    let body = Item::B(vec![0x5A; 1024 * 1024]);
+    for m in &primaries {
+        link.reply(m, Some(body.clone())).await.unwrap();
+    }
+    // The peer's socket fills up; the write timeout then drops it.
+    let mut problem = link.watch_problem();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        problem.wait_for(|p| p.as_deref().is_some_and(|p| p.contains("write stalled"))),
+    )
+    .await
+    .expect("the write timeout drops the peer")
+    .unwrap();
+    let stats = link.stats();
+    let message = 4 + 10 + 4 + 1024 * 1024;
+    assert!(
+        stats.unwritten_peak <= driver::MAX_QUEUED_WRITE + message,
+        "{} bytes waited to be written (cap {} and one message)",
+        stats.unwritten_peak,
+        driver::MAX_QUEUED_WRITE
+    );
+    link.shutdown().await;
+    drop(peer);
+}

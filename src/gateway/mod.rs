@@ -1238,18 +1238,29 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
 /// receive loop, which wakes this task. Ends when the link shuts down.
 async fn host_loop(conn: Arc<Connection>, link: Link) {
     let mut watch = link.watch_state();
+    let meter = link.meter();
     let mut outcomes: JoinSet<(gem::Tag, gem::Outcome)> = JoinSet::new();
     let mut state_changed = true;
+    // The link's session the host is up on, if it is.
+    let mut up_on: Option<u64> = None;
     loop {
         if state_changed {
             let state = *watch.borrow_and_update();
             if conn.link().is_none() {
                 break;
             }
-            if state != LinkState::Selected {
+            let session = meter.sessions();
+            let ended = up_on.is_some_and(|s| state != LinkState::Selected || s != session);
+            if ended || state != LinkState::Selected {
                 // Whatever was in flight ended with the session.
                 outcomes.abort_all();
             }
+            if ended && state == LinkState::Selected {
+                // A new session began before this task saw the last one end: the host hears
+                // of the end first, so that it establishes communication anew.
+                conn.link_changed(LinkState::Disconnected, true, Instant::now());
+            }
+            up_on = (state == LinkState::Selected).then_some(session);
             conn.link_changed(state, link.last_problem().is_some(), Instant::now());
             state_changed = false;
         }

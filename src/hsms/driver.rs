@@ -23,8 +23,8 @@ use tracing::{debug, info, warn};
 use super::frame::{self, HEADER_LEN, Header, SType};
 use super::protocol::{self, CloseReason, Event, Protocol, Role, State, TransactionFailure};
 use crate::link::{
-    self, Backlog, Command, LinkError, LinkState, LinkTask, Received, RepeatedWarning,
-    stream_nine_meaning, with_repeats,
+    self, Backlog, Command, LinkError, LinkState, LinkTask, Received, RepeatedWarning, Unanswered,
+    stream_nine_meaning, unanswered_refusal, with_repeats,
 };
 use crate::peers::{Allowlist, Refusals, refused_text};
 use crate::secs2::Message;
@@ -397,6 +397,7 @@ async fn session(
         linktests: HashMap::new(),
         separating: Vec::new(),
         backlog: Backlog::default(),
+        unanswered: Unanswered::default(),
         selected_once: false,
         shutdown: false,
     };
@@ -446,6 +447,7 @@ async fn session(
             continue; // drain_events returns the close reason
         }
         let unwritten = out.len() - written;
+        task.set_unwritten(unwritten);
         let writes_full = unwritten >= MAX_QUEUED_WRITE;
         let incoming_full = task.incoming_full();
         let read_input = session.backlog.is_empty() && !writes_full && !incoming_full;
@@ -484,8 +486,10 @@ async fn session(
             command = task.commands.recv(), if !writes_full => match command {
                 Some(c) => {
                     session.command(c, &mut proto, settings);
-                    // Take what else is queued, so that it goes out in one write.
-                    session.take_commands(&mut proto, task, settings);
+                    // Take what else is queued, so that it goes out in one write (up to the
+                    // write cap: past it the rest waits in the queue).
+                    let waiting = out.len() - written;
+                    session.take_commands(&mut proto, task, settings, waiting);
                     // While the engine holds received messages it has not taken yet, it is
                     // probably about to answer them: let it run before writing, so that a
                     // burst of replies leaves in a few writes rather than one each. Stops at
@@ -499,7 +503,7 @@ async fn session(
                             break;
                         }
                         yield_to_others().await;
-                        if !session.take_commands(&mut proto, task, settings) {
+                        if !session.take_commands(&mut proto, task, settings, waiting) {
                             break;
                         }
                     }
@@ -564,12 +568,14 @@ async fn session(
             }
         }
     };
-    // Write what is left (Separate.req, Reject.req) before closing, bounded by T8.
+    // Write what is left (Separate.req, Reject.req) before closing, bounded by T8; not to a
+    // peer that stopped reading (it would only hold the connection T8 longer).
     proto.take_transmit(&mut out);
-    if written < out.len() {
+    if written < out.len() && !matches!(reason, CloseReason::WriteStalled { .. }) {
         let _ = tokio::time::timeout(settings.protocol.t8, wr.write_all(&out[written..])).await;
     }
     let _ = wr.shutdown().await;
+    task.set_unwritten(0);
     for done in session.separating.drain(..) {
         let _ = done.send(());
     }
@@ -577,7 +583,7 @@ async fn session(
     session.backlog.hand_over(task).await;
     // Why, before the state says so: whoever sees the state change finds the reason.
     task.set_problem(Some(format!("connection to {peer} closed: {reason}")));
-    let _ = task.state.send(LinkState::Disconnected);
+    task.set_state(LinkState::Disconnected);
     (reason, session.selected_once, session.shutdown)
 }
 
@@ -631,6 +637,8 @@ struct Session {
     /// Received messages the engine's full queue could not take yet, in order. The socket is
     /// not read while any wait, so this holds at most what one read brought.
     backlog: Backlog,
+    /// W-bit primaries received on this connection that await their reply.
+    unanswered: Unanswered,
     selected_once: bool,
     shutdown: bool,
 }
@@ -651,16 +659,21 @@ async fn yield_to_others() {
 }
 
 impl Session {
-    /// Handles the commands already queued (at most `COMMAND_BATCH`) without waiting;
-    /// returns whether there were any.
+    /// Handles the commands already queued (at most `COMMAND_BATCH`) without waiting, while
+    /// fewer than [`MAX_QUEUED_WRITE`] bytes wait to be written (`waiting` of them already
+    /// did before); returns whether there were any.
     fn take_commands(
         &mut self,
         proto: &mut Proto,
         task: &mut LinkTask,
         settings: &Settings,
+        waiting: usize,
     ) -> bool {
         let mut any = false;
         for _ in 0..COMMAND_BATCH {
+            if waiting + proto.pending_transmit() >= MAX_QUEUED_WRITE {
+                break;
+            }
             match task.commands.try_recv() {
                 Ok(c) => {
                     self.command(c, proto, settings);
@@ -681,13 +694,18 @@ impl Session {
             } => {
                 message.device_id = settings.device_id;
                 let sf = message.stream_function();
-                let result = match proto.send_with(message, reply, now()) {
-                    Ok(system_bytes) => Ok(system_bytes),
-                    Err(protocol::SendError::NotSelected(state)) => {
-                        Err(LinkError::NotReady(link_state(state)))
-                    }
-                    Err(e) => Err(LinkError::Invalid(e.to_string())),
-                };
+                let result =
+                    if proto.state() == State::Selected && !self.unanswered.may_send(&message) {
+                        Err(LinkError::Invalid(unanswered_refusal(&message)))
+                    } else {
+                        match proto.send_with(message, reply, now()) {
+                            Ok(system_bytes) => Ok(system_bytes),
+                            Err(protocol::SendError::NotSelected(state)) => {
+                                Err(LinkError::NotReady(link_state(state)))
+                            }
+                            Err(e) => Err(LinkError::Invalid(e.to_string())),
+                        }
+                    };
                 match (sent, result) {
                     (Some(sent), result) => {
                         let _ = sent.send(result);
@@ -734,11 +752,11 @@ impl Session {
                         self.selected_once = true;
                         task.set_problem(None);
                     }
-                    let _ = task.state.send(link_state(state));
+                    task.set_state(link_state(state));
                 }
                 Event::Reply(message, waiter) => {
                     if let Some(waiter) = waiter {
-                        let _ = waiter.send(Ok(message));
+                        task.deliver_reply(waiter, message);
                     }
                 }
                 Event::ReplyTimeout {
@@ -786,7 +804,10 @@ impl Session {
                         },
                     }));
                 }
-                Event::Received(message) => self.backlog.deliver(Received::Message(message), task),
+                Event::Received(message) => {
+                    self.unanswered.received(&message);
+                    self.backlog.deliver(Received::Message(message), task);
+                }
                 Event::Malformed { header, error } => {
                     warn!(endpoint = %name, stream = header.stream(), function = header.function(), %error, "malformed message");
                     let sf = crate::secs2::StreamFunction {

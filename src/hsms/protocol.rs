@@ -453,6 +453,11 @@ impl<T> Protocol<T> {
         self.input_held = held;
     }
 
+    /// How many bytes wait to be taken by [`Protocol::take_transmit`].
+    pub fn pending_transmit(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Moves the bytes to transmit into `out` (appending); returns whether there were any.
     pub fn take_transmit(&mut self, out: &mut Vec<u8>) -> bool {
         if self.tx.is_empty() {

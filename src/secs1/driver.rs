@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::protocol::{self, Event, Protocol, TransactionFailure};
 use crate::link::{
     self, Backlog, Command, Endpoint, LinkError, LinkState, LinkTask, Received, RepeatedWarning,
-    stream_nine_meaning, with_repeats,
+    Unanswered, stream_nine_meaning, unanswered_refusal, with_repeats,
 };
 use crate::peers::{Allowlist, Refusals, refused_text};
 use crate::secs2::{Item, Message, StreamFunction};
@@ -396,6 +396,8 @@ async fn session(
     let (mut rd, mut wr) = tokio::io::split(line);
     let mut proto: Proto = Protocol::with_context(settings.protocol.clone());
     let mut backlog = Backlog::default();
+    // W-bit primaries received on this line that await their reply.
+    let mut unanswered = Unanswered::default();
     let mut separating: Vec<oneshot::Sender<()>> = Vec::new();
     let mut shutdown = false;
     let mut rbuf = vec![0u8; 4096];
@@ -407,9 +409,9 @@ async fn session(
     let incoming = task.incoming.clone();
     let incoming_room = task.incoming_room();
     task.set_problem(None);
-    let _ = task.state.send(LinkState::Selected);
+    task.set_state(LinkState::Selected);
     let reason = loop {
-        drain_events(&mut proto, &mut backlog, task, settings);
+        drain_events(&mut proto, &mut backlog, &mut unanswered, task, settings);
         if written == out.len() {
             out.clear();
             written = 0;
@@ -451,7 +453,7 @@ async fn session(
                     shutdown = true;
                     break Closed::Local;
                 }
-                Some(c) => handle_command(c, &mut proto, settings),
+                Some(c) => handle_command(c, &mut proto, &mut unanswered, settings),
                 None => {
                     shutdown = true;
                     break Closed::Local;
@@ -479,7 +481,7 @@ async fn session(
     }
     let _ = wr.shutdown().await;
     proto.line_closed();
-    drain_events(&mut proto, &mut backlog, task, settings);
+    drain_events(&mut proto, &mut backlog, &mut unanswered, task, settings);
     for done in separating {
         let _ = done.send(());
     }
@@ -490,7 +492,7 @@ async fn session(
         "SECS-I line {} closed: {reason}",
         settings.line
     )));
-    let _ = task.state.send(LinkState::Disconnected);
+    task.set_state(LinkState::Disconnected);
     (reason, shutdown)
 }
 
@@ -516,7 +518,12 @@ async fn accept_extra(listener: Option<&TcpListener>) -> std::io::Result<(TcpStr
     }
 }
 
-fn handle_command(command: Command, proto: &mut Proto, settings: &Settings) {
+fn handle_command(
+    command: Command,
+    proto: &mut Proto,
+    unanswered: &mut Unanswered,
+    settings: &Settings,
+) {
     match command {
         Command::Send {
             mut message,
@@ -525,9 +532,13 @@ fn handle_command(command: Command, proto: &mut Proto, settings: &Settings) {
         } => {
             message.device_id = settings.protocol.device_id;
             let sf = message.stream_function();
-            let result = proto
-                .send_with(message, reply, now())
-                .map_err(|e| LinkError::Invalid(e.to_string()));
+            let result = if unanswered.may_send(&message) {
+                proto
+                    .send_with(message, reply, now())
+                    .map_err(|e| LinkError::Invalid(e.to_string()))
+            } else {
+                Err(LinkError::Invalid(unanswered_refusal(&message)))
+            };
             match (sent, result) {
                 (Some(sent), result) => {
                     let _ = sent.send(result);
@@ -563,7 +574,13 @@ fn stream_nine(function: u8, header: [u8; 10], device_id: u16) -> Message {
 }
 
 /// Handles queued protocol events.
-fn drain_events(proto: &mut Proto, backlog: &mut Backlog, task: &LinkTask, settings: &Settings) {
+fn drain_events(
+    proto: &mut Proto,
+    backlog: &mut Backlog,
+    unanswered: &mut Unanswered,
+    task: &LinkTask,
+    settings: &Settings,
+) {
     let name = settings.name.as_str();
     let equipment = settings.protocol.equipment;
     let device_id = settings.protocol.device_id;
@@ -571,7 +588,10 @@ fn drain_events(proto: &mut Proto, backlog: &mut Backlog, task: &LinkTask, setti
     let mut owed = Vec::new();
     while let Some(event) = proto.poll_event() {
         match event {
-            Event::Received(message) => backlog.deliver(Received::Message(message), task),
+            Event::Received(message) => {
+                unanswered.received(&message);
+                backlog.deliver(Received::Message(message), task);
+            }
             Event::Malformed {
                 header,
                 stream_function,
@@ -595,7 +615,7 @@ fn drain_events(proto: &mut Proto, backlog: &mut Backlog, task: &LinkTask, setti
             }
             Event::Reply(message, waiter) => {
                 if let Some(waiter) = waiter {
-                    let _ = waiter.send(Ok(message));
+                    task.deliver_reply(waiter, message);
                 }
             }
             Event::ReplyTimeout {

@@ -20,7 +20,7 @@ use super::runs::{LiveVariables, Runs};
 use crate::gem::{
     Action, CommunicationState, ControlState, Equipment, GemError, Id, Outcome, Tag, hsms_header,
 };
-use crate::link::{Incoming, Link, LinkError, LinkState, Received};
+use crate::link::{Incoming, Link, LinkError, LinkMeter, LinkState, LinkStats, Received};
 use crate::secs2::{Item, Message};
 use crate::store::programs::file_name;
 use crate::store::{FolderPrograms, SqliteSpool};
@@ -95,6 +95,7 @@ pub struct Simulator {
     runs: Vec<String>,
     control: mpsc::Sender<Control>,
     status: watch::Receiver<SimStatus>,
+    meter: LinkMeter,
     task: JoinHandle<()>,
 }
 
@@ -140,6 +141,7 @@ impl Simulator {
             runs_active: 0,
             in_flight: 0,
         });
+        let meter = endpoint.link.meter();
         let task = Task {
             status: status_tx,
             name: name.clone(),
@@ -149,6 +151,9 @@ impl Simulator {
             runs: Runs::new(config.runs.clone(), now),
             live: LiveVariables::new(config.live.clone(), now, seed),
             outcomes: JoinSet::new(),
+            replies_seen: 0,
+            session: 0,
+            meter: meter.clone(),
             up: false,
         };
         let span = info_span!("simulator", name = %name);
@@ -164,6 +169,7 @@ impl Simulator {
             runs: config.run_names(),
             control,
             status,
+            meter,
             task,
         })
     }
@@ -209,6 +215,17 @@ impl Simulator {
             .map_err(|_| SimError::Stopped(self.name.clone()))?;
         rx.await
             .unwrap_or(Err(SimError::Stopped(self.name.clone())))
+    }
+
+    /// What its link holds in memory (bytes received and not yet handled, bytes not yet
+    /// written to the host) and the most it held.
+    pub fn link_stats(&self) -> LinkStats {
+        self.meter.stats()
+    }
+
+    /// Its link's counters, to watch (e.g. for the moment it stops reading its host).
+    pub fn link_meter(&self) -> LinkMeter {
+        self.meter.clone()
     }
 
     /// A watch of [`SimStatus`], updated whenever the simulator's state changes.
@@ -257,6 +274,12 @@ struct Task {
     live: LiveVariables,
     /// W-bit primaries in flight, each ending with its tag and outcome.
     outcomes: JoinSet<(Tag, Outcome)>,
+    /// Replies among the outcomes handled so far (see [`Task::catch_up_replies`]).
+    replies_seen: u64,
+    /// The link's session the equipment is up on (see [`LinkMeter::sessions`]).
+    session: u64,
+    /// The link's counters.
+    meter: LinkMeter,
     up: bool,
     /// Published after each pass of the task's loop.
     status: watch::Sender<SimStatus>,
@@ -287,12 +310,15 @@ impl Task {
                     self.link_state(state);
                 }
                 received = incoming.recv() => match received {
-                    Some(r) => self.received(r),
+                    Some(r) => {
+                        self.catch_up_replies().await;
+                        self.received(r);
+                    }
                     None => break,
                 },
                 Some(joined) = self.outcomes.join_next(), if !self.outcomes.is_empty() => {
                     if let Ok((tag, outcome)) = joined {
-                        self.equipment.outcome(tag, outcome, Instant::now());
+                        self.outcome(tag, outcome);
                     }
                 }
                 command = control.recv() => match command {
@@ -316,9 +342,17 @@ impl Task {
 
     fn link_state(&mut self, state: LinkState) {
         let now = Instant::now();
+        let session = self.meter.sessions();
         match (state == LinkState::Selected, self.up) {
             (true, false) => {
                 self.up = true;
+                self.session = session;
+                self.equipment.link_up(now);
+            }
+            (true, true) if session != self.session => {
+                // The session it knew ended and a new one began before it looked.
+                self.session = session;
+                self.equipment.link_down(now);
                 self.equipment.link_up(now);
             }
             (false, true) => {
@@ -326,6 +360,26 @@ impl Task {
                 self.equipment.link_down(now);
             }
             _ => {}
+        }
+    }
+
+    fn outcome(&mut self, tag: Tag, outcome: Outcome) {
+        if matches!(outcome, Outcome::Reply(_)) {
+            self.replies_seen += 1;
+        }
+        self.equipment.outcome(tag, outcome, Instant::now());
+    }
+
+    /// Handles the replies that came before the message just taken from the link and are
+    /// still on their way (each waits in its own task): the host's S1F14 and then its S1F1
+    /// are seen in that order, so the S1F1 finds the equipment communicating.
+    async fn catch_up_replies(&mut self) {
+        while self.replies_seen < self.meter.replies_delivered() {
+            match self.outcomes.join_next().await {
+                Some(Ok((tag, outcome))) => self.outcome(tag, outcome),
+                Some(Err(_)) => {}
+                None => return,
+            }
         }
     }
 
