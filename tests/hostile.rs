@@ -294,19 +294,27 @@ async fn large_events_behind_a_slow_realtime_handler_push_back_and_none_is_lost(
         rd
     });
 
-    // The link stops reading the tool once its queue is full: the handler holds the rest up.
-    tokio::time::timeout(WAIT, holds.wait_for(|n| *n >= 1))
-        .await
-        .expect("the gateway stops reading the tool")
-        .unwrap();
+    // The handler jobs fill up (no room for one more event), and then the link's queue: the
+    // link stops reading the tool. Each time the link's queue fills (the receive loop took one
+    // more message while the jobs still had room), it says so; once the jobs are full, the
+    // loop takes one more message, waits for room, and the link fills a last time.
+    let full = |jobs: &Option<secsgate::script::QueueStats>| {
+        jobs.is_some_and(|j| j.peak_bytes + weight > QUEUE)
+    };
+    let jobs = tokio::time::timeout(WAIT, async {
+        loop {
+            holds.changed().await.unwrap();
+            let jobs = gateway.engine().queue_stats("Gated");
+            if full(&jobs) {
+                return jobs.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the handler jobs and then the link's queue fill up");
     assert!(!writer.is_finished(), "the tool's writes wait");
-    let jobs = gateway.engine().queue_stats("Gated").unwrap();
     eprintln!("while held: jobs {jobs:?}, link {:?}", link.stats());
     assert_eq!(jobs.limit_bytes, QUEUE);
-    assert!(
-        jobs.peak_bytes + weight > QUEUE,
-        "the handler jobs are full (no room for one more event): {jobs:?}"
-    );
 
     // Open the gate: everything goes through.
     pyo3::Python::attach(|py| -> pyo3::PyResult<()> {
@@ -374,4 +382,99 @@ async fn output(
             .unwrap_or_else(|_| panic!("no {} in time", path.display()))
             .expect("the engine is running");
     }
+}
+
+/// `copyEquipment` with only a passive port (no address) listens on 127.0.0.1, as every
+/// listener does unless an address is configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_equipment_with_only_a_passive_port_listens_on_loopback() {
+    // A port that was free a moment ago.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let startup = format!(
+        "system.secsgem.copyEquipment('Source', 'Copy', True, '', 0, '', {port}, 0)\n\
+         import json, os\n\
+         path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'out', 'copied.json')\n\
+         open(path + '.tmp', 'w').write(json.dumps(True))\n\
+         os.replace(path + '.tmp', path)\n"
+    );
+    let dir = project(
+        "copy-passive",
+        "[gateway]\nstartup_wait = 1\n\n[store]\nenabled = false\n\n\
+         [[equipment]]\nname = \"Source\"\nenabled = false\nport = 1\n",
+        &[("handlers/onStartup.py", &startup)],
+    );
+    let loaded = secsgate::config::Project::load(&dir).unwrap_or_else(|e| panic!("{e:?}"));
+    let gateway = secsgate::gateway::Gateway::start(&loaded, false).await;
+    assert_eq!(output(&gateway, &dir, "copied").await, true);
+    let copy = gateway.connection("Copy").expect("the copy exists");
+    let addr = copy.local_addr().expect("the copy listens");
+    assert_eq!(addr.to_string(), format!("127.0.0.1:{port}"));
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A primary from the tool whose body does not decode is answered S9F7 (illegal data) by the
+/// gateway, its header as MHEAD, so the tool does not wait out T3; the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_does_not_decode_gets_s9f7_from_the_gateway() {
+    let logs = Logs::capture();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = project(
+        "malformed",
+        &format!(
+            "[gateway]\nstartup_wait = 1\n\n[store]\nenabled = false\n\n\
+             [[equipment]]\nname = \"Garbled\"\nport = {port}\ntimers = {{ t3 = 600, linktest = 0 }}\n"
+        ),
+        &[],
+    );
+    let loaded = secsgate::config::Project::load(&dir).unwrap_or_else(|e| panic!("{e:?}"));
+    let gateway = secsgate::gateway::Gateway::start(&loaded, false).await;
+    let (mut rd, mut wr) = equipment_side(listener).await;
+    // S6F11 W whose body says "list of 3" and ends after one item.
+    let mut header = Header::data(&Message::new(sf(6, 11), true, None));
+    header.system_bytes = 0x77;
+    let body = [0x01u8, 0x03, 0xA5, 0x01, 0x01];
+    let mut out = ((10 + body.len()) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&header.to_bytes());
+    out.extend_from_slice(&body);
+    wr.write_all(&out).await.unwrap();
+    let (s9, mhead) = loop {
+        let (h, body) = read_frame(&mut rd).await;
+        if h.stype == SType::Data && h.stream() == 9 {
+            break (h, body);
+        }
+    };
+    assert_eq!(
+        (s9.function(), s9.w_bit()),
+        (7, false),
+        "S9F7, no reply expected"
+    );
+    let mut expected = vec![0x21, 0x0A];
+    expected.extend_from_slice(&header.to_bytes());
+    assert_eq!(
+        mhead, expected,
+        "MHEAD is the header of the malformed message"
+    );
+    // One line says it, and nothing else warns about it.
+    let naming = logs.lines_with(&["Garbled", "malformed message from the equipment", "S9F7"]);
+    assert_eq!(naming.len(), 1, "{naming:#?}");
+    let warned: Vec<String> = logs
+        .lines_with(&["Garbled"])
+        .into_iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert_eq!(warned, naming, "no other warning for it");
+    // The connection goes on: a good S1F1 is answered.
+    let mut s1f1 = Message::new(sf(1, 1), true, None);
+    s1f1.system_bytes = 0x78;
+    wr.write_all(&encoded(&s1f1)).await.unwrap();
+    let (h, _) = read_frame(&mut rd).await;
+    assert_eq!((h.stream(), h.function(), h.system_bytes), (1, 2, 0x78));
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

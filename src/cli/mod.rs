@@ -97,6 +97,12 @@ struct SendArgs {
     /// Seconds to wait for the connection to be selected.
     #[arg(long, default_value_t = 30.0)]
     wait: f64,
+    /// HSMS T7: seconds a new connection may stay not selected before it is closed.
+    #[arg(long, default_value_t = 10.0, conflicts_with_all = ["serial", "secs1_tcp"])]
+    t7: f64,
+    /// HSMS T8: the longest gap, in seconds, between the bytes of one message.
+    #[arg(long, default_value_t = 5.0, conflicts_with_all = ["serial", "secs1_tcp"])]
+    t8: f64,
     /// Print replies in the JSON form, one line each.
     #[arg(long)]
     json: bool,

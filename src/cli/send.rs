@@ -54,9 +54,15 @@ fn seconds(value: f64, what: &str) -> Result<Duration, String> {
 /// Runs the command and returns the exit code.
 pub(super) fn run(args: SendArgs) -> i32 {
     super::init_logging("warn");
-    let (t3, wait) = match (seconds(args.timeout, "timeout"), seconds(args.wait, "wait")) {
-        (Ok(t3), Ok(wait)) => (t3, wait),
-        (Err(e), _) | (_, Err(e)) => {
+    let timers = (
+        seconds(args.timeout, "timeout"),
+        seconds(args.wait, "wait"),
+        seconds(args.t7, "t7"),
+        seconds(args.t8, "t8"),
+    );
+    let (t3, wait, t7, t8) = match timers {
+        (Ok(t3), Ok(wait), Ok(t7), Ok(t8)) => (t3, wait, t7, t8),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
             eprintln!("secsgate: {e}");
             return EXIT_BAD_INPUT;
         }
@@ -82,12 +88,21 @@ pub(super) fn run(args: SendArgs) -> i32 {
             return EXIT_FAILED;
         }
     };
-    runtime.block_on(session(args, steps, t3, wait))
+    runtime.block_on(session(args, steps, Timers { t3, t7, t8 }, wait))
+}
+
+/// The timers the command line sets.
+struct Timers {
+    /// T3, for every transport.
+    t3: Duration,
+    /// HSMS T7 and T8.
+    t7: Duration,
+    t8: Duration,
 }
 
 /// The transport the arguments name (clap makes sure exactly one of `--connect`, `--serial`
 /// and `--secs1-tcp` is given), and the peer's name for messages.
-fn transport(args: &SendArgs) -> (Transport, String) {
+fn transport(args: &SendArgs, timers: &Timers) -> (Transport, String) {
     let secs1_line = match (&args.serial, &args.secs1_tcp) {
         (Some(path), _) => Some(Line::Serial(SerialSettings::new(
             path.clone(),
@@ -116,15 +131,17 @@ fn transport(args: &SendArgs) -> (Transport, String) {
     };
     let mut settings = Settings::new(mode);
     settings.protocol.linktest = None;
+    settings.protocol.t7 = timers.t7;
+    settings.protocol.t8 = timers.t8;
     settings.name = connect.clone();
     (Transport::Hsms(settings), connect)
 }
 
-async fn session(args: SendArgs, steps: Vec<Step>, t3: Duration, wait: Duration) -> i32 {
-    let (mut transport, peer) = transport(&args);
+async fn session(args: SendArgs, steps: Vec<Step>, timers: Timers, wait: Duration) -> i32 {
+    let (mut transport, peer) = transport(&args, &timers);
     let secs1 = matches!(transport, Transport::Secs1(_));
     transport.set_device_id(args.device_id);
-    transport.set_t3(t3);
+    transport.set_t3(timers.t3);
     let endpoint = match transport.start().await {
         Ok(e) => e,
         Err(e) => {

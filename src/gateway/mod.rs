@@ -1350,7 +1350,12 @@ async fn carry_out(
                 });
             }
             Err(e) => {
-                warn!(equipment = %conn.name(), stream_function = %header.stream_function(), "not sent: {e}");
+                if matches!(e, LinkError::NotReady(_)) {
+                    // The session ended meanwhile: its end is logged, and the host hears of it.
+                    debug!(equipment = %conn.name(), stream_function = %header.stream_function(), "not sent: {e}");
+                } else {
+                    warn!(equipment = %conn.name(), stream_function = %header.stream_function(), "not sent: {e}");
+                }
                 conn.with_host(|h| h.outcome(tag, gem::Outcome::Failed, Instant::now()));
             }
         }

@@ -191,7 +191,11 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
                     &mut extras,
                 )
                 .await;
-                info!(endpoint = %settings.name, %peer, %reason, "connection closed");
+                if reason.is_fault() {
+                    warn!(endpoint = %settings.name, %peer, %reason, "connection closed");
+                } else {
+                    info!(endpoint = %settings.name, %peer, %reason, "connection closed");
+                }
                 if shutdown {
                     return;
                 }
@@ -809,7 +813,8 @@ impl Session {
                     self.backlog.deliver(Received::Message(message), task);
                 }
                 Event::Malformed { header, error } => {
-                    warn!(endpoint = %name, stream = header.stream(), function = header.function(), %error, "malformed message");
+                    // The engine logs it with what it does about it (S9F7).
+                    debug!(endpoint = %name, stream = header.stream(), function = header.function(), %error, "malformed message");
                     let sf = crate::secs2::StreamFunction {
                         stream: header.stream(),
                         function: header.function(),

@@ -151,6 +151,17 @@ pub enum CloseReason {
     WriteStalled { waited: Duration, unwritten: usize },
 }
 
+impl CloseReason {
+    /// Whether the connection ended because something went wrong (a timer, a bad frame, an
+    /// I/O error, a refusal), rather than by either end's choice (a close, a Separate.req).
+    pub fn is_fault(&self) -> bool {
+        !matches!(
+            self,
+            CloseReason::PeerClosed | CloseReason::PeerSeparated | CloseReason::Separated
+        )
+    }
+}
+
 /// Something the driver or the engine must know. `T` is the caller's context of an open
 /// transaction (see [`Protocol::send_with`]), handed back when the transaction ends.
 #[derive(Clone, Debug, PartialEq)]
@@ -886,8 +897,8 @@ impl<T> Protocol<T> {
         header.byte3 = reason;
         frame::encode_control(&header, &mut self.tx);
         self.events.push_back(Event::Warning(format!(
-            "sent Reject.req reason {reason} for SType {} system bytes 0x{:08x}",
-            rejected.stype.code(),
+            "sent Reject.req: {} (system bytes 0x{:08x})",
+            reject_reason::describe(reason, byte2),
             rejected.system_bytes
         )));
     }

@@ -220,7 +220,11 @@ async fn run(settings: Settings, listener: Option<TcpListener>, mut task: LinkTa
                     &mut task,
                 )
                 .await;
-                info!(endpoint = %settings.name, line = %settings.line, %reason, "SECS-I line closed");
+                if matches!(reason, Closed::Io(_)) {
+                    warn!(endpoint = %settings.name, line = %settings.line, %reason, "SECS-I line closed");
+                } else {
+                    info!(endpoint = %settings.name, line = %settings.line, %reason, "SECS-I line closed");
+                }
                 task.set_problem(Some(format!(
                     "SECS-I line {} closed: {reason}",
                     settings.line
@@ -600,7 +604,8 @@ fn drain_events(
                 system_bytes,
                 error,
             } => {
-                warn!(endpoint = %name, %stream_function, %error, "malformed message");
+                // The engine logs it with what it does about it (S9F7).
+                debug!(endpoint = %name, %stream_function, %error, "malformed message");
                 backlog.deliver(
                     Received::Malformed {
                         header,

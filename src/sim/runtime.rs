@@ -387,7 +387,15 @@ impl Task {
         let now = Instant::now();
         match received {
             Received::Message(m) => self.equipment.receive(m, now),
-            Received::Malformed { header, .. } => self.equipment.receive_malformed(header, now),
+            Received::Malformed {
+                header,
+                stream_function,
+                error,
+                ..
+            } => {
+                warn!(simulator = %self.name, %stream_function, %error, "malformed message from the host (S9F7 if communicating)");
+                self.equipment.receive_malformed(header, now)
+            }
         }
     }
 
