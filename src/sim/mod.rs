@@ -14,4 +14,6 @@ pub mod runs;
 pub mod runtime;
 
 pub use config::{ConfigError, EventRun, SimConfig};
-pub use runtime::{Operation, SimError, SimStatus, Simulator, spool_file};
+pub use runtime::{
+    Operation, SimError, SimHandle, SimStatus, Simulator, VariableValue, spool_file,
+};
