@@ -199,12 +199,16 @@ fn sse(rx: mpsc::Receiver<Event>) -> Response {
 pub(crate) async fn live(State(shared): State<Arc<Shared>>) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(2);
     let weak = Arc::downgrade(&shared);
+    let mut stopping = shared.stopping.clone();
     drop(shared);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
             let Some(shared) = weak.upgrade() else {
                 return;
             };
@@ -293,8 +297,14 @@ fn seen_json(seen: &Seen, with_json: bool) -> Value {
 }
 
 /// The live stream of a monitor as SSE: `message` events (at most [`STREAM_PER_SECOND`]),
-/// and `skipped` events counting what a busy connection or a slow browser left out.
-fn stream(monitor: &Monitor, filter: StreamFilter) -> Response {
+/// and, once per tick, a `skipped` event counting what was left out since the last one:
+/// `skipped`, messages of the filter not shown (over the rate, or the browser was behind),
+/// and `lost`, messages of any kind the stream's reader missed before it could filter them.
+fn stream(
+    monitor: &Monitor,
+    filter: StreamFilter,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Response {
     let mut rx = monitor.subscribe();
     let (tx, out) = mpsc::channel::<Event>(256);
     tokio::spawn(async move {
@@ -303,8 +313,10 @@ fn stream(monitor: &Monitor, filter: StreamFilter) -> Response {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut budget = STREAM_PER_SECOND;
         let mut skipped: u64 = 0;
+        let mut lost: u64 = 0;
         loop {
             tokio::select! {
+                _ = stopping.wait_for(|s| *s) => return,
                 received = rx.recv() => match received {
                     Ok(seen) => {
                         if !filter.keeps(&seen) {
@@ -322,15 +334,16 @@ fn stream(monitor: &Monitor, filter: StreamFilter) -> Response {
                             Err(mpsc::error::TrySendError::Closed(_)) => return,
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(n)) => skipped += n,
+                    Err(broadcast::error::RecvError::Lagged(n)) => lost += n,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tick.tick() => {
                     budget = STREAM_PER_SECOND;
-                    if skipped > 0 {
-                        let data = json!({ "skipped": skipped }).to_string();
+                    if skipped > 0 || lost > 0 {
+                        let data = json!({ "skipped": skipped, "lost": lost }).to_string();
                         if tx.try_send(Event::default().event("skipped").data(data)).is_ok() {
                             skipped = 0;
+                            lost = 0;
                         }
                     }
                     if tx.is_closed() {
@@ -349,7 +362,7 @@ pub(crate) async fn connection_stream(
     Query(filter): Query<StreamFilter>,
 ) -> ApiResult {
     let conn = equipment(&shared, &name)?;
-    Ok(stream(conn.monitor(), filter))
+    Ok(stream(conn.monitor(), filter, shared.stopping.clone()))
 }
 
 pub(crate) async fn simulator_stream(
@@ -358,7 +371,7 @@ pub(crate) async fn simulator_stream(
     Query(filter): Query<StreamFilter>,
 ) -> ApiResult {
     let sim = simulator(&shared, &name)?;
-    Ok(stream(sim.monitor(), filter))
+    Ok(stream(sim.monitor(), filter, shared.stopping.clone()))
 }
 
 /// A message to send from the console.

@@ -28,7 +28,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -72,6 +72,8 @@ pub enum WebError {
 pub struct Web {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    /// Ends the live streams, so that stopping does not wait for browsers to go away.
+    stopping: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     sampler: JoinHandle<()>,
 }
@@ -84,6 +86,7 @@ impl Web {
 
     /// Stops serving and waits until it has.
     pub async fn shutdown(mut self) {
+        self.stopping.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -117,6 +120,8 @@ pub(crate) struct Shared {
     password: Option<String>,
     started: SystemTime,
     rates: Mutex<HashMap<String, Rate>>,
+    /// Becomes true when the console stops: every live stream ends.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -213,7 +218,9 @@ pub async fn start(settings: &WebSettings, source: Source) -> Result<Web, WebErr
         address: settings.address.clone(),
         source,
     })?;
+    let (stopping, stopping_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
+        stopping: stopping_rx,
         source,
         password: password(settings),
         started: SystemTime::now(),
@@ -241,6 +248,7 @@ pub async fn start(settings: &WebSettings, source: Source) -> Result<Web, WebErr
     Ok(Web {
         addr: local,
         stop: Some(stop),
+        stopping,
         task: Some(task),
         sampler,
     })

@@ -166,7 +166,8 @@ const pages = {
       es = new EventSource(`${base}/stream?${q}`);
       es.addEventListener("message", (e) => addRow(JSON.parse(e.data)));
       es.addEventListener("skipped", (e) => {
-        skipped += JSON.parse(e.data).skipped;
+        const d = JSON.parse(e.data);
+        skipped += d.skipped + d.lost;
         document.getElementById("skipped").textContent =
           `${num(skipped)} messages not shown (busy connection or slow page); the message log has them all`;
       });
