@@ -205,6 +205,9 @@ mod tags;
 fn server_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Each running simulator holds a blocking-pool thread for its life (its spool writes
+        // are synchronous); tokio's default of 512 would leave the 513th simulator waiting.
+        .max_blocking_threads(crate::sim::MAX_SIMULATORS + 512)
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
