@@ -16,10 +16,12 @@
 #   scripts/bench.sh store   the same S6F11 burst through `secsgate run` with the message store
 #                            off and on (same run, in turns, best of 3), and database bytes
 #                            per stored S6F11
+#   scripts/bench.sh web     the web console with 1,000 connections: /api/overview latency and
+#                            the live overview's cadence idle (baseline) and at 10,000 S6F11/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store|secs1" >&2; exit 2; }
+usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store|secs1|web" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 
 bench_codec() {
@@ -254,6 +256,24 @@ print(f"database bytes per stored S6F11 (with its S6F12 row, indices, WAL): {row
 PY
 }
 
+bench_web() {
+  scripts/setup.sh
+  echo "== web: 1,000 connections (in-process simulators), idle and at 10,000 S6F11/s"
+  cargo bench --quiet --bench web > target/secsgate-web.jsonl 2>/tmp/secsgate-bench-web.log \
+    || { cat /tmp/secsgate-bench-web.log; exit 1; }
+  .venv/bin/python - <<'PY'
+import json, pathlib
+rows = {r["bench"]: r for r in map(json.loads, pathlib.Path("target/secsgate-web.jsonl").read_text().splitlines())}
+idle, busy = rows["idle"], rows["traffic"]
+print(f"{'1,000 connections':<34}{'overview median':>16}{'worst':>9}{'size':>10}{'live gap':>10}{'worst':>9}{'S6F11 received/s':>19}")
+for name, r in (("idle (baseline)", idle), ("10,000 S6F11/s, 3 live readers", busy)):
+    print(f"{name:<34}{r['overview_ms_median']:>13.1f} ms{r['overview_ms_max']:>6.0f} ms{r['overview_bytes'] / 1024:>7.0f} KiB"
+          f"{r['live_gap_ms_median']:>7.0f} ms{r['live_gap_ms_max']:>6.0f} ms{r['received_per_second']:>19,.0f}")
+ok = busy["overview_ms_max"] < 1000 and busy["live_gap_ms_max"] < 2000
+print(f"target: pages responsive (overview < 1 s, live updates every ~1 s) under load: {'met' if ok else 'NOT met'}")
+PY
+}
+
 case "$1" in
   codec) bench_codec ;;
   hsms) bench_hsms ;;
@@ -262,5 +282,6 @@ case "$1" in
   burst) bench_burst ;;
   store) bench_store ;;
   secs1) bench_secs1 ;;
+  web) bench_web ;;
   *) usage ;;
 esac
