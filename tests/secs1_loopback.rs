@@ -530,3 +530,60 @@ async fn secs1_tcp_peers_outside_the_allow_list_get_no_byte() {
         .unwrap()
         .unwrap();
 }
+
+/// Messages sent faster than the line carries them wait in the link's queue: the session
+/// takes no more once 1 MiB waits to be sent (one message may pass it), however many are
+/// queued at once. The peer here never answers ENQ, so each one fails after T2 (no retry)
+/// and the next is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_past_the_byte_cap_wait_in_the_queue() {
+    let mut protocol = Config::equipment(0);
+    protocol.t2 = Duration::from_millis(50);
+    protocol.retry = 0;
+    let Endpoint {
+        link, local_addr, ..
+    } = secs1::start(secs1::Settings::new(
+        Line::TcpListen("127.0.0.1:0".into()),
+        protocol,
+    ))
+    .await
+    .unwrap();
+    let peer = tokio::net::TcpStream::connect(local_addr.unwrap())
+        .await
+        .unwrap();
+    link.wait_selected(WAIT).await.unwrap();
+    const SIZE: usize = 512 * 1024;
+    let sends: Vec<_> = (0..16)
+        .map(|_| {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let body = Item::B(vec![0x5A; SIZE]);
+                let m = Message::new(
+                    secsgate::secs2::StreamFunction::new(10, 1).unwrap(),
+                    false,
+                    Some(body),
+                );
+                link.send(m).await
+            })
+        })
+        .collect();
+    // Each send returns once the session took it.
+    for s in sends {
+        tokio::time::timeout(WAIT, s)
+            .await
+            .expect("taken in turn")
+            .unwrap()
+            .expect("queued on the line");
+    }
+    let stats = link.stats();
+    let message = SIZE + 4;
+    assert!(
+        stats.unwritten_peak <= secs1::MAX_QUEUED_BYTES + message,
+        "{} bytes waited to be sent (cap {} and one message)",
+        stats.unwritten_peak,
+        secs1::MAX_QUEUED_BYTES
+    );
+    assert!(stats.unwritten_peak >= secs1::MAX_QUEUED_BYTES, "{stats:?}");
+    link.shutdown().await;
+    drop(peer);
+}

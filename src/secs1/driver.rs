@@ -372,6 +372,10 @@ impl fmt::Display for Closed {
 /// senders then wait on the link's bounded command queue (back-pressure to the engine).
 pub const MAX_QUEUED_MESSAGES: usize = 64;
 
+/// Bytes of messages waiting in the protocol's send queue past which no more commands are
+/// taken either (one message may pass it), as for HSMS.
+pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+
 /// Who waits for the reply of a W-bit primary: the protocol keeps it with the transaction.
 type Waiter = oneshot::Sender<Result<Message, LinkError>>;
 
@@ -388,8 +392,8 @@ fn now() -> Instant {
 /// The loop never waits for its users: received messages go to the link's bounded incoming
 /// queue with `try_send`, and when it is full they wait in a backlog while the protocol does
 /// not answer the peer's ENQ (the receiver is not ready: E4 back-pressure). Commands are
-/// taken while fewer than [`MAX_QUEUED_MESSAGES`] wait to be sent. The timers (T1, T2, T3,
-/// T4) fire whatever the queues hold.
+/// taken while fewer than [`MAX_QUEUED_MESSAGES`] and [`MAX_QUEUED_BYTES`] wait to be sent.
+/// The timers (T1, T2, T3, T4) fire whatever the queues hold.
 async fn session(
     line: BoxedLine,
     settings: &Settings,
@@ -429,7 +433,10 @@ async fn session(
             timer.as_mut().reset(deadline);
             armed = Some(deadline);
         }
-        let take_commands = proto.queued_messages() < MAX_QUEUED_MESSAGES;
+        let waiting = proto.queued_bytes();
+        task.set_unwritten(waiting + (out.len() - written));
+        let take_commands =
+            proto.queued_messages() < MAX_QUEUED_MESSAGES && waiting < MAX_QUEUED_BYTES;
         tokio::select! {
             result = rd.read(&mut rbuf) => match result {
                 Ok(0) => break Closed::ByPeer,
@@ -485,6 +492,7 @@ async fn session(
     }
     let _ = wr.shutdown().await;
     proto.line_closed();
+    task.set_unwritten(0);
     drain_events(&mut proto, &mut backlog, &mut unanswered, task, settings);
     for done in separating {
         let _ = done.send(());

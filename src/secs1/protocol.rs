@@ -353,6 +353,14 @@ impl<T> Protocol<T> {
         self.queue.len()
     }
 
+    /// Bytes of message bodies waiting to be sent (the blocks not yet acknowledged).
+    pub fn queued_bytes(&self) -> usize {
+        self.queue
+            .iter()
+            .map(|o| o.body.len().saturating_sub(o.next * MAX_DATA))
+            .sum()
+    }
+
     /// What the line is doing now.
     pub fn line_state(&self) -> LineState {
         match self.line {
