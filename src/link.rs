@@ -323,6 +323,8 @@ pub struct LinkTask {
     problem: watch::Sender<Option<String>>,
     queued: Arc<Queued>,
     sending: Arc<Sending>,
+    /// Kept across connections: which replies belong to one that was lost.
+    pub unanswered: Unanswered,
 }
 
 impl LinkTask {
@@ -503,46 +505,72 @@ fn send(permit: mpsc::Permit<'_, Received>, received: Received, task: &LinkTask)
     permit.send(received);
 }
 
-/// The W-bit primaries a transport received on its current connection and has not sent the
-/// reply to yet, by system bytes. Replies go out only to these: a reply the engine makes after
-/// the connection that brought its primary was lost answers nothing the next connection's
-/// peer sent (to that peer it is a reply to no open transaction), so the transport drops it.
+/// Most W-bit primaries [`Unanswered`] keeps per connection: a peer that sends more that get
+/// no answer (the equipment discards them while not communicating) only makes it forget.
+const UNANSWERED_CAP: usize = 4096;
+
+/// Which replies belong to a connection that was lost. It keeps the W-bit primaries received
+/// on the current connection and not answered yet (by system bytes); when the connection
+/// ends, those are stale. A reply the engine makes later to a stale primary answers nothing
+/// the next connection's peer sent (to that peer it is a reply to no open transaction), so
+/// the transport drops it. Any other secondary goes out: one to a primary of this connection,
+/// and one to a primary sent without W-bit (E5 calls for no reply, but some peers wait for
+/// one, e.g. secsgem's S5F3). Bounded: at most [`UNANSWERED_CAP`] kept per connection.
 #[derive(Debug, Default)]
-pub struct Unanswered(HashMap<u32, u32>);
+pub struct Unanswered {
+    current: HashMap<u32, u32>,
+    stale: HashMap<u32, u32>,
+}
 
 impl Unanswered {
-    /// Notes a message received on this connection.
+    /// Notes a message received on the current connection.
     pub fn received(&mut self, message: &Message) {
         if message.w_bit && message.function % 2 == 1 {
-            *self.0.entry(message.system_bytes).or_default() += 1;
+            if self.current.len() >= UNANSWERED_CAP {
+                self.current.clear();
+            }
+            *self.current.entry(message.system_bytes).or_default() += 1;
         }
     }
 
-    /// Whether `message` may be sent on this connection: anything but a secondary (an even
-    /// function), or a secondary answering a W-bit primary this connection received (which
-    /// then counts as answered).
+    /// The connection ended: what it received and did not answer is stale.
+    pub fn connection_ended(&mut self) {
+        self.stale = std::mem::take(&mut self.current);
+    }
+
+    /// Whether `message` may be sent on this connection: anything but a reply to a stale
+    /// primary (one of this connection with the same system bytes comes first).
     pub fn may_send(&mut self, message: &Message) -> bool {
         if message.function % 2 == 1 {
             return true;
         }
-        match self.0.get_mut(&message.system_bytes) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                true
-            }
-            Some(_) => {
-                self.0.remove(&message.system_bytes);
-                true
-            }
-            None => false,
+        let sb = message.system_bytes;
+        if take(&mut self.current, sb) {
+            return true;
         }
+        !take(&mut self.stale, sb)
+    }
+}
+
+/// Takes one of `key` from a multiset; false if there was none.
+fn take(set: &mut HashMap<u32, u32>, key: u32) -> bool {
+    match set.get_mut(&key) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            true
+        }
+        Some(_) => {
+            set.remove(&key);
+            true
+        }
+        None => false,
     }
 }
 
 /// Why a secondary was not sent (see [`Unanswered`]).
 pub fn unanswered_refusal(message: &Message) -> String {
     format!(
-        "{} (system bytes 0x{:08x}) answers no primary received on this connection (one from a connection since lost?); not sent",
+        "{} (system bytes 0x{:08x}) answers a primary of a connection since lost; not sent",
         message.stream_function(),
         message.system_bytes
     )
@@ -582,6 +610,7 @@ pub fn channel() -> (Link, Incoming, LinkTask) {
             problem: ptx,
             queued,
             sending,
+            unanswered: Unanswered::default(),
         },
     )
 }
@@ -806,6 +835,39 @@ pub fn with_repeats(text: &str, held_back: u64) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn replies_to_primaries_of_a_lost_connection_are_held_back() {
+        let primary = |sb: u32, w: bool| {
+            let mut m = Message::new(StreamFunction::new(5, 3).unwrap(), w, None);
+            m.system_bytes = sb;
+            m
+        };
+        let reply = |p: &Message| p.reply_with(None);
+        let mut u = Unanswered::default();
+        // A reply to a primary sent without W-bit goes out (some peers wait for one).
+        u.received(&primary(1, false));
+        assert!(u.may_send(&reply(&primary(1, false))));
+        // W-bit primaries of a lost connection: their replies are held back, once each; a
+        // primary of the new connection with the same system bytes is answered first.
+        u.received(&primary(2, true));
+        u.received(&primary(3, true));
+        u.connection_ended();
+        u.received(&primary(3, true));
+        assert!(!u.may_send(&reply(&primary(2, true))));
+        assert!(u.may_send(&reply(&primary(2, true))), "held back once");
+        assert!(
+            u.may_send(&reply(&primary(3, true))),
+            "the new connection's"
+        );
+        assert!(!u.may_send(&reply(&primary(3, true))), "the lost one's");
+        // Primaries are always sent; what is kept is bounded.
+        assert!(u.may_send(&primary(9, true)));
+        for sb in 0..(UNANSWERED_CAP as u32 + 10) {
+            u.received(&primary(sb, true));
+        }
+        assert!(u.current.len() <= UNANSWERED_CAP);
+    }
 
     #[test]
     fn repeated_warnings_are_held_back_and_counted() {

@@ -592,7 +592,7 @@ async fn a_reply_to_a_primary_of_a_lost_connection_is_not_sent_on_the_next() {
     let err = link.send(old.reply_with(None)).await.unwrap_err();
     assert!(
         err.to_string()
-            .contains("answers no primary received on this connection"),
+            .contains("answers a primary of a connection since lost"),
         "{err}"
     );
     // Its own S1F1, with the same system bytes, is answered: that is the first data message

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::frame::{self, HEADER_LEN, Header, SType};
 use super::protocol::{self, CloseReason, Event, Protocol, Role, State, TransactionFailure};
 use crate::link::{
-    self, Backlog, Command, LinkError, LinkState, LinkTask, Received, RepeatedWarning, Unanswered,
+    self, Backlog, Command, LinkError, LinkState, LinkTask, Received, RepeatedWarning,
     stream_nine_meaning, unanswered_refusal, with_repeats,
 };
 use crate::peers::{Allowlist, Refusals, refused_text};
@@ -401,7 +401,6 @@ async fn session(
         linktests: HashMap::new(),
         separating: Vec::new(),
         backlog: Backlog::default(),
-        unanswered: Unanswered::default(),
         selected_once: false,
         shutdown: false,
     };
@@ -489,7 +488,7 @@ async fn session(
             },
             command = task.commands.recv(), if !writes_full => match command {
                 Some(c) => {
-                    session.command(c, &mut proto, settings);
+                    session.command(c, &mut proto, task, settings);
                     // Take what else is queued, so that it goes out in one write (up to the
                     // write cap: past it the rest waits in the queue).
                     let waiting = out.len() - written;
@@ -580,6 +579,7 @@ async fn session(
     }
     let _ = wr.shutdown().await;
     task.set_unwritten(0);
+    task.unanswered.connection_ended();
     for done in session.separating.drain(..) {
         let _ = done.send(());
     }
@@ -641,8 +641,6 @@ struct Session {
     /// Received messages the engine's full queue could not take yet, in order. The socket is
     /// not read while any wait, so this holds at most what one read brought.
     backlog: Backlog,
-    /// W-bit primaries received on this connection that await their reply.
-    unanswered: Unanswered,
     selected_once: bool,
     shutdown: bool,
 }
@@ -680,7 +678,7 @@ impl Session {
             }
             match task.commands.try_recv() {
                 Ok(c) => {
-                    self.command(c, proto, settings);
+                    self.command(c, proto, task, settings);
                     any = true;
                 }
                 Err(_) => break,
@@ -689,7 +687,13 @@ impl Session {
         any
     }
 
-    fn command(&mut self, command: Command, proto: &mut Proto, settings: &Settings) {
+    fn command(
+        &mut self,
+        command: Command,
+        proto: &mut Proto,
+        task: &mut LinkTask,
+        settings: &Settings,
+    ) {
         match command {
             Command::Send {
                 mut message,
@@ -699,7 +703,7 @@ impl Session {
                 message.device_id = settings.device_id;
                 let sf = message.stream_function();
                 let result =
-                    if proto.state() == State::Selected && !self.unanswered.may_send(&message) {
+                    if proto.state() == State::Selected && !task.unanswered.may_send(&message) {
                         Err(LinkError::Invalid(unanswered_refusal(&message)))
                     } else {
                         match proto.send_with(message, reply, now()) {
@@ -809,7 +813,7 @@ impl Session {
                     }));
                 }
                 Event::Received(message) => {
-                    self.unanswered.received(&message);
+                    task.unanswered.received(&message);
                     self.backlog.deliver(Received::Message(message), task);
                 }
                 Event::Malformed { header, error } => {

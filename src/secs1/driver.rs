@@ -404,8 +404,6 @@ async fn session(
     let (mut rd, mut wr) = tokio::io::split(line);
     let mut proto: Proto = Protocol::with_context(settings.protocol.clone());
     let mut backlog = Backlog::default();
-    // W-bit primaries received on this line that await their reply.
-    let mut unanswered = Unanswered::default();
     let mut separating: Vec<oneshot::Sender<()>> = Vec::new();
     let mut shutdown = false;
     let mut rbuf = vec![0u8; 4096];
@@ -419,7 +417,7 @@ async fn session(
     task.set_problem(None);
     task.set_state(LinkState::Selected);
     let reason = loop {
-        drain_events(&mut proto, &mut backlog, &mut unanswered, task, settings);
+        drain_events(&mut proto, &mut backlog, task, settings);
         if written == out.len() {
             out.clear();
             written = 0;
@@ -464,7 +462,7 @@ async fn session(
                     shutdown = true;
                     break Closed::Local;
                 }
-                Some(c) => handle_command(c, &mut proto, &mut unanswered, settings),
+                Some(c) => handle_command(c, &mut proto, &mut task.unanswered, settings),
                 None => {
                     shutdown = true;
                     break Closed::Local;
@@ -493,7 +491,8 @@ async fn session(
     let _ = wr.shutdown().await;
     proto.line_closed();
     task.set_unwritten(0);
-    drain_events(&mut proto, &mut backlog, &mut unanswered, task, settings);
+    task.unanswered.connection_ended();
+    drain_events(&mut proto, &mut backlog, task, settings);
     for done in separating {
         let _ = done.send(());
     }
@@ -589,8 +588,7 @@ fn stream_nine(function: u8, header: [u8; 10], device_id: u16) -> Message {
 fn drain_events(
     proto: &mut Proto,
     backlog: &mut Backlog,
-    unanswered: &mut Unanswered,
-    task: &LinkTask,
+    task: &mut LinkTask,
     settings: &Settings,
 ) {
     let name = settings.name.as_str();
@@ -601,7 +599,7 @@ fn drain_events(
     while let Some(event) = proto.poll_event() {
         match event {
             Event::Received(message) => {
-                unanswered.received(&message);
+                task.unanswered.received(&message);
                 backlog.deliver(Received::Message(message), task);
             }
             Event::Malformed {
