@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::locate::Lines;
-use super::matching::{Key, ParameterDef, RemoteCommandDef, key_paths, remote_layout};
+use super::matching::{Key, KeyIndex, ParameterDef, RemoteCommandDef, key_paths, remote_layout};
 use super::{
     Block, CodeKey, Direction, ItemDef, MessageDef, Sdl, SdlError, SdlWarning, Spec, format_group,
 };
@@ -186,6 +186,10 @@ impl<'a> Loader<'a> {
             .drain()
             .map(|(name, (sf, index, _))| (name, (sf, index)))
             .collect();
+        let indices = messages
+            .iter()
+            .filter_map(|(sf, defs)| KeyIndex::build(defs).map(|i| (*sf, i)))
+            .collect();
         let sdl = Sdl {
             file: self.file.to_path_buf(),
             doc,
@@ -193,6 +197,7 @@ impl<'a> Loader<'a> {
             items,
             messages,
             names,
+            indices,
         };
         Ok((sdl, self.warnings))
     }

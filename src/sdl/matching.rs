@@ -29,6 +29,7 @@
 //! - a remote command whose RCMD is the key of no definition: HCACK 1 (no such command);
 //! - every definition goes the other way: S9F7, as for a message sent the wrong way.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde_json::Value;
@@ -177,6 +178,171 @@ impl fmt::Display for Key {
     }
 }
 
+/// The definitions of one S/F that have a key at the same place, by the key's value: what
+/// lets a message skip, without looking at them, the definitions whose key it cannot equal.
+/// Only single integers and ASCII text are indexed (other keys' definitions are always
+/// tried); the file order of the candidates is kept.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct KeyIndex {
+    /// The place of the indexed keys (list positions from the root).
+    path: Vec<usize>,
+    /// Integer key -> the definitions keyed with it there, in file order.
+    ints: HashMap<i128, Vec<usize>>,
+    /// ASCII text key -> the definitions keyed with it there, in file order.
+    texts: HashMap<Vec<u8>, Vec<usize>>,
+    /// The definitions without an indexed key there: tried whatever the value.
+    others: Vec<usize>,
+}
+
+/// Fewer definitions than this are scanned; the index pays from here.
+const INDEX_FROM: usize = 4;
+
+/// A key's value as the index holds it.
+enum Indexed<'a> {
+    Int(i128),
+    Text(&'a [u8]),
+}
+
+fn indexed_key(key: &Key) -> Option<Indexed<'_>> {
+    match key {
+        Key::Int(v) if v.len() == 1 => Some(Indexed::Int(v[0])),
+        Key::Text(t) if t.is_ascii() => Some(Indexed::Text(t.as_bytes())),
+        _ => None,
+    }
+}
+
+/// What the index can say of the item at its place.
+enum Probe<'a> {
+    /// It is this value: the definitions keyed with it, and the others.
+    Value(Indexed<'a>),
+    /// It can equal no indexed key (a list, a boolean, several values...): the others only.
+    NoIndexedKey,
+    /// It cannot be told (a float may equal an integer key; the place is not there): every
+    /// definition.
+    Scan,
+}
+
+fn probe(item: Option<&Item>) -> Probe<'_> {
+    fn one<T: Copy + Into<i128>>(v: &[T]) -> Probe<'static> {
+        match v {
+            [x] => Probe::Value(Indexed::Int((*x).into())),
+            _ => Probe::NoIndexedKey,
+        }
+    }
+    match item {
+        None => Probe::Scan,
+        Some(Item::B(v) | Item::U1(v)) => one(v),
+        Some(Item::U2(v)) => one(v),
+        Some(Item::U4(v)) => one(v),
+        Some(Item::U8(v)) => one(v),
+        Some(Item::I1(v)) => one(v),
+        Some(Item::I2(v)) => one(v),
+        Some(Item::I4(v)) => one(v),
+        Some(Item::I8(v)) => one(v),
+        // Key::Text compares A and J bytes one to one with its characters, W bytes with its
+        // UTF-8: for an ASCII key both are its bytes.
+        Some(Item::A(b) | Item::J(b) | Item::W { bytes: b, .. }) => Probe::Value(Indexed::Text(b)),
+        Some(Item::F4(_) | Item::F8(_)) => Probe::Scan,
+        Some(Item::L(_) | Item::Boolean(_)) => Probe::NoIndexedKey,
+    }
+}
+
+impl KeyIndex {
+    /// The index of an S/F's definitions, if enough of them share a key place.
+    pub(super) fn build(defs: &[MessageDef]) -> Option<KeyIndex> {
+        if defs.len() < INDEX_FROM {
+            return None;
+        }
+        let mut counts: HashMap<&[usize], usize> = HashMap::new();
+        for def in defs {
+            for (path, key) in &def.keys {
+                if indexed_key(key).is_some() {
+                    *counts.entry(path.as_slice()).or_default() += 1;
+                }
+            }
+        }
+        // The most shared place (the first in file order among equals).
+        let mut best: Option<(&[usize], usize)> = None;
+        for def in defs {
+            for (path, _) in &def.keys {
+                let n = counts.get(path.as_slice()).copied().unwrap_or(0);
+                if best.is_none_or(|(_, m)| n > m) {
+                    best = Some((path.as_slice(), n));
+                }
+            }
+        }
+        let (path, n) = best?;
+        if n < INDEX_FROM / 2 {
+            return None;
+        }
+        let mut index = KeyIndex {
+            path: path.to_vec(),
+            ..KeyIndex::default()
+        };
+        for (i, def) in defs.iter().enumerate() {
+            let key = def
+                .keys
+                .iter()
+                .filter(|(p, _)| p.as_slice() == path)
+                .find_map(|(_, k)| indexed_key(k));
+            match key {
+                Some(Indexed::Int(v)) => index.ints.entry(v).or_default().push(i),
+                Some(Indexed::Text(t)) => index.texts.entry(t.to_vec()).or_default().push(i),
+                None => index.others.push(i),
+            }
+        }
+        Some(index)
+    }
+
+    /// The definitions a message may match, in file order.
+    fn candidates<'a>(&'a self, body: Option<&'a Item>) -> Order<'a> {
+        let mut at = body;
+        for &i in &self.path {
+            at = at.and_then(Item::as_list).and_then(|c| c.get(i));
+        }
+        let keyed: &[usize] = match probe(at) {
+            Probe::Scan => return Order::All(0..usize::MAX),
+            Probe::NoIndexedKey => &[],
+            Probe::Value(Indexed::Int(v)) => self.ints.get(&v).map_or(&[], Vec::as_slice),
+            Probe::Value(Indexed::Text(t)) => self.texts.get(t).map_or(&[], Vec::as_slice),
+        };
+        Order::Merge {
+            a: &self.others,
+            b: keyed,
+        }
+    }
+}
+
+/// The places of the definitions to try, in file order.
+enum Order<'a> {
+    /// Every one (bounded by the caller).
+    All(std::ops::Range<usize>),
+    /// Two ascending lists merged.
+    Merge { a: &'a [usize], b: &'a [usize] },
+}
+
+impl Iterator for Order<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Order::All(range) => range.next(),
+            Order::Merge { a, b } => {
+                let take_a = match (a.first(), b.first()) {
+                    (Some(x), Some(y)) => x < y,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => return None,
+                };
+                let list = if take_a { a } else { b };
+                let (first, rest) = list.split_first()?;
+                *list = rest;
+                Some(*first)
+            }
+        }
+    }
+}
+
 /// A remote command definition (S2F41, S2F49): its RCMD and its parameters by CPNAME.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RemoteCommandDef {
@@ -320,12 +486,17 @@ impl Sdl {
         // keyless one.
         let mut keyed_failure: Option<(usize, Rejected, Mismatch)> = None;
         let mut keyless_failure: Option<(usize, Rejected, Mismatch)> = None;
-        let mut tried = 0;
-        for (index, def) in defs.iter().enumerate() {
+        let order = match self.indices.get(&sf) {
+            Some(index) => index.candidates(message.body.as_ref()),
+            None => Order::All(0..defs.len()),
+        };
+        for index in order {
+            let Some(def) = defs.get(index) else {
+                break;
+            };
             if !def.direction.allows(sent_by_host) {
                 continue;
             }
-            tried += 1;
             match self.match_definition(def, message) {
                 Outcome::Matched => {
                     return Ok(Matched {
@@ -344,7 +515,7 @@ impl Sdl {
                 }
             }
         }
-        if tried == 0 {
+        if !defs.iter().any(|d| d.direction.allows(sent_by_host)) {
             let why = if sent_by_host {
                 "the SDL says the equipment sends it, not the host"
             } else {
@@ -765,6 +936,100 @@ mod tests {
             (3, "messages.S6F11[1].name"),
             "{e}"
         );
+    }
+
+    /// The key index finds what a scan of every definition in file order finds.
+    #[test]
+    fn the_key_index_keeps_file_order_and_finds_what_a_scan_finds() {
+        let mut defs = Vec::new();
+        for ceid in 1..=6 {
+            defs.push(json!({"name": format!("E{ceid}"), "body": ["U4", {"format": ["U4", "U2", "A", "F4"], "key": ceid}, "ANY*"]}));
+        }
+        // Interleaved: a text key, a float key, a key elsewhere, a second definition of
+        // CEID 3 with a stricter body, a catch-all in the middle and one at the end.
+        defs.insert(
+            2,
+            json!({"name": "Text", "body": ["U4", {"format": "A", "key": "START"}, "ANY*"]}),
+        );
+        defs.insert(
+            3,
+            json!({"name": "Float", "body": ["U4", {"format": "F4", "key": 2.5}, "ANY*"]}),
+        );
+        defs.insert(
+            4,
+            json!({"name": "DataSeven", "body": [{"format": "U4", "key": 7}, "ANY", "ANY*"]}),
+        );
+        defs.insert(5, json!({"name": "Three", "body": ["U4", {"format": "U4", "key": 3}, {"L": ["A"], "exact_length": true}]}));
+        defs.insert(7, json!({"name": "Middle", "body": ["U4", "U2"]}));
+        defs.push(json!({"name": "Last", "body": ["U4", "ANY"]}));
+        let indexed = sdl(json!({"messages": {"S6F11": defs}}));
+        assert!(indexed.indices.contains_key(&"S6F11".parse().unwrap()));
+        let mut scanned = indexed.clone();
+        scanned.indices.clear();
+        let values = [
+            "<U4 1>",
+            "<U4 3>",
+            "<U2 3>",
+            "<U4 5>",
+            "<U4 6>",
+            "<U4 99>",
+            "<A \"START\">",
+            "<A \"STOP\">",
+            "<F4 2.5>",
+            "<F4 3>",
+            "<U2 2>",
+            "<BOOLEAN TRUE>",
+            "<U4 3 4>",
+            "<L>",
+            "<B 0x01>",
+            "<I1 -1>",
+        ];
+        let rests = ["", "<L [1] <A \"x\">>", "<U4 1>"];
+        let mut checked = 0;
+        for first in ["<U4 7>", "<U4 8>"] {
+            for value in values {
+                for rest in rests {
+                    let text =
+                        format!("S6F11 W <L <U4 0> {value} {rest}>").replace("<U4 0>", first);
+                    let found = |s: &Sdl| {
+                        s.matching(&m(&text), false)
+                            .map(|m| m.index)
+                            .map_err(|r| (r.kind, r.definition))
+                    };
+                    assert_eq!(found(&indexed), found(&scanned), "{text}");
+                    checked += 1;
+                }
+            }
+            assert_eq!(
+                found_name(
+                    &indexed,
+                    &format!("S6F11 W <L {first} <U4 3> <L [1] <A \"x\">>>")
+                ),
+                if first == "<U4 7>" {
+                    "DataSeven"
+                } else {
+                    "Three"
+                }
+            );
+        }
+        assert_eq!(checked, 96);
+        assert_eq!(found_name(&indexed, "S6F11 W <L <U4 8> <U4 3> <L>>"), "E3");
+        assert_eq!(
+            found_name(&indexed, "S6F11 W <L <U4 8> <U4 3> <U4 1>>"),
+            "Last"
+        );
+        assert_eq!(found_name(&indexed, "S6F11 W <L <U4 8> <U2 9>>"), "Middle");
+        assert_eq!(found_name(&indexed, "S6F11 W <L <U4 8> <U4 9>>"), "Last");
+        assert_eq!(
+            found_name(&indexed, "S6F11 W <L <U4 8> <F4 2.5> <L>>"),
+            "Float"
+        );
+    }
+
+    fn found_name(s: &Sdl, text: &str) -> String {
+        s.matching(&m(text), false)
+            .map(|m| m.definition.name_or_empty().to_string())
+            .unwrap_or_else(|r| panic!("{text}: {}", r.mismatch))
     }
 
     #[test]

@@ -276,6 +276,8 @@ pub struct Sdl {
     pub messages: BTreeMap<StreamFunction, Vec<MessageDef>>,
     /// Named definitions: name -> S/F and place among that S/F's definitions.
     names: HashMap<String, (StreamFunction, usize)>,
+    /// The key index of each S/F with enough keyed definitions.
+    indices: HashMap<StreamFunction, matching::KeyIndex>,
 }
 
 /// An SDL file could not be used: where (`line` is 0 when the problem is not at one place,
