@@ -39,7 +39,7 @@
 //! Every problem is reported with its file, line and key; [`Project::load`] collects all of
 //! them rather than stopping at the first.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -159,15 +159,6 @@ impl Selector {
             } => *stream_function,
         }
     }
-
-    /// Whether it takes a message of `sf` that matched the definition named `name` (`None`:
-    /// no named definition).
-    pub fn takes(&self, sf: StreamFunction, name: Option<&str>) -> bool {
-        match self {
-            Selector::StreamFunction(s) => *s == sf,
-            Selector::Message { name: n, .. } => name == Some(n.as_str()),
-        }
-    }
 }
 
 impl fmt::Display for Selector {
@@ -239,6 +230,69 @@ impl Realtime {
     }
 }
 
+/// The `[[equipment.handler]]`s of an equipment, in file order, indexed by what they take
+/// (a message is routed with two lookups, however many there are). Derefs to the list.
+#[derive(Debug, Clone, Default)]
+pub struct MessageHandlers {
+    list: Vec<MessageHandler>,
+    /// S/F -> places in `list` of the handlers mapped to it, ascending.
+    by_sf: HashMap<StreamFunction, Vec<usize>>,
+    /// Definition name -> places in `list` of the handlers mapped to it, ascending.
+    by_name: HashMap<String, Vec<usize>>,
+}
+
+impl MessageHandlers {
+    pub fn new(list: Vec<MessageHandler>) -> MessageHandlers {
+        let mut handlers = MessageHandlers::default();
+        for (i, h) in list.iter().enumerate() {
+            match &h.selector {
+                Selector::StreamFunction(sf) => handlers.by_sf.entry(*sf).or_default().push(i),
+                Selector::Message { name, .. } => {
+                    handlers.by_name.entry(name.clone()).or_default().push(i)
+                }
+            }
+        }
+        handlers.list = list;
+        handlers
+    }
+
+    /// The handlers that take a message of `sf` that matched the definition named `name`,
+    /// in file order: those mapped to the name and those mapped to the S/F.
+    pub fn taking(&self, sf: StreamFunction, name: Option<&str>) -> Vec<&MessageHandler> {
+        let mut a: &[usize] = self.by_sf.get(&sf).map_or(&[], Vec::as_slice);
+        let mut b: &[usize] = name
+            .and_then(|n| self.by_name.get(n))
+            .map_or(&[], Vec::as_slice);
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        loop {
+            let list = match (a.first(), b.first()) {
+                (Some(x), Some(y)) if x < y => &mut a,
+                (Some(_), None) => &mut a,
+                (_, Some(_)) => &mut b,
+                (None, None) => return out,
+            };
+            if let Some((first, rest)) = list.split_first() {
+                out.extend(self.list.get(*first));
+                *list = rest;
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for MessageHandlers {
+    type Target = [MessageHandler];
+
+    fn deref(&self) -> &[MessageHandler] {
+        &self.list
+    }
+}
+
+impl PartialEq for MessageHandlers {
+    fn eq(&self, other: &Self) -> bool {
+        self.list == other.list
+    }
+}
+
 /// One equipment connection (`[[equipment]]`).
 #[derive(Debug, Clone)]
 pub struct EquipmentConfig {
@@ -254,7 +308,7 @@ pub struct EquipmentConfig {
     pub realtime: Realtime,
     pub custom_responses: Vec<CustomResponse>,
     /// `[[equipment.handler]]`s, in file order.
-    pub handlers: Vec<MessageHandler>,
+    pub handlers: MessageHandlers,
     /// The equipment's SDL: what it sends and accepts. No `sdl` key: the standard catalogue
     /// (`sdl/messages.sdl`); `sdl = "none"`: `None`, which checks nothing.
     pub sdl: Option<Arc<Sdl>>,
@@ -286,14 +340,8 @@ impl EquipmentConfig {
     /// The `[[equipment.handler]]`s a received message of `sf` that matched the definition
     /// named `name` goes to, in file order: those mapped to the name and those mapped to the
     /// S/F.
-    pub fn handlers_for(
-        &self,
-        sf: StreamFunction,
-        name: Option<&str>,
-    ) -> impl Iterator<Item = &MessageHandler> {
-        self.handlers
-            .iter()
-            .filter(move |h| h.selector.takes(sf, name))
+    pub fn handlers_for(&self, sf: StreamFunction, name: Option<&str>) -> Vec<&MessageHandler> {
+        self.handlers.taking(sf, name)
     }
 }
 
@@ -1365,7 +1413,7 @@ impl Validator<'_> {
             on_invalid,
             realtime,
             custom_responses,
-            handlers,
+            handlers: MessageHandlers::new(handlers),
             sdl,
             table_prefix,
         })
