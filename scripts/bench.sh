@@ -16,10 +16,13 @@
 #   scripts/bench.sh store   the same S6F11 burst through `secsgate run` with the message store
 #                            off and on (same run, in turns, best of 3), and database bytes
 #                            per stored S6F11
+#   scripts/bench.sh matching S6F11/s routed among 100 keyed SDL definitions (handlers by
+#                            definition name) beside one S/F-level definition and mapping,
+#                            with and without a handler, in turns, best of 5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store|secs1" >&2; exit 2; }
+usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store|secs1|matching" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 
 bench_codec() {
@@ -254,6 +257,32 @@ print(f"database bytes per stored S6F11 (with its S6F12 row, indices, WAL): {row
 PY
 }
 
+bench_matching() {
+  scripts/setup.sh
+  echo "== matching: S6F11 through the gateway, 64 in flight, best of 5 rounds of 50,000 events per case, in turns (store off)"
+  cargo bench --quiet --bench matching > target/secsgate-matching.jsonl 2>/tmp/secsgate-bench-matching.log \
+    || { cat /tmp/secsgate-bench-matching.log; exit 1; }
+  .venv/bin/python - <<'PY'
+import json, pathlib
+rows = {r["case"]: r for r in map(json.loads, pathlib.Path("target/secsgate-matching.jsonl").read_text().splitlines())}
+ns = rows["matching_ns"]
+print(f"{'case':<62}{'events/s':>10}{'CPU/event':>11}")
+worst = 0.0
+for kind, label in (("handler", "a handler ([[equipment.handler]])"), ("no_handler", "no handler")):
+    sf, keyed = rows[f"sf_{kind}"], rows[f"keyed_{kind}"]
+    cost = 1 - keyed["events_per_s"] / sf["events_per_s"]
+    cpu = keyed["cpu_us"] / sf["cpu_us"] - 1
+    worst = max(worst, cost)
+    print(f"{'one S/F-level definition and mapping, ' + label + ' (baseline)':<62}{sf['events_per_s']:>10,.0f}{sf['cpu_us']:>8.1f} us")
+    print(f"{'100 keyed definitions, mapped by name, ' + label:<62}{keyed['events_per_s']:>10,.0f}{keyed['cpu_us']:>8.1f} us"
+          f"   (cost {cost:+.1%} events/s, {cpu:+.1%} CPU)")
+print(f"Sdl::matching alone: {ns['sf']:.0f} ns for one definition, {ns['keyed']:.0f} ns among 100 keyed ones (the CEIDs cycling through all keys)")
+print("CPU/event: the whole process (the equipment's side too), least of the rounds")
+print()
+print(f"target routing by content costs < 10% of events/s: worst {worst:.1%} -> {'met' if worst < 0.10 else 'NOT met'}")
+PY
+}
+
 case "$1" in
   codec) bench_codec ;;
   hsms) bench_hsms ;;
@@ -262,5 +291,6 @@ case "$1" in
   burst) bench_burst ;;
   store) bench_store ;;
   secs1) bench_secs1 ;;
+  matching) bench_matching ;;
   *) usage ;;
 esac
