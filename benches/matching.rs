@@ -271,14 +271,25 @@ fn main() {
             let _ = rate(&eq, &g, case.handler, 5_000).await; // warm-up
             running.push((eq, g));
         }
+        // MATCHING_EVENTS and MATCHING_ROUNDS change the size of the run (for a profiler).
+        let knob = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let (events, rounds) = (
+            knob("MATCHING_EVENTS", EVENTS),
+            knob("MATCHING_ROUNDS", ROUNDS as u64),
+        );
         let mut best = vec![0.0f64; cases.len()];
         let mut least_cpu = vec![f64::MAX; cases.len()];
-        for round in 0..ROUNDS {
+        for round in 0..rounds as usize {
             // Each round starts at another case, so none is always first after a pause.
             for k in 0..running.len() {
                 let i = (round + k) % running.len();
                 let (eq, g) = &running[i];
-                let (per_s, cpu) = rate(eq, g, cases[i].handler, EVENTS).await;
+                let (per_s, cpu) = rate(eq, g, cases[i].handler, events).await;
                 best[i] = best[i].max(per_s);
                 least_cpu[i] = least_cpu[i].min(cpu);
             }
