@@ -584,6 +584,54 @@ async fn the_gateway_answers_s9f3_s9f5_s9f7_for_the_three_kinds_of_no_match() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A tool that sends remote commands to its host (an SDL may define them either way): the
+/// gateway refuses a malformed one with the S2F42 a definition says, as a tool would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_a_remote_command_with_hcack_and_cpacks() {
+    let eq = equipment().await;
+    let sdl = r#"{"messages": {
+      "S2F41": [{"name": "Recipe", "direction": "h<-e", "reply": true,
+                 "remote_command": {"RCMD": "RECIPE", "parameters": {"PPID": "A", "STEP": "U4"}}}],
+      "S2F42": {"direction": "h->e", "body": ["B", {"L*": [["A", "B"]]}]}
+    }}"#;
+    let dir = project("rcmd", &toml(eq.port, ""), &[("tool.sdl", sdl)]);
+    let gateway = start(&dir).await;
+    let recipe = |pairs: &str| format!("S2F41 W <L [2] <A \"RECIPE\"> <L {pairs}>>");
+    // PPID missing, SPEED unknown.
+    assert_eq!(
+        reply(
+            &eq,
+            &recipe("<L [2] <A \"STEP\"> <U4 2>> <L [2] <A \"SPEED\"> <U4 9>>")
+        )
+        .await,
+        "S2F42 <L [2] <B 0x03> <L [2] <L [2] <A \"SPEED\"> <B 0x01>> <L [2] <A \"PPID\"> <B 0x02>>>> ."
+    );
+    assert_eq!(
+        reply(&eq, "S2F41 W <L [2] <A \"PURGE\"> <L>>").await,
+        "S2F42 <L [2] <B 0x01> <L [0]>> ."
+    );
+    // A good one passes the SDL and gets the GEM host's answer to what it does not handle.
+    let good = recipe("<L [2] <A \"STEP\"> <U4 2>> <L [2] <A \"PPID\"> <A \"R1\">>");
+    assert_eq!(reply(&eq, &good).await, "S2F0 .");
+    gateway.shutdown().await;
+    let conn = rusqlite::Connection::open(dir.join("data/secsgate.sqlite")).unwrap();
+    let reasons: Vec<String> = conn
+        .prepare("SELECT Reason FROM SECSGEM_Errors WHERE Kind = 'validation' ORDER BY ID")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        reasons,
+        [
+            "remote command refused: body[1]: invalid parameters (SPEED CPACK 1, PPID CPACK 2); answered S2F42 HCACK 3",
+            "remote command refused: S2F41: no remote command \"PURGE\" among its definitions (Recipe); answered S2F42 HCACK 1",
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handlers_for_one_sf_selected_by_ceid() {
     let eq = equipment().await;

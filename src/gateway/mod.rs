@@ -31,7 +31,7 @@ use crate::script::{
     Arg, CopyEquipment, EngineSettings, Host, HostError, LazyMessage, Outcome, Payload,
     ScriptEngine, ToolProgram,
 };
-use crate::sdl::{MessageDef, Rejection, Sdl};
+use crate::sdl::{MessageDef, Rejected, Rejection, Sdl};
 use crate::secs1::driver::Line;
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
 use crate::sim::{SimConfig, Simulator};
@@ -1038,7 +1038,11 @@ impl Core {
         conn.record_arc(Direction::Received, message, "0".into(), 0, None)
             .await;
         if let Some(body) = rejection.reply_body() {
-            let answer = format!("answered S{}F{}", sf.stream, sf.function + 1);
+            let hcack = match &rejection.kind {
+                Rejected::RemoteCommand { hcack, .. } => *hcack,
+                _ => 0,
+            };
+            let answer = format!("answered S{}F{} HCACK {hcack}", sf.stream, sf.function + 1);
             error!(equipment = name, %sf, system_bytes = message.system_bytes,
                 "remote command refused: {mismatch}; {answer}");
             conn.record_error(

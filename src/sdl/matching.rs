@@ -549,7 +549,7 @@ impl Sdl {
                     parameters: Vec::new(),
                 },
                 format!(
-                    "no remote command {rcmd:?} among its definitions ({}); answered HCACK 1",
+                    "no remote command {rcmd:?} among its definitions ({})",
                     names.join(", ")
                 ),
                 None,
@@ -621,10 +621,7 @@ impl Sdl {
                     },
                     Mismatch {
                         path: format!("body[{at}]"),
-                        message: format!(
-                            "invalid parameters ({}); answered HCACK 3",
-                            names.join(", ")
-                        ),
+                        message: format!("invalid parameters ({})", names.join(", ")),
                     },
                 )
             }
