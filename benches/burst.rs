@@ -290,7 +290,7 @@ fn gateway_run(
     project(dir.path(), port, extra, files);
     let process = Process(
         Command::new(binary())
-            .args(["run", "--no-reload"])
+            .args(["run", "--no-reload", "--no-web"])
             .arg(dir.path())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

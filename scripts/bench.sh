@@ -19,10 +19,12 @@
 #   scripts/bench.sh matching S6F11/s routed among 100 keyed SDL definitions (handlers by
 #                            definition name) beside one S/F-level definition and mapping,
 #                            with and without a handler, in turns, best of 5
+#   scripts/bench.sh web     the web console with 1,000 connections: /api/overview latency and
+#                            the live overview's cadence idle (baseline) and at 10,000 S6F11/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store|secs1|matching" >&2; exit 2; }
+usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store|secs1|web|matching" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 
 bench_codec() {
@@ -315,6 +317,21 @@ print(f"target routing by content costs < 10% of events/s: worst {worst:.1%} -> 
       " (rates on a shared machine move by 10-15% from run to run)")
 if worst_ir is not None:
     print(f"same target in instructions per event: worst {worst_ir:+.1%} -> {'met' if worst_ir < 0.10 else 'NOT met'}")
+bench_web() {
+  scripts/setup.sh
+  echo "== web: 1,000 connections (in-process simulators), idle and at 10,000 S6F11/s"
+  cargo bench --quiet --bench web > target/secsgate-web.jsonl 2>/tmp/secsgate-bench-web.log \
+    || { cat /tmp/secsgate-bench-web.log; exit 1; }
+  .venv/bin/python - <<'PY'
+import json, pathlib
+rows = {r["bench"]: r for r in map(json.loads, pathlib.Path("target/secsgate-web.jsonl").read_text().splitlines())}
+idle, busy = rows["idle"], rows["traffic"]
+print(f"{'1,000 connections':<34}{'overview median':>16}{'worst':>9}{'size':>10}{'live gap':>10}{'worst':>9}{'S6F11 received/s':>19}")
+for name, r in (("idle (baseline)", idle), ("10,000 S6F11/s, 3 live readers", busy)):
+    print(f"{name:<34}{r['overview_ms_median']:>13.1f} ms{r['overview_ms_max']:>6.0f} ms{r['overview_bytes'] / 1024:>7.0f} KiB"
+          f"{r['live_gap_ms_median']:>7.0f} ms{r['live_gap_ms_max']:>6.0f} ms{r['received_per_second']:>19,.0f}")
+ok = busy["overview_ms_max"] < 1000 and busy["live_gap_ms_max"] < 2000
+print(f"target: pages responsive (overview < 1 s, live updates every ~1 s) under load: {'met' if ok else 'NOT met'}")
 PY
 }
 
@@ -327,5 +344,6 @@ case "$1" in
   store) bench_store ;;
   secs1) bench_secs1 ;;
   matching) bench_matching ;;
+  web) bench_web ;;
   *) usage ;;
 esac

@@ -412,9 +412,40 @@ pub struct Project {
     pub simulators: Vec<SimulatorConfig>,
     /// Named SQLite databases for `system.db` (`[[database]] name, path`).
     pub databases: Vec<DatabaseConfig>,
+    /// The web console (`[web]`).
+    pub web: WebSettings,
     /// Things that were ignored but loaded, such as unknown keys in an SDL file, each with
     /// its file, line and key. `secsgate check` prints them; the project still runs.
     pub warnings: Vec<ConfigError>,
+}
+
+/// The web console's settings (`[web]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSettings {
+    /// Whether the gateway serves it (`--no-web` turns it off too).
+    pub enabled: bool,
+    /// Where it listens (default `127.0.0.1:8088`; port 0 picks a free port).
+    pub address: String,
+    /// The password (or token) every request needs, if set; the environment variable
+    /// `SECSGATE_WEB_PASSWORD` takes precedence. Required on any address but loopback.
+    pub password: Option<String>,
+    /// Where `address` was written (file:line), for the error when it is not loopback and
+    /// there is no password.
+    pub address_at: Option<String>,
+}
+
+/// The web console's default address.
+pub const DEFAULT_WEB_ADDRESS: &str = "127.0.0.1:8088";
+
+impl Default for WebSettings {
+    fn default() -> WebSettings {
+        WebSettings {
+            enabled: true,
+            address: DEFAULT_WEB_ADDRESS.to_string(),
+            password: None,
+            address_at: None,
+        }
+    }
 }
 
 /// A named database scripts reach with `system.db` (`database="name"`).
@@ -502,6 +533,16 @@ struct RawProject {
     store: Option<Spanned<RawStore>>,
     #[serde(default)]
     database: Vec<Spanned<RawDatabase>>,
+    #[serde(default)]
+    web: Option<Spanned<RawWeb>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    enabled: Option<bool>,
+    address: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1011,6 +1052,10 @@ impl Validator<'_> {
                 }
             }
         }
+        let web = match raw.web {
+            Some(w) => self.web(w.into_inner()),
+            None => WebSettings::default(),
+        };
         Project {
             dir: dir.to_path_buf(),
             gateway,
@@ -1018,7 +1063,47 @@ impl Validator<'_> {
             equipment,
             simulators,
             databases,
+            web,
             warnings: Vec::new(),
+        }
+    }
+
+    fn web(&mut self, raw: RawWeb) -> WebSettings {
+        let d = WebSettings::default();
+        let address = match &raw.address {
+            Some(a) if a.get_ref().trim().parse::<std::net::SocketAddr>().is_err() => {
+                self.error(
+                    a.span(),
+                    "web.address",
+                    format!(
+                        "'{}' is not an address and port such as 127.0.0.1:8088",
+                        a.get_ref()
+                    ),
+                );
+                d.address
+            }
+            Some(a) => a.get_ref().trim().to_string(),
+            None => d.address,
+        };
+        let password = match &raw.password {
+            Some(p) if p.get_ref().is_empty() => {
+                self.error(p.span(), "web.password", "must not be empty");
+                None
+            }
+            Some(p) => Some(p.get_ref().clone()),
+            None => None,
+        };
+        WebSettings {
+            enabled: raw.enabled.unwrap_or(d.enabled),
+            address_at: raw.address.as_ref().map(|a| {
+                format!(
+                    "{}:{}",
+                    self.file.display(),
+                    line_of(self.text, a.span().start)
+                )
+            }),
+            address,
+            password,
         }
     }
 

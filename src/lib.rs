@@ -17,6 +17,8 @@
 //! - [`store`]: durable storage: the message store (every message, SQLite, one writer thread),
 //!   the equipment spool (SQLite), process programs (files).
 //! - [`tags`]: the realtime tag tree (connection status, counters, SQLTags messages).
+//! - [`monitor`]: a connection's counters, status and live message stream, as the web console
+//!   and the metrics see them.
 //! - [`config`]: `project.toml`, with file, line and key in every error.
 //! - [`gateway`]: equipment connections (each driving a `gem::Host` over its link),
 //!   transactions (TxID), routing of received messages to handlers or the host's default
@@ -26,6 +28,7 @@
 //!   db), hot reload.
 //! - [`sdl`]: the SECS Definition Language: an equipment's messages and items; matching a
 //!   message to its (named) definition, checks and `doc`/`codeDesc` annotation.
+//! - [`web`]: the web console: pages, the HTTP API behind them, live updates, `/metrics`.
 //! - [`cli`]: the `secsgate` command line (`run`, `check`, `sim`, `send`, `sml`, `log`,
 //!   `tags`).
 //!
@@ -41,6 +44,7 @@ pub mod gateway;
 pub mod gem;
 pub mod hsms;
 pub mod link;
+pub mod monitor;
 pub mod peers;
 pub mod script;
 pub mod sdl;
@@ -50,3 +54,4 @@ pub mod sim;
 pub mod store;
 pub mod tags;
 pub mod transport;
+pub mod web;

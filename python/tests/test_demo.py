@@ -22,7 +22,7 @@ def test_demo_project(secsgate_bin, tmp_path):
     check = subprocess.run([secsgate_bin, "check", str(project)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
     gateway = subprocess.Popen(
-        [secsgate_bin, "run", str(project)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [secsgate_bin, "run", str(project), "--web", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     lines = []
     try:

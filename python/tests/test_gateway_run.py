@@ -48,7 +48,7 @@ def wait_for(path, timeout=20):
 
 def run_gateway(secsgate_bin, project):
     return subprocess.Popen(
-        [secsgate_bin, "run", str(project)],
+        [secsgate_bin, "run", str(project), "--no-web"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -129,7 +129,7 @@ def gateway(secsgate_bin, tmp_path_factory):
     assert check.returncode == 0, check.stderr
     log_path = root / "gateway.log"
     proc = subprocess.Popen(
-        [secsgate_bin, "run", str(project)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [secsgate_bin, "run", str(project), "--no-web"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     g = Gateway(proc, log_path)
     try:

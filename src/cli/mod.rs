@@ -48,6 +48,13 @@ enum Command {
         /// Do not watch the project for script changes.
         #[arg(long)]
         no_reload: bool,
+        /// Do not serve the web console.
+        #[arg(long)]
+        no_web: bool,
+        /// Serve the web console on this address instead of [web] address (port 0 picks a
+        /// free port).
+        #[arg(long, value_name = "ADDRESS", conflicts_with = "no_web")]
+        web: Option<String>,
     },
     /// Print the messages the gateway stored (filters; SML or --json; --follow).
     Log(log::LogArgs),
@@ -156,7 +163,21 @@ pub fn main() -> i32 {
         Command::Sml(SmlCommand::Decode(args)) => decode(args),
         Command::Send(args) => return send::run(args),
         Command::Sim(args) => return sim::run(args),
-        Command::Run { dir, no_reload } => return run::run(&dir, !no_reload),
+        Command::Run {
+            dir,
+            no_reload,
+            no_web,
+            web,
+        } => {
+            return run::run(
+                &dir,
+                !no_reload,
+                run::WebChoice {
+                    off: no_web,
+                    address: web,
+                },
+            );
+        }
         Command::Check { dir } => return run::check(&dir),
         Command::Log(args) => return log::run(args),
         Command::Tags { dir, json } => return tags::run(&dir, json),
@@ -184,6 +205,9 @@ mod tags;
 fn server_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Each running simulator holds a blocking-pool thread for its life (its spool writes
+        // are synchronous); tokio's default of 512 would leave the 513th simulator waiting.
+        .max_blocking_threads(crate::sim::MAX_SIMULATORS + 512)
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }

@@ -65,15 +65,37 @@ pub(super) fn check(dir: &Path) -> i32 {
     }
 }
 
+/// The command line's say over the web console.
+pub(super) struct WebChoice {
+    /// `--no-web`.
+    pub off: bool,
+    /// `--web ADDRESS`.
+    pub address: Option<String>,
+}
+
 /// `secsgate run DIR`: runs the gateway until SIGINT or SIGTERM.
-pub(super) fn run(dir: &Path, hot_reload: bool) -> i32 {
+pub(super) fn run(dir: &Path, hot_reload: bool, web: WebChoice) -> i32 {
     super::init_logging("info");
-    let project = match load(dir) {
+    let mut project = match load(dir) {
         Ok(p) => p,
         Err(code) => return code,
     };
     for w in &project.warnings {
         tracing::warn!("{w}");
+    }
+    if web.off {
+        project.web.enabled = false;
+    }
+    if let Some(address) = web.address {
+        project.web.address = address;
+        project.web.address_at = Some("--web".into());
+    }
+    // A console that may not start stops the gateway before it connects to anything.
+    if project.web.enabled
+        && let Err(e) = crate::web::check(&project.web)
+    {
+        eprintln!("secsgate: {e}");
+        return EXIT_BAD_INPUT;
     }
     let runtime = match super::server_runtime() {
         Ok(rt) => rt,
@@ -84,9 +106,26 @@ pub(super) fn run(dir: &Path, hot_reload: bool) -> i32 {
     };
     runtime.block_on(async move {
         let gateway = Gateway::start(&project, hot_reload).await;
+        let web = if project.web.enabled {
+            match crate::web::start(&project.web, crate::web::Source::Gateway(gateway.clone()))
+                .await
+            {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    eprintln!("secsgate: {e} (--no-web runs the gateway without it)");
+                    gateway.shutdown().await;
+                    return EXIT_BAD_INPUT;
+                }
+            }
+        } else {
+            None
+        };
         info!(project = %project.dir.display(), equipment = project.equipment.len(), "gateway running; Ctrl-C stops it");
         super::wait_for_stop().await;
         info!("stopping");
+        if let Some(web) = web {
+            web.shutdown().await;
+        }
         gateway.shutdown().await;
         0
     })

@@ -52,6 +52,13 @@ pub struct SimArgs {
     /// T3 reply timeout in seconds for the primaries the simulator sends.
     #[arg(long, default_value_t = 45.0)]
     t3: f64,
+    /// Address of the web console (port 0, the default, picks a free port; the URL is
+    /// printed). Any address but loopback needs SECSGATE_WEB_PASSWORD.
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:0")]
+    web: String,
+    /// Do not serve the web console.
+    #[arg(long)]
+    no_web: bool,
 }
 
 /// Runs the command and returns the exit code.
@@ -126,6 +133,17 @@ async fn serve(args: SimArgs, config: SimConfig, t3: std::time::Duration) -> i32
     transport.set_device_id(device_id);
     transport.set_t3(t3);
     let description = transport.to_string();
+    let web_settings = crate::config::WebSettings {
+        address: args.web.clone(),
+        address_at: Some("--web".into()),
+        ..crate::config::WebSettings::default()
+    };
+    if !args.no_web
+        && let Err(e) = crate::web::check(&web_settings)
+    {
+        eprintln!("secsgate: {e}");
+        return EXIT_BAD_INPUT;
+    }
     let simulator = match Simulator::start(args.name, config, transport, args.spool_dir).await {
         Ok(s) => s,
         Err(e) => {
@@ -138,12 +156,35 @@ async fn serve(args: SimArgs, config: SimConfig, t3: std::time::Duration) -> i32
         (Some(addr), None) => eprintln!("secsgate: simulator listening on {addr}"),
         (None, None) => eprintln!("secsgate: simulator listening on {address}"),
     }
+    let web = if args.no_web {
+        None
+    } else {
+        match crate::web::start(
+            &web_settings,
+            crate::web::Source::Simulator(simulator.handle()),
+        )
+        .await
+        {
+            Ok(w) => {
+                eprintln!("secsgate: web console at http://{}/", w.local_addr());
+                Some(w)
+            }
+            Err(e) => {
+                eprintln!("secsgate: {e} (--no-web runs the simulator without it)");
+                simulator.shutdown().await;
+                return EXIT_BAD_INPUT;
+            }
+        }
+    };
     for run in &args.runs {
         if let Err(e) = simulator.start_event_run(run) {
             eprintln!("secsgate: {e}");
         }
     }
     super::wait_for_stop().await;
+    if let Some(web) = web {
+        web.shutdown().await;
+    }
     simulator.shutdown().await;
     0
 }

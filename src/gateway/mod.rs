@@ -27,6 +27,7 @@ use crate::gem::clock::DateTime;
 use crate::gem::{self, CommunicationState, HostConfig, hsms_header};
 use crate::hsms::driver::Mode;
 use crate::link::{Incoming, Link, LinkError, LinkState, Received};
+use crate::monitor::{Monitor, Way};
 use crate::script::{
     Arg, CopyEquipment, EngineSettings, Host, HostError, LazyMessage, Outcome, Payload,
     ScriptEngine, ToolProgram,
@@ -160,6 +161,8 @@ pub struct Connection {
     /// Tag paths of the counters.
     sent_tag: String,
     received_tag: String,
+    /// Counters and the live stream of the web console and the metrics.
+    monitor: Arc<Monitor>,
 }
 
 /// The states a connection's [`Status`] is derived from.
@@ -209,7 +212,9 @@ impl Connection {
         );
         tags.add(&format!("{}/MessagesSent", config.name), 0, now);
         tags.add(&format!("{}/MessagesReceived", config.name), 0, now);
+        let monitor = Arc::new(Monitor::new(status.borrow().to_string()));
         Connection {
+            monitor,
             tags,
             sent_tag: format!("{}/MessagesSent", config.name),
             received_tag: format!("{}/MessagesReceived", config.name),
@@ -242,10 +247,14 @@ impl Connection {
         name: Option<&str>,
     ) {
         self.log_message(direction, message, txid);
-        if let Some(store) = &self.store {
-            let record =
-                self.message_record(direction, Arc::new(message.clone()), common_id, txid, name);
-            store.record(record).await;
+        let shared =
+            (self.store.is_some() || self.monitor.streaming()).then(|| Arc::new(message.clone()));
+        self.monitor
+            .message(way(direction), message, txid, shared.as_ref());
+        if let (Some(store), Some(message)) = (&self.store, shared) {
+            store
+                .record(self.message_record(direction, message, common_id, txid, name))
+                .await;
         }
     }
 
@@ -259,6 +268,8 @@ impl Connection {
         name: Option<&str>,
     ) {
         self.log_message(direction, message, txid);
+        self.monitor
+            .message(way(direction), message, txid, Some(message));
         if let Some(store) = &self.store {
             store
                 .record(self.message_record(direction, message.clone(), common_id, txid, name))
@@ -331,6 +342,15 @@ impl Connection {
         stream_function: Option<StreamFunction>,
         message: Option<Arc<Message>>,
     ) {
+        let what = match stream_function {
+            Some(sf) => format!("{kind}: {sf}: {reason}"),
+            None => format!("{kind}: {reason}"),
+        };
+        if kind == "timeout" {
+            self.monitor.t3_timeout(what);
+        } else {
+            self.monitor.error(what);
+        }
         if let Some((store, record)) = self.error_record(kind, reason, stream_function, message) {
             store.record(record).await;
         }
@@ -407,6 +427,11 @@ impl Connection {
             .map_or(CommunicationState::WaitCra, |h| h.communication_state())
     }
 
+    /// Its counters and live message stream.
+    pub fn monitor(&self) -> &Arc<Monitor> {
+        &self.monitor
+    }
+
     /// The link, while enabled.
     pub fn link(&self) -> Option<Link> {
         self.link.lock().ok().and_then(|l| l.clone())
@@ -432,6 +457,7 @@ impl Connection {
         });
         if old != status {
             info!(equipment = %self.name(), from = %old, to = %status, "equipment status");
+            self.monitor.status(status.to_string());
             self.record_status(status);
             let now = SystemTime::now();
             self.tags.set(
@@ -501,6 +527,7 @@ impl Connection {
             return;
         };
         if state == LinkState::Selected {
+            self.monitor.link_up();
             host.link_up(now);
         } else {
             host.link_down(now);
@@ -553,6 +580,8 @@ struct Core {
     programs: Option<ToolPrograms>,
     /// The message store, if on.
     store: Option<Arc<Recorder>>,
+    /// Its database file.
+    store_path: Option<std::path::PathBuf>,
     /// The realtime tags.
     tags: Arc<Tags>,
     /// The named databases of `system.db`.
@@ -604,6 +633,7 @@ impl Gateway {
                     None
                 }
             },
+            store_path: store.as_ref().map(|_| project.store.path.clone()),
             store,
         });
         core.engine.set_host(Arc::new(GatewayHost {
@@ -756,13 +786,91 @@ impl Gateway {
         self.core.store.as_deref()
     }
 
+    /// Every connection, sorted by name.
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        let mut out: Vec<Arc<Connection>> = self
+            .core
+            .connections
+            .read()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.name().cmp(b.name()));
+        out
+    }
+
+    /// Handles on the in-process simulators, sorted by name.
+    pub fn simulators(&self) -> Vec<crate::sim::SimHandle> {
+        let mut out: Vec<crate::sim::SimHandle> = self
+            .core
+            .simulators
+            .lock()
+            .map(|s| s.values().map(Simulator::handle).collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.name().cmp(b.name()));
+        out
+    }
+
+    /// The realtime tag tree.
+    pub fn tags(&self) -> Arc<Tags> {
+        self.core.tags.clone()
+    }
+
+    /// The message store's database file, if the store is on.
+    pub fn store_path(&self) -> Option<&std::path::Path> {
+        self.core.store_path.as_deref()
+    }
+
+    /// Switches a connection on or off, as `enableDisableEquipment` does.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), HostError> {
+        let conn = GatewayHost::connection(&self.core, name)?;
+        if enabled {
+            self.core.enable(&conn).await.map_err(|e| HostError::Start {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })
+        } else {
+            self.core.disable(&conn).await;
+            Ok(())
+        }
+    }
+
+    /// Sends a message to an equipment as `sendRequest` does (checked against its SDL,
+    /// recorded, given a TxID) and, if it expects a reply, waits up to `timeout` for it as
+    /// `getResponse` does. Runs on a blocking-pool thread.
+    pub async fn send_and_wait(
+        &self,
+        name: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<(u32, Option<Message>), HostError> {
+        let host = GatewayHost {
+            core: Arc::downgrade(&self.core),
+        };
+        let transactions = self.core.transactions.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let sf = message.stream_function();
+            let wants_reply = message.w_bit && sf.is_primary();
+            let txid = host.send_request(sf, message.w_bit, message.body, &name)?;
+            if !wants_reply {
+                return Ok((txid, None));
+            }
+            let reply = transactions
+                .wait_reply(txid, &name, timeout, None)
+                .map_err(HostError::Transaction)?;
+            Ok((txid, reply))
+        })
+        .await
+        .map_err(|_| HostError::Stopped)?
+    }
+
     /// The listening address of an in-process simulator.
     pub fn simulator_addr(&self, name: &str) -> Option<SocketAddr> {
         self.core
             .simulators
             .lock()
             .ok()
-            .and_then(|s| s.get(name).and_then(Simulator::local_addr))
+            .and_then(|s| s.get(name).and_then(|sim| sim.local_addr()))
     }
 }
 
@@ -1509,6 +1617,14 @@ async fn record_outcome(
             conn.record_error(kind, e.to_string(), Some(sf), Some(request.clone()))
                 .await;
         }
+    }
+}
+
+/// The monitor's word for a direction.
+fn way(direction: Direction) -> Way {
+    match direction {
+        Direction::Sent => Way::Sent,
+        Direction::Received => Way::Received,
     }
 }
 

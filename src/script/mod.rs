@@ -28,6 +28,7 @@ pub mod db;
 pub mod guard;
 pub mod host;
 pub mod payload;
+pub mod stats;
 pub mod system;
 pub mod tag;
 
@@ -212,6 +213,8 @@ struct Inner {
     host: RwLock<Option<Arc<dyn Host>>>,
     /// Shared builtins of every handler run (with the Python-2 shims).
     builtins: Py<PyDict>,
+    /// What each handler did.
+    stats: stats::Stats,
 }
 
 /// The script engine of a project.
@@ -558,6 +561,7 @@ impl ScriptEngine {
             room: Mutex::new(HashMap::new()),
             host: RwLock::new(None),
             builtins,
+            stats: stats::Stats::default(),
         });
         for path in handler_files(&project) {
             inner.load_handler(&path);
@@ -592,6 +596,11 @@ impl ScriptEngine {
             .handlers
             .read()
             .is_ok_and(|h| h.contains_key(name))
+    }
+
+    /// Every handler's version, calls, time and last error.
+    pub fn handler_stats(&self) -> Vec<stats::HandlerStats> {
+        self.inner.stats.all()
     }
 
     /// The version of a loaded handler (1 when first loaded, +1 per successful reload).
@@ -964,6 +973,7 @@ impl Inner {
             warn!(target: "script", handler = %job.handler, equipment = %job.key,
                 "the stuck handler ended after {:.1} s; jobs of {} are taken again", started.elapsed().as_secs_f64(), job.key);
         }
+        let took = started.elapsed();
         let outcome = match result {
             None => Outcome::NoHandler,
             Some(Ok(())) => Outcome::Done,
@@ -984,6 +994,21 @@ impl Inner {
                 Outcome::Raised(tb)
             }
         };
+        match &outcome {
+            Outcome::Done => self.stats.ended(&job.handler, took, stats::Ended::Done),
+            Outcome::Raised(tb) => self
+                .stats
+                .ended(&job.handler, took, stats::Ended::Raised(tb)),
+            Outcome::TimedOut => self.stats.ended(
+                &job.handler,
+                took,
+                stats::Ended::TimedOut(&format!(
+                    "interrupted: it ran longer than its limit of {:?}",
+                    self.timeout
+                )),
+            ),
+            _ => {}
+        }
         if let Some(done) = current.done.take() {
             let _ = done.send(outcome);
         }
@@ -1111,6 +1136,15 @@ impl Inner {
         warn!(target: "script", handler = %c.handler, equipment = %c.key,
             "handler abandoned: still running {:.2} s after it started (limit {:?}) although interrupted (it catches BaseException or is blocked in C); its thread is left to finish on its own and a new worker takes over ({alive} abandoned threads running, at most {}; {total} abandoned in all)",
             now.duration_since(c.started).as_secs_f64(), self.timeout, self.abandoned_limit);
+        self.stats.ended(
+            &c.handler,
+            now.duration_since(c.started),
+            stats::Ended::Abandoned(&format!(
+                "abandoned: still running {:.2} s after it started (limit {:?}) although interrupted",
+                now.duration_since(c.started).as_secs_f64(),
+                self.timeout
+            )),
+        );
         if let Some(done) = c.done.take() {
             let _ = done.send(Outcome::Abandoned);
         }
@@ -1198,10 +1232,14 @@ impl Inner {
                         version,
                     }),
                 );
+                self.stats
+                    .loaded(&name, &path.display().to_string(), version);
                 info!(target: "script", handler = %name, version, rewritten_from_python2 = rewritten, "handler loaded");
             }
             Err(e) => {
                 let kept = self.handlers.read().is_ok_and(|h| h.contains_key(&name));
+                self.stats
+                    .compile_failed(&name, &path.display().to_string(), &e);
                 error!(target: "script", handler = %name,
                     "{} does not compile{}:\n{e}", path.display(),
                     if kept { "; the previous version keeps running" } else { "" });
@@ -1229,6 +1267,7 @@ impl Inner {
                     && let Ok(mut h) = self.handlers.write()
                     && h.remove(name).is_some()
                 {
+                    self.stats.removed(name);
                     info!(target: "script", handler = %name, "handler removed (its file is refused)");
                 }
             } else if path.exists() {
@@ -1237,6 +1276,7 @@ impl Inner {
                 && let Ok(mut h) = self.handlers.write()
                 && h.remove(name).is_some()
             {
+                self.stats.removed(name);
                 info!(target: "script", handler = %name, "handler removed (its file was deleted)");
             }
         } else if let Ok(rel) = path.strip_prefix(&lib_dir) {

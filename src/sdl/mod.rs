@@ -337,7 +337,10 @@ fn format_group(name: &str) -> Option<Vec<Format>> {
 
 /// The standard catalogue shipped in `sdl/messages.sdl`: what an equipment with no `sdl` key
 /// (or `sdl = "standard"`) uses.
-const STANDARD: &str = include_str!("../../sdl/messages.sdl");
+pub const STANDARD: &str = include_str!("../../sdl/messages.sdl");
+
+/// The file name the standard catalogue carries.
+pub const STANDARD_FILE: &str = "sdl/messages.sdl";
 
 /// The name that selects the standard catalogue in project.toml.
 pub const STANDARD_NAME: &str = "standard";
@@ -355,7 +358,7 @@ impl Sdl {
     /// The standard SDL: the SEMI E5 messages of streams 1-21 the GEM references define, with
     /// their items and code tables (`sdl/messages.sdl`).
     pub fn standard() -> Sdl {
-        match Sdl::parse(Path::new("sdl/messages.sdl"), STANDARD) {
+        match Sdl::parse(Path::new(STANDARD_FILE), STANDARD) {
             Ok((sdl, warnings)) if warnings.is_empty() => sdl,
             Ok((_, warnings)) => panic!("the shipped sdl/messages.sdl has warnings: {warnings:?}"),
             Err(e) => panic!("the shipped sdl/messages.sdl is invalid: {e}"),

@@ -14,4 +14,10 @@ pub mod runs;
 pub mod runtime;
 
 pub use config::{ConfigError, EventRun, SimConfig};
-pub use runtime::{Operation, SimError, SimStatus, Simulator, spool_file};
+/// Most simulators one process is built to run at once (each holds a blocking-pool thread:
+/// runtimes that start simulators allow this many blocking threads and more).
+pub const MAX_SIMULATORS: usize = 4096;
+
+pub use runtime::{
+    Operation, SimError, SimHandle, SimStatus, Simulator, VariableValue, spool_file,
+};

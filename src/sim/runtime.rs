@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -17,10 +18,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::SimConfig;
 use super::runs::{LiveVariables, Runs};
+use crate::gem::model::VariableClass;
 use crate::gem::{
     Action, CommunicationState, ControlState, Equipment, GemError, Id, Outcome, Tag, hsms_header,
 };
 use crate::link::{Incoming, Link, LinkError, LinkState, Received};
+use crate::monitor::{Monitor, Way};
 use crate::secs2::{Item, Message};
 use crate::store::programs::file_name;
 use crate::store::{FolderPrograms, SqliteSpool};
@@ -79,23 +82,56 @@ pub struct SimStatus {
     pub in_flight: usize,
 }
 
+/// A variable of the simulated equipment and its value now, as the web console shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariableValue {
+    pub id: Id,
+    pub name: String,
+    pub units: String,
+    /// "SV", "DV" or "EC".
+    pub class: &'static str,
+    pub value: Item,
+}
+
 enum Control {
     StartRun(String),
+    Variables(oneshot::Sender<Vec<VariableValue>>),
     Status(oneshot::Sender<SimStatus>),
     Operate(Operation, oneshot::Sender<Result<(), SimError>>),
     Shutdown(oneshot::Sender<()>),
 }
 
 /// A running simulator. Dropping it stops the simulator (use [`Simulator::shutdown`] to
-/// wait until it has).
+/// wait until it has). What it offers besides is on its [`SimHandle`] (dereferenced).
 #[derive(Debug)]
 pub struct Simulator {
+    handle: SimHandle,
+    /// Keeps the task running: the task ends when the last strong sender is gone.
+    control: mpsc::Sender<Control>,
+    task: JoinHandle<()>,
+}
+
+/// A handle on a running simulator that others may keep (the web console) without keeping
+/// it alive: once the simulator stopped, its requests fail with [`SimError::Stopped`].
+#[derive(Debug, Clone)]
+pub struct SimHandle {
     name: String,
     local_addr: Option<SocketAddr>,
     runs: Vec<String>,
-    control: mpsc::Sender<Control>,
+    control: mpsc::WeakSender<Control>,
     status: watch::Receiver<SimStatus>,
-    task: JoinHandle<()>,
+    /// Counters and live stream of its link.
+    monitor: Arc<Monitor>,
+    transport: String,
+    protocol: &'static str,
+}
+
+impl std::ops::Deref for Simulator {
+    type Target = SimHandle;
+
+    fn deref(&self) -> &SimHandle {
+        &self.handle
+    }
 }
 
 impl Simulator {
@@ -122,7 +158,10 @@ impl Simulator {
         let mut model = config.model.clone();
         model.device_id = transport.device_id();
         transport.set_name(name.clone());
+        let described = transport.to_string();
+        let protocol = transport.protocol_name();
         let endpoint = transport.start().await?;
+        let monitor = Arc::new(Monitor::new("Not Connected"));
         let now = Instant::now();
         let equipment = Equipment::new(
             model,
@@ -150,6 +189,7 @@ impl Simulator {
             live: LiveVariables::new(config.live.clone(), now, seed),
             outcomes: JoinSet::new(),
             up: false,
+            monitor: monitor.clone(),
         };
         let span = info_span!("simulator", name = %name);
         // The equipment writes its spool (SQLite, fsync) inline: run it on a blocking-pool
@@ -159,13 +199,72 @@ impl Simulator {
         let task = tokio::task::spawn_blocking(move || runtime.block_on(run));
         info!(simulator = %name, addr = ?endpoint.local_addr, programs = %programs_dir.display(), "simulator started");
         Ok(Simulator {
-            name,
-            local_addr: endpoint.local_addr,
-            runs: config.run_names(),
+            handle: SimHandle {
+                name,
+                local_addr: endpoint.local_addr,
+                runs: config.run_names(),
+                control: control.downgrade(),
+                status,
+                monitor,
+                transport: described,
+                protocol,
+            },
             control,
-            status,
             task,
         })
+    }
+
+    /// A handle that does not keep the simulator running.
+    pub fn handle(&self) -> SimHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the simulator: separates the HSMS session, closes the listening socket and
+    /// waits for the task to end. Spooled messages stay in the spool file.
+    pub async fn shutdown(self) {
+        let (done, rx) = oneshot::channel();
+        if self.control.send(Control::Shutdown(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+}
+
+impl SimHandle {
+    fn sender(&self) -> Result<mpsc::Sender<Control>, SimError> {
+        self.control
+            .upgrade()
+            .ok_or_else(|| SimError::Stopped(self.name.clone()))
+    }
+
+    /// Counters and the live stream of its link.
+    pub fn monitor(&self) -> &Arc<Monitor> {
+        &self.monitor
+    }
+
+    /// `"HSMS"` or `"SECS-I"`.
+    pub fn protocol(&self) -> &'static str {
+        self.protocol
+    }
+
+    /// Its transport in words (e.g. "HSMS passive on 127.0.0.1:5000").
+    pub fn transport(&self) -> &str {
+        &self.transport
+    }
+
+    /// The names of its event runs.
+    pub fn run_names(&self) -> &[String] {
+        &self.runs
+    }
+
+    /// Its variables (SVs, DVs, ECs) with their values now.
+    pub async fn variables(&self) -> Result<Vec<VariableValue>, SimError> {
+        let (done, rx) = oneshot::channel();
+        self.sender()?
+            .send(Control::Variables(done))
+            .await
+            .map_err(|_| SimError::Stopped(self.name.clone()))?;
+        rx.await.map_err(|_| SimError::Stopped(self.name.clone()))
     }
 
     /// The simulator's name.
@@ -191,7 +290,7 @@ impl Simulator {
                 },
             });
         }
-        self.control
+        self.sender()?
             .try_send(Control::StartRun(name.to_string()))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => SimError::Busy(self.name.clone()),
@@ -203,7 +302,7 @@ impl Simulator {
     /// clear an alarm, flip the ON-LINE or REMOTE switch.
     pub async fn operate(&self, operation: Operation) -> Result<(), SimError> {
         let (done, rx) = oneshot::channel();
-        self.control
+        self.sender()?
             .send(Control::Operate(operation, done))
             .await
             .map_err(|_| SimError::Stopped(self.name.clone()))?;
@@ -219,21 +318,11 @@ impl Simulator {
     /// Its communication and control states, spool size and activity.
     pub async fn status(&self) -> Result<SimStatus, SimError> {
         let (done, rx) = oneshot::channel();
-        self.control
+        self.sender()?
             .send(Control::Status(done))
             .await
             .map_err(|_| SimError::Stopped(self.name.clone()))?;
         rx.await.map_err(|_| SimError::Stopped(self.name.clone()))
-    }
-
-    /// Stops the simulator: separates the HSMS session, closes the listening socket and
-    /// waits for the task to end. Spooled messages stay in the spool file.
-    pub async fn shutdown(self) {
-        let (done, rx) = oneshot::channel();
-        if self.control.send(Control::Shutdown(done)).await.is_ok() {
-            let _ = rx.await;
-        }
-        let _ = self.task.await;
     }
 }
 
@@ -258,6 +347,7 @@ struct Task {
     /// W-bit primaries in flight, each ending with its tag and outcome.
     outcomes: JoinSet<(Tag, Outcome)>,
     up: bool,
+    monitor: Arc<Monitor>,
     /// Published after each pass of the task's loop.
     status: watch::Sender<SimStatus>,
 }
@@ -292,6 +382,11 @@ impl Task {
                 },
                 Some(joined) = self.outcomes.join_next(), if !self.outcomes.is_empty() => {
                     if let Ok((tag, outcome)) = joined {
+                        match &outcome {
+                            Outcome::Reply(reply) => self.monitor.message(Way::Received, reply, 0, None),
+                            Outcome::Timeout { .. } => self.monitor.t3_timeout("T3: no reply"),
+                            Outcome::Failed => self.monitor.error("request failed: the link is down"),
+                        }
                         self.equipment.outcome(tag, outcome, Instant::now());
                     }
                 }
@@ -319,6 +414,7 @@ impl Task {
         match (state == LinkState::Selected, self.up) {
             (true, false) => {
                 self.up = true;
+                self.monitor.link_up();
                 self.equipment.link_up(now);
             }
             (false, true) => {
@@ -332,8 +428,14 @@ impl Task {
     fn received(&mut self, received: Received) {
         let now = Instant::now();
         match received {
-            Received::Message(m) => self.equipment.receive(m, now),
-            Received::Malformed { header, .. } => self.equipment.receive_malformed(header, now),
+            Received::Message(m) => {
+                self.monitor.message(Way::Received, &m, 0, None);
+                self.equipment.receive(m, now)
+            }
+            Received::Malformed { header, .. } => {
+                self.monitor.error("malformed message received");
+                self.equipment.receive_malformed(header, now)
+            }
         }
     }
 
@@ -373,6 +475,9 @@ impl Task {
             Control::Status(done) => {
                 let _ = done.send(self.current_status());
             }
+            Control::Variables(done) => {
+                let _ = done.send(self.variables(now));
+            }
             Control::Shutdown(_) => {}
         }
     }
@@ -387,9 +492,45 @@ impl Task {
         }
     }
 
+    fn variables(&self, now: Instant) -> Vec<VariableValue> {
+        let model = self.equipment.model();
+        let mut out: Vec<VariableValue> = model
+            .variables
+            .values()
+            .map(|v| VariableValue {
+                id: v.id,
+                name: v.name.clone(),
+                units: v.units.clone(),
+                class: match v.class {
+                    VariableClass::Data => "DV",
+                    VariableClass::Status => "SV",
+                },
+                value: self
+                    .equipment
+                    .value(v.id, now)
+                    .unwrap_or_else(|| v.value.clone()),
+            })
+            .collect();
+        out.extend(model.constants.values().map(|c| VariableValue {
+            id: c.id,
+            name: c.name.clone(),
+            units: c.units.clone(),
+            class: "EC",
+            value: c.value.clone(),
+        }));
+        out
+    }
+
     /// Tells watchers of the status what changed (nothing when nothing did).
     fn publish_status(&self) {
         let now = self.current_status();
+        self.monitor
+            .status(match (*self.state.borrow(), now.communication) {
+                (LinkState::Selected, CommunicationState::Communicating) => "Communicating",
+                (LinkState::Selected, _) => "Selected",
+                (LinkState::Connected, _) => "Connected",
+                (LinkState::Disconnected, _) => "Not Connected",
+            });
         self.status.send_if_modified(|s| {
             let changed = *s != now;
             *s = now;
@@ -469,6 +610,7 @@ impl Task {
 
     async fn send(&mut self, message: Message, tag: Option<Tag>) {
         let Some(tag) = tag else {
+            self.monitor.message(Way::Sent, &message, 0, None);
             // A reply is queued without waiting for the link to take it.
             let sent = if message.function.is_multiple_of(2) {
                 self.link.post_reply(message).await
@@ -485,8 +627,14 @@ impl Task {
             device_id: self.equipment.model().device_id,
             ..message.clone()
         };
+        self.monitor.count(Way::Sent, &message);
+        let copy = self.monitor.streaming().then(|| message.clone());
         match self.link.send_request(message).await {
             Ok(pending) => {
+                if let Some(mut copy) = copy {
+                    copy.system_bytes = pending.system_bytes;
+                    self.monitor.offer(Way::Sent, Arc::new(copy), 0);
+                }
                 let shead = hsms_header(&Message {
                     system_bytes: pending.system_bytes,
                     ..header

@@ -184,6 +184,34 @@ pub fn timestamp_text(ms: i64) -> String {
     format!("{seconds}.{:03}Z", ms.rem_euclid(1000))
 }
 
+/// A time given as RFC 3339 / ISO 8601, or as an age (`90s`, `10m`, `2h`, `1d`, `1w`)
+/// counted back from `now_ms`; milliseconds since the Unix epoch.
+pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
+    let t = text.trim();
+    if let Some(dt) = DateTime::parse(t) {
+        return Ok(dt.to_unix_millis());
+    }
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let n: i64 = number.parse().map_err(|_| {
+        format!("'{text}' is neither an RFC 3339 time nor an age such as 10m, 2h or 1d")
+    })?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" | "" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => {
+            return Err(format!(
+                "'{text}': unknown unit '{unit}'; use s, m, h, d or w (or an RFC 3339 time)"
+            ));
+        }
+    };
+    Ok(now_ms.saturating_sub(n.saturating_mul(unit_ms)))
+}
+
 /// Whether a table prefix is safe in a table name.
 pub fn valid_prefix(prefix: &str) -> bool {
     prefix
