@@ -195,27 +195,21 @@ fn sse(rx: mpsc::Receiver<Event>) -> Response {
         .into_response()
 }
 
-/// `overview` events, one per tick. A browser that has not taken the last one yet misses
-/// the next (the one after is as new).
+/// `overview` events, one per tick (made once for every browser). A browser that has not
+/// taken the last one yet misses the next (the one after is as new).
 pub(crate) async fn live(State(shared): State<Arc<Shared>>) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(2);
-    let weak = Arc::downgrade(&shared);
+    let mut overview = shared.overview.subscribe();
     let mut stopping = shared.stopping.clone();
     drop(shared);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                changed = overview.changed() => if changed.is_err() { return },
                 _ = stopping.wait_for(|s| *s) => return,
             }
-            let Some(shared) = weak.upgrade() else {
-                return;
-            };
-            let data = overview_json(&shared).to_string();
-            drop(shared);
-            match tx.try_send(Event::default().event("overview").data(data)) {
+            let data = overview.borrow_and_update().clone();
+            match tx.try_send(Event::default().event("overview").data(data.as_str())) {
                 Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
