@@ -317,6 +317,9 @@ print(f"target routing by content costs < 10% of events/s: worst {worst:.1%} -> 
       " (rates on a shared machine move by 10-15% from run to run)")
 if worst_ir is not None:
     print(f"same target in instructions per event: worst {worst_ir:+.1%} -> {'met' if worst_ir < 0.10 else 'NOT met'}")
+PY
+}
+
 bench_web() {
   scripts/setup.sh
   echo "== web: 1,000 connections (in-process simulators), idle and at 10,000 S6F11/s"
