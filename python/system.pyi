@@ -2,8 +2,8 @@
 
 Point your editor at this folder (for example `"python.analysis.stubPath": "python"` in VS
 Code, or `mypy_path = python`) to get completion and type checks in `handlers/*.py` and
-`lib/*.py`. Handlers also receive the global `payload` (see `RealtimePayload` and
-`CustomResponsePayload`).
+`lib/*.py`. Handlers also receive the global `payload` (see `RealtimePayload`, also the
+payload of an `[[equipment.handler]]`, and `CustomResponsePayload`).
 """
 
 from typing import Any, Dict, Iterator, List, Optional, Sequence, TypedDict, Union
@@ -29,7 +29,7 @@ class SecsMessage(TypedDict):
     body: Any
 
 class RealtimePayload(TypedDict):
-    """`payload` of handlers/onSecsGemRealtimeUpdate.py."""
+    """`payload` of handlers/onSecsGemRealtimeUpdate.py and of an [[equipment.handler]]."""
     CommonID: str  # the values of the items the SDL's CommonID names, else the TxID as text
     Equipment: str
     Direction: str
@@ -38,6 +38,7 @@ class RealtimePayload(TypedDict):
     Reply: bool
     Message: str  # the message as JSON text: system.util.jsonDecode(payload["Message"])
     StreamFunction: str
+    MessageName: str  # the SDL definition the message matched ("" for an unnamed one or none)
     SystemBytes: int
     Timestamp: str
 
@@ -47,6 +48,7 @@ class CustomResponsePayload(TypedDict):
     TxID: int
     SystemBytes: int
     StreamFunction: str
+    MessageName: str  # the SDL definition the message matched ("" for an unnamed one or none)
     Message: str
 
 class StartupPayload(TypedDict):

@@ -16,12 +16,15 @@
 #   scripts/bench.sh store   the same S6F11 burst through `secsgate run` with the message store
 #                            off and on (same run, in turns, best of 3), and database bytes
 #                            per stored S6F11
+#   scripts/bench.sh matching S6F11/s routed among 100 keyed SDL definitions (handlers by
+#                            definition name) beside one S/F-level definition and mapping,
+#                            with and without a handler, in turns, best of 5
 #   scripts/bench.sh web     the web console with 1,000 connections: /api/overview latency and
 #                            the live overview's cadence idle (baseline) and at 10,000 S6F11/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store|secs1|web" >&2; exit 2; }
+usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store|secs1|web|matching" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 
 bench_codec() {
@@ -256,6 +259,67 @@ print(f"database bytes per stored S6F11 (with its S6F12 row, indices, WAL): {row
 PY
 }
 
+bench_matching() {
+  scripts/setup.sh
+  echo "== matching: S6F11 through the gateway, 64 in flight, best of 5 rounds of 50,000 events per case, in turns (store off)"
+  cargo bench --quiet --bench matching > target/secsgate-matching.jsonl 2>/tmp/secsgate-bench-matching.log \
+    || { cat /tmp/secsgate-bench-matching.log; exit 1; }
+  # Rates move with whatever else the machine runs; instructions per event do not. Under
+  # valgrind (if installed), each case runs 2,000 and then 12,000 events: the difference of
+  # the two counts over 10,000 is the cost of one event, start-up left out.
+  : > target/secsgate-matching-ir.txt
+  if command -v valgrind >/dev/null 2>&1; then
+    echo "== matching: instructions per event under valgrind (callgrind), the same cases"
+    bin=$(cargo bench --bench matching --no-run --message-format=json 2>/dev/null \
+      | .venv/bin/python -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "matching"][-1])')
+    for c in sf_handler keyed_handler sf_no_handler keyed_no_handler; do
+      for n in 2000 12000; do
+        ir=$(MATCHING_CASES=$c MATCHING_EVENTS=$n MATCHING_ROUNDS=1 valgrind --tool=callgrind \
+          --callgrind-out-file=/dev/null "$bin" 2>&1 >/dev/null | sed -n 's/.*I *refs: *//p' | tr -d ,)
+        echo "$c $n $ir" >> target/secsgate-matching-ir.txt
+      done
+    done
+  else
+    echo "== matching: valgrind is not installed; no instruction counts"
+  fi
+  .venv/bin/python - <<'PY'
+import json, pathlib
+rows = {r["case"]: r for r in map(json.loads, pathlib.Path("target/secsgate-matching.jsonl").read_text().splitlines())}
+ir = {}
+for line in pathlib.Path("target/secsgate-matching-ir.txt").read_text().splitlines():
+    case, n, count = line.split()
+    ir.setdefault(case, {})[int(n)] = int(count)
+per_event = {c: (v[12000] - v[2000]) / 10000 for c, v in ir.items() if 2000 in v and 12000 in v}
+ns = rows["matching_ns"]
+print(f"{'case':<62}{'events/s':>10}{'CPU/event':>11}")
+worst = 0.0
+for kind, label in (("handler", "a handler ([[equipment.handler]])"), ("no_handler", "no handler")):
+    sf, keyed = rows[f"sf_{kind}"], rows[f"keyed_{kind}"]
+    cost = 1 - keyed["events_per_s"] / sf["events_per_s"]
+    cpu = keyed["cpu_us"] / sf["cpu_us"] - 1
+    worst = max(worst, cost)
+    print(f"{'one S/F-level definition and mapping, ' + label + ' (baseline)':<62}{sf['events_per_s']:>10,.0f}{sf['cpu_us']:>8.1f} us")
+    print(f"{'100 keyed definitions, mapped by name, ' + label:<62}{keyed['events_per_s']:>10,.0f}{keyed['cpu_us']:>8.1f} us"
+          f"   (cost {cost:+.1%} events/s, {cpu:+.1%} CPU)")
+print(f"Sdl::matching alone: {ns['sf']:.0f} ns for one definition, {ns['keyed']:.0f} ns among 100 keyed ones (the CEIDs cycling through all keys)")
+print("CPU/event: the whole process (the equipment's side too), least of the rounds")
+worst_ir = None
+if per_event:
+    print()
+    print(f"{'instructions per event (valgrind; the whole process)':<62}{'S/F-level':>12}{'100 keyed':>12}{'cost':>8}")
+    worst_ir = 0.0
+    for kind in ("handler", "no_handler"):
+        sf, keyed = per_event[f"sf_{kind}"], per_event[f"keyed_{kind}"]
+        worst_ir = max(worst_ir, keyed / sf - 1)
+        print(f"{'  with ' + kind.replace('_', ' '):<62}{sf:>12,.0f}{keyed:>12,.0f}{keyed / sf - 1:>+8.1%}")
+print()
+print(f"target routing by content costs < 10% of events/s: worst {worst:.1%} -> {'met' if worst < 0.10 else 'NOT met'}"
+      " (rates on a shared machine move by 10-15% from run to run)")
+if worst_ir is not None:
+    print(f"same target in instructions per event: worst {worst_ir:+.1%} -> {'met' if worst_ir < 0.10 else 'NOT met'}")
+PY
+}
+
 bench_web() {
   scripts/setup.sh
   echo "== web: 1,000 connections (in-process simulators), idle and at 10,000 S6F11/s"
@@ -282,6 +346,7 @@ case "$1" in
   burst) bench_burst ;;
   store) bench_store ;;
   secs1) bench_secs1 ;;
+  matching) bench_matching ;;
   web) bench_web ;;
   *) usage ;;
 esac

@@ -26,12 +26,20 @@
 //! [[equipment.custom_response]]
 //! stream_function = "S6F11"
 //! handler = "onEventReport"      # handlers/onEventReport.py
+//!
+//! [[equipment.custom_response]]
+//! message = "LotStarted"         # a named definition of the equipment's SDL
+//! handler = "onLotStarted"
+//!
+//! [[equipment.handler]]          # gets the messages, as onSecsGemRealtimeUpdate does
+//! message = "AlarmReport"        # or stream_function = "S5F1"
+//! handler = "onAlarm"
 //! ```
 //!
 //! Every problem is reported with its file, line and key; [`Project::load`] collects all of
 //! them rather than stopping at the first.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -128,10 +136,59 @@ impl Default for GatewaySettings {
     }
 }
 
-/// A custom response: a received primary of this S/F is answered by a handler script.
+/// What a handler mapping takes: the received messages of an S/F, or those that matched a
+/// named definition of the equipment's SDL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `stream_function = "S6F11"`.
+    StreamFunction(StreamFunction),
+    /// `message = "LotStarted"`: a definition's name, and the S/F it defines.
+    Message {
+        name: String,
+        stream_function: StreamFunction,
+    },
+}
+
+impl Selector {
+    /// The S/F of the messages it takes.
+    pub fn stream_function(&self) -> StreamFunction {
+        match self {
+            Selector::StreamFunction(sf) => *sf,
+            Selector::Message {
+                stream_function, ..
+            } => *stream_function,
+        }
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::StreamFunction(sf) => write!(f, "{sf}"),
+            Selector::Message {
+                name,
+                stream_function,
+            } => write!(f, "{name} ({stream_function})"),
+        }
+    }
+}
+
+/// A custom response: a received primary is answered by a handler script
+/// (`[[equipment.custom_response]]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomResponse {
-    pub stream_function: StreamFunction,
+    /// The primaries it answers.
+    pub selector: Selector,
+    /// Handler name: `handlers/<handler>.py`.
+    pub handler: String,
+}
+
+/// A handler that gets received messages as `onSecsGemRealtimeUpdate` does, after the reply
+/// went out (`[[equipment.handler]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageHandler {
+    /// The messages it gets.
+    pub selector: Selector,
     /// Handler name: `handlers/<handler>.py`.
     pub handler: String,
 }
@@ -157,6 +214,83 @@ impl Realtime {
             Realtime::Sdl => sdl.is_some_and(|s| s.realtime(sf)),
         }
     }
+
+    /// [`Realtime::includes`] for a message that matched SDL definition `def` (if any): with
+    /// [`Realtime::Sdl`], that definition's `realtime` says.
+    pub fn includes_matched(
+        &self,
+        sf: StreamFunction,
+        sdl: Option<&Sdl>,
+        def: Option<&crate::sdl::MessageDef>,
+    ) -> bool {
+        match (self, def) {
+            (Realtime::Sdl, Some(def)) => def.realtime,
+            _ => self.includes(sf, sdl),
+        }
+    }
+}
+
+/// The `[[equipment.handler]]`s of an equipment, in file order, indexed by what they take
+/// (a message is routed with two lookups, however many there are). Derefs to the list.
+#[derive(Debug, Clone, Default)]
+pub struct MessageHandlers {
+    list: Vec<MessageHandler>,
+    /// S/F -> places in `list` of the handlers mapped to it, ascending.
+    by_sf: HashMap<StreamFunction, Vec<usize>>,
+    /// Definition name -> places in `list` of the handlers mapped to it, ascending.
+    by_name: HashMap<String, Vec<usize>>,
+}
+
+impl MessageHandlers {
+    pub fn new(list: Vec<MessageHandler>) -> MessageHandlers {
+        let mut handlers = MessageHandlers::default();
+        for (i, h) in list.iter().enumerate() {
+            match &h.selector {
+                Selector::StreamFunction(sf) => handlers.by_sf.entry(*sf).or_default().push(i),
+                Selector::Message { name, .. } => {
+                    handlers.by_name.entry(name.clone()).or_default().push(i)
+                }
+            }
+        }
+        handlers.list = list;
+        handlers
+    }
+
+    /// The handlers that take a message of `sf` that matched the definition named `name`,
+    /// in file order: those mapped to the name and those mapped to the S/F.
+    pub fn taking(&self, sf: StreamFunction, name: Option<&str>) -> Vec<&MessageHandler> {
+        let mut a: &[usize] = self.by_sf.get(&sf).map_or(&[], Vec::as_slice);
+        let mut b: &[usize] = name
+            .and_then(|n| self.by_name.get(n))
+            .map_or(&[], Vec::as_slice);
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        loop {
+            let list = match (a.first(), b.first()) {
+                (Some(x), Some(y)) if x < y => &mut a,
+                (Some(_), None) => &mut a,
+                (_, Some(_)) => &mut b,
+                (None, None) => return out,
+            };
+            if let Some((first, rest)) = list.split_first() {
+                out.extend(self.list.get(*first));
+                *list = rest;
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for MessageHandlers {
+    type Target = [MessageHandler];
+
+    fn deref(&self) -> &[MessageHandler] {
+        &self.list
+    }
+}
+
+impl PartialEq for MessageHandlers {
+    fn eq(&self, other: &Self) -> bool {
+        self.list == other.list
+    }
 }
 
 /// One equipment connection (`[[equipment]]`).
@@ -173,12 +307,42 @@ pub struct EquipmentConfig {
     pub on_invalid: OnInvalid,
     pub realtime: Realtime,
     pub custom_responses: Vec<CustomResponse>,
+    /// `[[equipment.handler]]`s, in file order.
+    pub handlers: MessageHandlers,
     /// The equipment's SDL: what it sends and accepts. No `sdl` key: the standard catalogue
     /// (`sdl/messages.sdl`); `sdl = "none"`: `None`, which checks nothing.
     pub sdl: Option<Arc<Sdl>>,
     /// Prefix of its message store tables (`<prefix>Messages`, `<prefix>Errors`); several
     /// equipment may share one.
     pub table_prefix: String,
+}
+
+impl EquipmentConfig {
+    /// The custom response that answers a received primary of `sf` that matched the
+    /// definition named `name`: the one mapped to that name, else the one mapped to its S/F.
+    pub fn custom_response(
+        &self,
+        sf: StreamFunction,
+        name: Option<&str>,
+    ) -> Option<&CustomResponse> {
+        let by_name = name.and_then(|n| {
+            self.custom_responses
+                .iter()
+                .find(|c| matches!(&c.selector, Selector::Message { name, .. } if name == n))
+        });
+        by_name.or_else(|| {
+            self.custom_responses
+                .iter()
+                .find(|c| c.selector == Selector::StreamFunction(sf))
+        })
+    }
+
+    /// The `[[equipment.handler]]`s a received message of `sf` that matched the definition
+    /// named `name` goes to, in file order: those mapped to the name and those mapped to the
+    /// S/F.
+    pub fn handlers_for(&self, sf: StreamFunction, name: Option<&str>) -> Vec<&MessageHandler> {
+        self.handlers.taking(sf, name)
+    }
 }
 
 /// What the gateway does with a primary from the equipment that fails its SDL check
@@ -447,6 +611,8 @@ struct RawEquipment {
     table_prefix: Option<Spanned<String>>,
     #[serde(default)]
     custom_response: Vec<Spanned<RawCustomResponse>>,
+    #[serde(default)]
+    handler: Vec<Spanned<RawCustomResponse>>,
 }
 
 #[derive(Deserialize)]
@@ -467,9 +633,21 @@ struct RawTimers {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCustomResponse {
-    stream_function: Spanned<String>,
+    stream_function: Option<Spanned<String>>,
+    message: Option<Spanned<String>>,
     handler: Spanned<String>,
     enabled: Option<bool>,
+}
+
+/// Where a handler mapping is, for its errors, and the SDL its `message` names.
+struct Mapping<'a> {
+    /// `equipment[0].custom_response[1]`.
+    key: String,
+    span: Range<usize>,
+    sdl: Option<&'a Sdl>,
+    /// The `sdl` key is there but did not load (already an error).
+    sdl_failed: bool,
+    dir: &'a Path,
 }
 
 #[derive(Deserialize)]
@@ -1213,54 +1391,71 @@ impl Validator<'_> {
                 }
             }
         };
-        let mut custom_responses = Vec::new();
-        let mut seen = HashSet::new();
+        let sdl_failed = e.sdl.is_some() && sdl.is_none() && {
+            let text = e.sdl.as_ref().map(|n| n.get_ref().trim().to_string());
+            !text.is_some_and(|t| t.eq_ignore_ascii_case(crate::sdl::NONE_NAME))
+        };
+        let mut custom_responses: Vec<CustomResponse> = Vec::new();
         for (j, c) in e.custom_response.into_iter().enumerate() {
+            let span = c.span();
             let c = c.into_inner();
             let ck = |f: &str| format!("equipment[{i}].custom_response[{j}].{f}");
-            let sf = self.stream_function(&c.stream_function, ck("stream_function"));
-            if let Some(sf) = sf {
-                if !sf.is_primary() {
-                    self.error(
-                        c.stream_function.span(),
-                        ck("stream_function"),
-                        format!(
-                            "{sf} is a reply; custom responses intercept primaries (odd functions)"
-                        ),
-                    );
-                } else if !seen.insert(sf) {
-                    self.error(
-                        c.stream_function.span(),
-                        ck("stream_function"),
-                        format!("{sf} has more than one custom response"),
-                    );
-                }
-            }
-            let handler = c
-                .handler
-                .get_ref()
-                .trim()
-                .trim_end_matches(".py")
-                .to_string();
-            let path = dir.join("handlers").join(format!("{handler}.py"));
-            if handler.is_empty() || handler.contains(['/', '\\']) {
+            let at = Mapping {
+                key: format!("equipment[{i}].custom_response[{j}]"),
+                span: span.clone(),
+                sdl: sdl.as_deref(),
+                sdl_failed,
+                dir,
+            };
+            let selector = self.selector(&at, &c);
+            let handler = self.handler_name(dir, &c.handler, ck("handler"));
+            let Some(selector) = selector else {
+                continue;
+            };
+            let (field, span) = match (&selector, &c.message, &c.stream_function) {
+                (Selector::Message { .. }, Some(m), _) => ("message", m.span()),
+                (_, _, Some(f)) => ("stream_function", f.span()),
+                _ => ("", span),
+            };
+            let sf = selector.stream_function();
+            if !sf.is_primary() {
                 self.error(
-                    c.handler.span(),
-                    ck("handler"),
-                    "must be a handler name (a file in handlers/, without .py)",
+                    span,
+                    ck(field),
+                    format!(
+                        "{selector} is a reply; custom responses intercept primaries (odd functions)"
+                    ),
                 );
-            } else if !path.is_file() {
+            } else if custom_responses.iter().any(|o| o.selector == selector) {
                 self.error(
-                    c.handler.span(),
-                    ck("handler"),
-                    format!("handlers/{handler}.py does not exist"),
+                    span,
+                    ck(field),
+                    format!("{selector} has more than one custom response"),
                 );
             }
-            if let (Some(sf), true) = (sf, c.enabled.unwrap_or(true)) {
-                custom_responses.push(CustomResponse {
-                    stream_function: sf,
-                    handler,
-                });
+            if c.enabled.unwrap_or(true) {
+                custom_responses.push(CustomResponse { selector, handler });
+            }
+        }
+        let mut handlers = Vec::new();
+        for (j, h) in e.handler.into_iter().enumerate() {
+            let span = h.span();
+            let h = h.into_inner();
+            let at = Mapping {
+                key: format!("equipment[{i}].handler[{j}]"),
+                span,
+                sdl: sdl.as_deref(),
+                sdl_failed,
+                dir,
+            };
+            let selector = self.selector(&at, &h);
+            let handler = self.handler_name(
+                dir,
+                &h.handler,
+                format!("equipment[{i}].handler[{j}].handler"),
+            );
+            if let (Some(selector), true) = (selector, h.enabled.unwrap_or(true)) {
+                handlers.push(MessageHandler { selector, handler });
             }
         }
         let on_invalid = match e.on_invalid.as_ref().map(|v| v.get_ref().as_str()) {
@@ -1303,9 +1498,96 @@ impl Validator<'_> {
             on_invalid,
             realtime,
             custom_responses,
+            handlers: MessageHandlers::new(handlers),
             sdl,
             table_prefix,
         })
+    }
+
+    /// `stream_function = "S6F11"` or `message = "LotStarted"` (a definition the
+    /// equipment's SDL names) of a handler mapping.
+    fn selector(&mut self, at: &Mapping, c: &RawCustomResponse) -> Option<Selector> {
+        let k = |f: &str| format!("{}.{f}", at.key);
+        match (&c.stream_function, &c.message) {
+            (Some(_), Some(m)) => {
+                self.error(
+                    m.span(),
+                    k("message"),
+                    "give stream_function or message, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    at.span.clone(),
+                    at.key.clone(),
+                    "needs stream_function (\"S6F11\") or message (the name of a definition in the equipment's SDL)",
+                );
+                None
+            }
+            (Some(sf), None) => self
+                .stream_function(sf, k("stream_function"))
+                .map(Selector::StreamFunction),
+            (None, Some(m)) => {
+                let name = m.get_ref().trim();
+                let Some(sdl) = at.sdl else {
+                    if !at.sdl_failed {
+                        self.error(
+                            m.span(),
+                            k("message"),
+                            format!("'{name}' names an SDL definition, but the equipment has no SDL (sdl = \"none\")"),
+                        );
+                    }
+                    return None;
+                };
+                match sdl.named(name) {
+                    Some((sf, _)) => Some(Selector::Message {
+                        name: name.to_string(),
+                        stream_function: sf,
+                    }),
+                    None => {
+                        let file = sdl
+                            .file
+                            .strip_prefix(at.dir)
+                            .unwrap_or(&sdl.file)
+                            .display()
+                            .to_string();
+                        let names = sdl.names();
+                        let known = match names.len() {
+                            0 => "it names no definition".to_string(),
+                            n if n <= 20 => format!("its names: {}", names.join(", ")),
+                            n => format!("its names: {}, ... ({n} in all)", names[..20].join(", ")),
+                        };
+                        self.error(
+                            m.span(),
+                            k("message"),
+                            format!("no definition named '{name}' in the SDL {file} ({known})"),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// A handler name (`handlers/<name>.py` must exist), without `.py`.
+    fn handler_name(&mut self, dir: &Path, text: &Spanned<String>, key: String) -> String {
+        let handler = text.get_ref().trim().trim_end_matches(".py").to_string();
+        let path = dir.join("handlers").join(format!("{handler}.py"));
+        if handler.is_empty() || handler.contains(['/', '\\']) {
+            self.error(
+                text.span(),
+                key,
+                "must be a handler name (a file in handlers/, without .py)",
+            );
+        } else if !path.is_file() {
+            self.error(
+                text.span(),
+                key,
+                format!("handlers/{handler}.py does not exist"),
+            );
+        }
+        handler
     }
 
     /// HSMS settings of an `[[equipment]]` entry.

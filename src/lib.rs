@@ -26,14 +26,15 @@
 //!   `system.secsgem`.
 //! - [`script`]: embedded CPython: worker threads, the `system` module (secsgem, util, tag,
 //!   db), hot reload.
-//! - [`sdl`]: the SECS Definition Language: an equipment's messages and items; checks and
-//!   `doc`/`codeDesc` annotation.
+//! - [`sdl`]: the SECS Definition Language: an equipment's messages and items; matching a
+//!   message to its (named) definition, checks and `doc`/`codeDesc` annotation.
 //! - [`web`]: the web console: pages, the HTTP API behind them, live updates, `/metrics`.
 //! - [`cli`]: the `secsgate` command line (`run`, `check`, `sim`, `send`, `sml`, `log`,
 //!   `tags`).
 //!
-//! Receive: bytes -> `hsms::frame` or `secs1` blocks -> `secs2::Message` -> `link` -> `gateway` (TxID, custom
-//! response handler or default reply, realtime handler on a `script` worker). Send: a script's
+//! Receive: bytes -> `hsms::frame` or `secs1` blocks -> `secs2::Message` -> `link` -> `gateway` (SDL
+//! match or stream 9, TxID, custom response handler or default reply, realtime and mapped
+//! handlers on a `script` worker). Send: a script's
 //! `system.secsgem.sendRequest` -> `gateway` -> `link` -> `hsms` or `secs1` -> bytes; the reply comes
 //! back the same way into the transaction table for `getResponse`.
 

@@ -327,7 +327,7 @@ fn the_standard_catalogue_covers_the_referenced_streams() {
         );
     }
     // Every reply-expecting primary's reply is there too.
-    for (sf, def) in &sdl.messages {
+    for (sf, def) in sdl.messages.iter().map(|(sf, d)| (sf, &d[0])) {
         if def.reply && sf.function % 2 == 1 {
             let reply = StreamFunction {
                 stream: sf.stream,
@@ -385,7 +385,7 @@ fn the_standard_catalogue_covers_the_referenced_streams() {
     assert_eq!(
         sdl.messages
             .iter()
-            .filter(|(_, m)| m.sql_tags)
+            .filter(|(_, m)| m[0].sql_tags)
             .map(|(sf, _)| sf.to_string())
             .collect::<Vec<_>>(),
         ["S6F1"]
@@ -393,7 +393,7 @@ fn the_standard_catalogue_covers_the_referenced_streams() {
     let realtime: Vec<String> = sdl
         .messages
         .iter()
-        .filter(|(_, m)| m.realtime)
+        .filter(|(_, m)| m[0].realtime)
         .map(|(sf, _)| sf.to_string())
         .collect();
     assert_eq!(
@@ -411,10 +411,12 @@ fn items_named(spec: &Spec, out: &mut Vec<String>) {
     match spec {
         Spec::Item(name) => out.push(name.clone()),
         Spec::Inline(def) => out.push(def.name.clone()),
-        Spec::List(specs) | Spec::ListOrEmpty(specs) => {
-            specs.iter().for_each(|s| items_named(s, out))
-        }
-        Spec::Repeat(inner) => items_named(inner, out),
+        Spec::List(specs)
+        | Spec::ListOrEmpty(specs)
+        | Spec::Open {
+            elements: specs, ..
+        } => specs.iter().for_each(|s| items_named(s, out)),
+        Spec::Repeat(inner) | Spec::Key(inner, _) => items_named(inner, out),
         Spec::Any => {}
     }
 }
@@ -425,7 +427,7 @@ fn every_catalogue_message_has_a_doc_and_a_body_of_defined_items() {
     let (sdl, warnings) = Sdl::load(&root.join("sdl/messages.sdl")).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let mut header_only = Vec::new();
-    for (sf, def) in &sdl.messages {
+    for (sf, def) in sdl.messages.iter().map(|(sf, d)| (sf, &d[0])) {
         assert!(
             def.doc.as_deref().is_some_and(|d| !d.trim().is_empty()),
             "{sf} has no doc"

@@ -430,6 +430,7 @@ fn record(time_ms: i64, equipment: &str, text: &str, direction: Direction, txid:
         request_response: RequestResponse::of(&m),
         common_id: format!("C{txid}"),
         txid,
+        message_name: None,
         message: Arc::new(m),
     })
 }

@@ -1,5 +1,6 @@
 //! The SDL loader on arbitrary text: errors and warnings, never a panic. What loads is asked
-//! about every message it defines (check, annotate, CommonID) with a few bodies.
+//! about every message it defines (matching, check, annotate, CommonID) with a few bodies,
+//! remote commands and event reports among them.
 #![no_main]
 
 use std::path::Path;
@@ -23,9 +24,21 @@ fuzz_target!(|data: &[u8]| {
             Item::U4(vec![1]),
             Item::L(vec![Item::ascii("x")]),
         ])),
+        // S2F41-shaped: RCMD and a CPNAME/CPVAL pair.
+        Some(Item::L(vec![
+            Item::ascii("START"),
+            Item::L(vec![Item::L(vec![Item::ascii("P"), Item::U4(vec![1])])]),
+        ])),
+        // S6F11-shaped: DATAID, CEID, one report.
+        Some(Item::L(vec![
+            Item::U4(vec![1]),
+            Item::U4(vec![100]),
+            Item::L(vec![Item::L(vec![Item::U4(vec![9]), Item::L(vec![])])]),
+        ])),
     ];
-    for stream in 0..4u8 {
-        for function in 0..16u8 {
+    let functions = (0..16u8).chain([41, 49]);
+    for stream in 0..7u8 {
+        for function in functions.clone() {
             let sf = StreamFunction { stream, function };
             let _ = (
                 sdl.doc(sf),
@@ -36,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
             for body in &bodies {
                 let message = Message::new(sf, function % 2 == 1, body.clone());
                 let _ = sdl.check(&message, true);
-                let _ = sdl.check(&message, false);
+                for by_host in [true, false] {
+                    if let Err(rejection) = sdl.matching(&message, by_host) {
+                        let _ = (rejection.stream_nine(), rejection.reply_body());
+                    }
+                }
                 let _ = sdl.common_id_value(&message);
                 let mut value = secsgate::secs2::json::message_to_json(&message);
                 sdl.annotate(&message, &mut value);

@@ -160,6 +160,8 @@ def test_pages_in_chromium(gateway, browser):
     button.click()
     wait(d).until(lambda d: text_of(d, '.sim[data-name="Sim1"] button.run[data-run="lot"]') == "Started lot")
     log.wait_for(r"event run started from the web console")
+    d.find_element(By.CSS_SELECTOR, '.sim[data-name="Sim1"] details summary').click()
+    wait(d).until(lambda d: "WaferCounter" in text_of(d, '.sim[data-name="Sim1"] details'))
     shot(d, "5-simulators")
 
     # The message log finds the S1F3 sent from the form.

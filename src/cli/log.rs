@@ -27,6 +27,9 @@ pub(super) struct LogArgs {
     /// Only messages with this CommonID (a request and its reply share it).
     #[arg(long)]
     common_id: Option<String>,
+    /// Only messages that matched the SDL definition of this name (e.g. LotStarted).
+    #[arg(long = "message", value_name = "NAME")]
+    message_name: Option<String>,
     /// From this time: RFC 3339 (2026-12-03T09:00:00Z) or an age such as 10m, 2h, 1d.
     #[arg(long)]
     since: Option<String>,
@@ -60,6 +63,7 @@ fn line(m: &StoredMessage, json: bool) -> String {
             "Direction": m.direction,
             "RequestResponse": m.request_response,
             "CommonID": m.common_id,
+            "MessageName": m.message_name,
             "TxID": m.txid,
             "SystemBytes": m.system_bytes,
             "Reply": m.reply,
@@ -67,8 +71,13 @@ fn line(m: &StoredMessage, json: bool) -> String {
         })
         .to_string()
     } else {
+        let name = m
+            .message_name
+            .as_deref()
+            .map(|n| format!(" Message={n}"))
+            .unwrap_or_default();
         format!(
-            "{} {} {} {} TxID={} CommonID={} {}",
+            "{} {} {} {} TxID={} CommonID={}{name} {}",
             m.timestamp, m.equipment, m.direction, m.request_response, m.txid, m.common_id, m.sml
         )
     }
@@ -124,6 +133,7 @@ pub(super) fn run(args: LogArgs) -> i32 {
             }
         }),
         common_id: args.common_id,
+        message_name: args.message_name,
         since_ms,
         until_ms,
         limit: args.limit,

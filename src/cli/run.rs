@@ -29,11 +29,18 @@ pub(super) fn check(dir: &Path) -> i32 {
             for w in &project.warnings {
                 eprintln!("secsgate: warning: {w}");
             }
-            project
-                .simulators
-                .iter()
-                .filter_map(|s| crate::gateway::load_simulator_config(s).err())
-                .collect()
+            let mut problems = Vec::new();
+            for s in &project.simulators {
+                match crate::gateway::load_simulator_config(s) {
+                    Ok(config) => {
+                        for w in &config.warnings {
+                            eprintln!("secsgate: warning: {w}");
+                        }
+                    }
+                    Err(e) => problems.push(e),
+                }
+            }
+            problems
         }
         Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
     };

@@ -75,6 +75,9 @@ pub(super) fn run(args: SimArgs) -> i32 {
         },
         None => SimConfig::default_config(),
     };
+    for w in &config.warnings {
+        eprintln!("secsgate: warning: {w}");
+    }
     let Some(t3) = std::time::Duration::try_from_secs_f64(args.t3)
         .ok()
         .filter(|d| !d.is_zero())

@@ -6,8 +6,8 @@
 //! - an equipment's connection settings (mode, address, port, device ID, timers, message
 //!   size, `establish_communication`): that connection alone reconnects;
 //! - `enabled`: the connection is enabled or disabled;
-//! - custom responses, `realtime`, `sdl`, `on_invalid`, description: put in force at once, the
-//!   connection stays up;
+//! - custom responses, `[[equipment.handler]]`s, `realtime`, `sdl`, `on_invalid`,
+//!   description: put in force at once, the connection stays up;
 //! - an equipment added or removed: started or stopped;
 //! - a simulator added, removed or changed: started, stopped or restarted;
 //! - `[gateway] custom_response_timeout`, `tool_program_limit`, `tool_program_bytes`: at
@@ -98,6 +98,9 @@ fn settings_changed(a: &EquipmentConfig, b: &EquipmentConfig) -> Vec<&'static st
     let mut out = Vec::new();
     if a.custom_responses != b.custom_responses {
         out.push("custom responses");
+    }
+    if a.handlers != b.handlers {
+        out.push("handlers");
     }
     if a.realtime != b.realtime {
         out.push("realtime");

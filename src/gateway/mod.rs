@@ -32,7 +32,7 @@ use crate::script::{
     Arg, CopyEquipment, EngineSettings, Host, HostError, LazyMessage, Outcome, Payload,
     ScriptEngine, ToolProgram,
 };
-use crate::sdl::Sdl;
+use crate::sdl::{MessageDef, Rejected, Rejection, Sdl};
 use crate::secs1::driver::Line;
 use crate::secs2::{Item, Message, StreamFunction, json as secs_json};
 use crate::sim::{SimConfig, Simulator};
@@ -233,6 +233,19 @@ impl Connection {
     /// Logs (at debug, as SML) and stores a message sent to or received from the equipment:
     /// every message goes through here exactly once.
     async fn record(&self, direction: Direction, message: &Message, common_id: String, txid: u32) {
+        self.record_named(direction, message, common_id, txid, None)
+            .await;
+    }
+
+    /// [`Connection::record`] of a message that matched the SDL definition named `name`.
+    async fn record_named(
+        &self,
+        direction: Direction,
+        message: &Message,
+        common_id: String,
+        txid: u32,
+        name: Option<&str>,
+    ) {
         self.log_message(direction, message, txid);
         let shared =
             (self.store.is_some() || self.monitor.streaming()).then(|| Arc::new(message.clone()));
@@ -240,7 +253,7 @@ impl Connection {
             .message(way(direction), message, txid, shared.as_ref());
         if let (Some(store), Some(message)) = (&self.store, shared) {
             store
-                .record(self.message_record(direction, message, common_id, txid))
+                .record(self.message_record(direction, message, common_id, txid, name))
                 .await;
         }
     }
@@ -252,15 +265,25 @@ impl Connection {
         message: &Arc<Message>,
         common_id: String,
         txid: u32,
+        name: Option<&str>,
     ) {
         self.log_message(direction, message, txid);
         self.monitor
             .message(way(direction), message, txid, Some(message));
         if let Some(store) = &self.store {
             store
-                .record(self.message_record(direction, message.clone(), common_id, txid))
+                .record(self.message_record(direction, message.clone(), common_id, txid, name))
                 .await;
         }
+    }
+
+    /// The name of the SDL definition a message matches, if it matches a named one.
+    fn definition_name(&self, message: &Message, sent_by_host: bool) -> Option<String> {
+        let config = self.config();
+        let sdl = config.sdl.as_deref()?;
+        sdl.matching(message, sent_by_host)
+            .ok()
+            .and_then(|m| m.definition.name.clone())
     }
 
     fn log_message(&self, direction: Direction, message: &Message, txid: u32) {
@@ -273,6 +296,7 @@ impl Connection {
         message: Arc<Message>,
         common_id: String,
         txid: u32,
+        name: Option<&str>,
     ) -> Record {
         Record::Message(MessageRecord {
             time_ms: messages::now_ms(),
@@ -282,6 +306,7 @@ impl Connection {
             request_response: RequestResponse::of(&message),
             common_id,
             txid,
+            message_name: name.map(str::to_string),
             message,
         })
     }
@@ -460,13 +485,22 @@ impl Connection {
 
     /// Updates the `Messages/...` tags of a message the equipment sent, if its SDL marks
     /// it `SQLTags`.
-    fn message_tags(&self, message: &Message, common_id: &str, txid: u32) {
+    fn message_tags(
+        &self,
+        message: &Message,
+        common_id: &str,
+        txid: u32,
+        def: Option<&MessageDef>,
+    ) {
         let config = self.config();
-        if config
-            .sdl
-            .as_deref()
-            .is_some_and(|s| s.sql_tags(message.stream_function()))
-        {
+        let tags = match def {
+            Some(def) => def.sql_tags,
+            None => config
+                .sdl
+                .as_deref()
+                .is_some_and(|s| s.sql_tags(message.stream_function())),
+        };
+        if tags {
             self.tags.message(
                 &self.name,
                 message,
@@ -890,6 +924,9 @@ async fn start_simulators(configs: &[SimulatorConfig]) -> HashMap<String, Simula
                 continue;
             }
         };
+        for w in &config.warnings {
+            warn!(simulator = %sim.name, "{w}");
+        }
         let transport = sim.transport.clone();
         let description = transport.to_string();
         match Simulator::start(sim.name.clone(), config, transport, sim.spool_dir.clone()).await {
@@ -969,83 +1006,84 @@ impl Core {
         let sf = message.stream_function();
         let message = Arc::new(message);
         if !sf.is_primary() {
-            conn.record_arc(Direction::Received, &message, "0".into(), 0)
+            conn.record_arc(Direction::Received, &message, "0".into(), 0, None)
                 .await;
             warn!(equipment = name, %sf, system_bytes = message.system_bytes, "reply for no open transaction; dropped");
             return;
         }
         let config = conn.config();
         let sdl = config.sdl.as_deref();
-        if let Some(sdl) = sdl
-            && let Err(mismatch) = sdl.check(&message, false)
-        {
-            match conn.config().on_invalid {
-                OnInvalid::S9F7 => {
-                    // E5: an unknown stream is S9F3, an unknown function of a known stream
-                    // S9F5, a known message with the wrong body S9F7.
-                    let function = if sdl.message(sf).is_some() {
-                        7
-                    } else if sdl.messages.keys().any(|k| k.stream == sf.stream) {
-                        5
-                    } else {
-                        3
-                    };
-                    conn.record_arc(Direction::Received, &message, "0".into(), 0)
+        // Which definition of the SDL the message is (the first that matches).
+        let mut def: Option<&MessageDef> = None;
+        let mut index = None;
+        if let Some(sdl) = sdl {
+            match sdl.matching(&message, false) {
+                Ok(m) => {
+                    def = Some(m.definition);
+                    index = Some(m.index);
+                }
+                Err(rejection) => match config.on_invalid {
+                    OnInvalid::S9F7 => {
+                        self.refuse(conn, link, &message, &rejection).await;
+                        return;
+                    }
+                    OnInvalid::Accept => {
+                        let mismatch = &rejection.mismatch;
+                        warn!(equipment = name, %sf, "received message does not match the SDL: {mismatch}; accepted (on_invalid = \"accept\")");
+                        conn.record_error(
+                            "validation",
+                            format!(
+                                "does not match the SDL: {mismatch}; accepted (on_invalid = \"accept\")"
+                            ),
+                            Some(sf),
+                            Some(message.clone()),
+                        )
                         .await;
-                    error!(equipment = name, %sf, system_bytes = message.system_bytes,
-                        "received message does not match the SDL: {mismatch}; answered S9F{function} ({})",
-                        crate::link::stream_nine_meaning(function));
-                    conn.record_error(
-                        "validation",
-                        format!("does not match the SDL: {mismatch}; answered S9F{function}"),
-                        Some(sf),
-                        Some(message.clone()),
-                    )
-                    .await;
-                    stream_nine(conn, link, function, hsms_header(&message)).await;
-                    return;
-                }
-                OnInvalid::Accept => {
-                    warn!(equipment = name, %sf, "received message does not match the SDL: {mismatch}; accepted (on_invalid = \"accept\")");
-                    conn.record_error(
-                        "validation",
-                        format!(
-                            "does not match the SDL: {mismatch}; accepted (on_invalid = \"accept\")"
-                        ),
-                        Some(sf),
-                        Some(message.clone()),
-                    )
-                    .await;
-                }
+                    }
+                },
             }
         }
+        let message_name = def.and_then(|d| d.name.as_deref());
         let txid = self.transactions.received(name, &message);
-        let common_id = common_id(sdl, &message, None, txid);
+        let common_id = match (sdl, def) {
+            (Some(sdl), Some(def)) => sdl
+                .common_id_by(def, &message)
+                .unwrap_or_else(|| txid.to_string()),
+            _ => common_id(sdl, &message, None, txid),
+        };
         // Stored before any handler runs or any reply goes out.
-        conn.record_arc(Direction::Received, &message, common_id.clone(), txid)
-            .await;
+        conn.record_arc(
+            Direction::Received,
+            &message,
+            common_id.clone(),
+            txid,
+            message_name,
+        )
+        .await;
         // The JSON text of the message is made only if a handler reads payload["Message"].
-        let message_json = LazyMessage::new(message.clone(), conn.config().sdl.clone());
-        let custom = config
-            .custom_responses
-            .iter()
-            .find(|c| c.stream_function == sf);
-        match custom {
+        let message_json =
+            LazyMessage::new(message.clone(), config.sdl.clone()).with_definition(index);
+        match config.custom_response(sf, message_name) {
             Some(c) if self.engine.has_handler(&c.handler) => {
                 let payload = Payload(vec![
                     ("Equipment", Arg::Str(name.to_string())),
                     ("TxID", Arg::Int(i64::from(txid))),
                     ("SystemBytes", Arg::Int(i64::from(message.system_bytes))),
                     ("StreamFunction", Arg::Str(sf.to_string())),
+                    (
+                        "MessageName",
+                        Arg::Str(message_name.unwrap_or_default().to_string()),
+                    ),
                     ("Message", Arg::Lazy(message_json.clone())),
                 ]);
                 let outcome = self.engine.submit(name, &c.handler, payload).await;
                 let core = self.clone();
-                let (conn2, link2, primary, handler) = (
+                let (conn2, link2, primary, handler, primary_id) = (
                     conn.clone(),
                     link.clone(),
                     message.clone(),
                     c.handler.clone(),
+                    common_id.clone(),
                 );
                 tokio::spawn(async move {
                     let limit = core.settings().custom_response_timeout;
@@ -1072,39 +1110,107 @@ impl Core {
                     }
                     error!(equipment = %conn2.name(), %sf, handler = %handler, txid,
                         "custom response handler {why}; sending the default reply");
-                    core.default_reply(&conn2, &link2, &primary, txid).await;
+                    core.default_reply(&conn2, &link2, &primary, txid, &primary_id)
+                        .await;
                 });
             }
             Some(c) => {
                 warn!(equipment = name, %sf, handler = %c.handler, "custom response handler is not loaded; sending the default reply");
-                self.default_reply(conn, link, &message, txid).await;
+                self.default_reply(conn, link, &message, txid, &common_id)
+                    .await;
             }
             None if sf == S7F3 => self.tool_program_received(conn, link, &message, txid).await,
-            None => self.default_reply(conn, link, &message, txid).await,
+            None => {
+                self.default_reply(conn, link, &message, txid, &common_id)
+                    .await
+            }
         }
-        conn.message_tags(&message, &common_id, txid);
-        self.realtime(conn, message_json, txid, "Request", common_id)
+        conn.message_tags(&message, &common_id, txid, def);
+        self.deliver(conn, message_json, txid, "Request", common_id, def)
             .await;
     }
 
+    /// Answers a primary that matched no definition of the SDL: the stream 9 message of the
+    /// rejection, or the S2F42/S2F50 refusing a remote command. It is logged and stored (in
+    /// Errors too) and reaches no handler.
+    async fn refuse(
+        &self,
+        conn: &Connection,
+        link: &Link,
+        message: &Arc<Message>,
+        rejection: &Rejection,
+    ) {
+        let name = conn.name();
+        let sf = message.stream_function();
+        let mismatch = &rejection.mismatch;
+        conn.record_arc(Direction::Received, message, "0".into(), 0, None)
+            .await;
+        if let Some(body) = rejection.reply_body() {
+            let hcack = match &rejection.kind {
+                Rejected::RemoteCommand { hcack, .. } => *hcack,
+                _ => 0,
+            };
+            let answer = format!("answered S{}F{} HCACK {hcack}", sf.stream, sf.function + 1);
+            error!(equipment = name, %sf, system_bytes = message.system_bytes,
+                "remote command refused: {mismatch}; {answer}");
+            conn.record_error(
+                "validation",
+                format!("remote command refused: {mismatch}; {answer}"),
+                Some(sf),
+                Some(message.clone()),
+            )
+            .await;
+            if message.w_bit {
+                let reply = message.reply_with(Some(body));
+                conn.record(Direction::Sent, &reply, "0".into(), 0).await;
+                match link.post_reply(reply).await {
+                    Ok(()) => conn.count_sent(),
+                    Err(e) => warn!("cannot send the refusal of {sf}: {e}"),
+                }
+            }
+            return;
+        }
+        let function = rejection.stream_nine().unwrap_or(7);
+        error!(equipment = name, %sf, system_bytes = message.system_bytes,
+            "received message does not match the SDL: {mismatch}; answered S9F{function} ({})",
+            crate::link::stream_nine_meaning(function));
+        conn.record_error(
+            "validation",
+            format!("does not match the SDL: {mismatch}; answered S9F{function}"),
+            Some(sf),
+            Some(message.clone()),
+        )
+        .await;
+        stream_nine(conn, link, function, hsms_header(message)).await;
+    }
+
     /// Hands a message the equipment sent (a primary, or the reply to a script's request) to
-    /// `onSecsGemRealtimeUpdate`, if the connection's realtime setting includes its S/F.
-    async fn realtime(
+    /// `onSecsGemRealtimeUpdate`, if the connection's realtime setting includes it, and to the
+    /// `[[equipment.handler]]`s that take it. `def`: the SDL definition it matched.
+    async fn deliver(
         &self,
         conn: &Connection,
         message: LazyMessage,
         txid: u32,
         request_response: &'static str,
         common_id: String,
+        def: Option<&MessageDef>,
     ) {
         let m = message.message();
         let sf = m.stream_function();
-        if !conn
-            .config()
+        let config = conn.config();
+        let message_name = def.and_then(|d| d.name.as_deref());
+        let realtime = config
             .realtime
-            .includes(sf, conn.config().sdl.as_deref())
-            || !self.engine.has_handler(REALTIME_HANDLER)
-        {
+            .includes_matched(sf, config.sdl.as_deref(), def)
+            && self.engine.has_handler(REALTIME_HANDLER);
+        let mut handlers: Vec<&str> = Vec::new();
+        for h in config.handlers_for(sf, message_name) {
+            if self.engine.has_handler(&h.handler) {
+                handlers.push(&h.handler);
+            }
+        }
+        if !realtime && handlers.is_empty() {
             return;
         }
         let name = conn.name();
@@ -1116,11 +1222,22 @@ impl Core {
             ("TxID", Arg::Int(i64::from(txid))),
             ("Reply", Arg::Bool(m.w_bit)),
             ("StreamFunction", Arg::Str(sf.to_string())),
+            (
+                "MessageName",
+                Arg::Str(message_name.unwrap_or_default().to_string()),
+            ),
             ("SystemBytes", Arg::Int(i64::from(m.system_bytes))),
             ("Timestamp", Arg::Str(now_text(2))),
             ("Message", Arg::Lazy(message)),
         ]);
-        self.engine.post(name, REALTIME_HANDLER, payload).await;
+        if realtime {
+            self.engine
+                .post(name, REALTIME_HANDLER, payload.clone())
+                .await;
+        }
+        for handler in handlers {
+            self.engine.post(name, handler, payload.clone()).await;
+        }
     }
 
     /// S7F3 from the tool: the program is stored for `getToolProgram` and acknowledged
@@ -1168,7 +1285,17 @@ impl Core {
 
     /// Sends the GEM host's default reply to `primary` (see [`gem::Host::default_reply`]),
     /// unless transaction `txid` was answered already.
-    async fn default_reply(&self, conn: &Connection, link: &Link, primary: &Message, txid: u32) {
+    ///
+    /// `primary_id` is the primary's CommonID: the reply's own if its SDL definition names
+    /// none.
+    async fn default_reply(
+        &self,
+        conn: &Connection,
+        link: &Link,
+        primary: &Message,
+        txid: u32,
+        primary_id: &str,
+    ) {
         let reply = conn
             .with_host(|h| h.default_reply(primary, Instant::now()))
             .flatten();
@@ -1178,7 +1305,12 @@ impl Core {
         if !self.transactions.mark_replied(txid) {
             return;
         }
-        let id = common_id(conn.config().sdl.as_deref(), &reply, Some(primary), txid);
+        let id = conn
+            .config()
+            .sdl
+            .as_deref()
+            .and_then(|s| s.common_id_value(&reply))
+            .unwrap_or_else(|| primary_id.to_string());
         conn.record(Direction::Sent, &reply, id, txid).await;
         // Queued without waiting for the link to take it: the next primary is handled at once.
         match link.post_reply(reply).await {
@@ -1301,7 +1433,7 @@ async fn receive_loop(core: Arc<Core>, conn: Arc<Connection>, link: Link, mut in
                     error!(equipment = %conn.name(), %sf, device_id = m.device_id, expected,
                         "message for an unrecognized device ID; answered S9F1");
                     let m = Arc::new(m);
-                    conn.record_arc(Direction::Received, &m, "0".into(), 0)
+                    conn.record_arc(Direction::Received, &m, "0".into(), 0, None)
                         .await;
                     conn.record_error(
                         "device id",
@@ -1439,7 +1571,8 @@ async fn carry_out(
                     system_bytes: pending.system_bytes,
                     ..request
                 });
-                conn.record_arc(Direction::Sent, &sent, "0".into(), 0).await;
+                conn.record_arc(Direction::Sent, &sent, "0".into(), 0, None)
+                    .await;
                 conn.count_sent();
                 let shead = hsms_header(&Message {
                     system_bytes: pending.system_bytes,
@@ -1482,7 +1615,8 @@ async fn record_outcome(
     let sf = request.stream_function();
     match result {
         Ok(reply) => {
-            conn.record(Direction::Received, reply, common_id, txid)
+            let name = conn.definition_name(reply, false);
+            conn.record_named(Direction::Received, reply, common_id, txid, name.as_deref())
                 .await
         }
         Err(e) => {
@@ -1565,16 +1699,22 @@ impl GatewayHost {
         })
     }
 
-    fn check_sdl(conn: &Connection, message: &Message) -> Result<(), HostError> {
+    /// Checks a message a script sends against the equipment's SDL; returns the name of
+    /// the definition it matched, if a named one.
+    fn check_sdl(conn: &Connection, message: &Message) -> Result<Option<String>, HostError> {
         match &conn.config().sdl {
-            Some(sdl) => sdl.check(message, true).map_err(|m| {
-                HostError::InvalidMessage(format!(
-                    "{} for '{}' does not match its SDL: {m}",
-                    message.stream_function(),
-                    conn.name()
-                ))
-            }),
-            None => Ok(()),
+            Some(sdl) => sdl
+                .matching(message, true)
+                .map(|m| m.definition.name.clone())
+                .map_err(|r| {
+                    HostError::InvalidMessage(format!(
+                        "{} for '{}' does not match its SDL: {}",
+                        message.stream_function(),
+                        conn.name(),
+                        r.mismatch
+                    ))
+                }),
+            None => Ok(None),
         }
     }
 }
@@ -1591,7 +1731,7 @@ impl Host for GatewayHost {
         let conn = Self::connection(&core, equipment)?;
         let link = Self::communicating_link(&conn)?;
         let message = Message::new(sf, reply, body);
-        Self::check_sdl(&conn, &message)?;
+        let name = Self::check_sdl(&conn, &message)?;
         let send_error = |e: &dyn std::fmt::Display| HostError::Send {
             sf,
             equipment: equipment.to_string(),
@@ -1608,8 +1748,13 @@ impl Host for GatewayHost {
             request.system_bytes = pending.system_bytes;
             let request = Arc::new(request);
             let id = common_id(conn.config().sdl.as_deref(), &request, None, txid);
-            core.runtime
-                .block_on(conn.record_arc(Direction::Sent, &request, id.clone(), txid));
+            core.runtime.block_on(conn.record_arc(
+                Direction::Sent,
+                &request,
+                id.clone(),
+                txid,
+                name.as_deref(),
+            ));
             // The reply is kept however late it comes, then goes to the realtime handler if
             // the connection's realtime setting includes its S/F.
             let task_core = core.clone();
@@ -1621,10 +1766,21 @@ impl Host for GatewayHost {
                 if let Some(reply) = reply {
                     conn.count_received();
                     let sdl = conn.config().sdl.clone();
-                    let id = common_id(sdl.as_deref(), &reply, Some(&request), txid);
-                    conn.message_tags(&reply, &id, txid);
-                    let lazy = LazyMessage::new(reply, sdl);
-                    task_core.realtime(&conn, lazy, txid, "Response", id).await;
+                    let matched = sdl.as_deref().and_then(|s| s.matching(&reply, false).ok());
+                    let def = matched.map(|m| m.definition);
+                    let id = match (sdl.as_deref(), def) {
+                        (Some(s), Some(d)) => s
+                            .common_id_by(d, &reply)
+                            .or_else(|| s.common_id_value(&request))
+                            .unwrap_or_else(|| txid.to_string()),
+                        _ => common_id(sdl.as_deref(), &reply, Some(&request), txid),
+                    };
+                    conn.message_tags(&reply, &id, txid, def);
+                    let lazy = LazyMessage::new(reply.clone(), sdl.clone())
+                        .with_definition(matched.map(|m| m.index));
+                    task_core
+                        .deliver(&conn, lazy, txid, "Response", id, def)
+                        .await;
                 }
             });
             Ok(txid)
@@ -1639,8 +1795,13 @@ impl Host for GatewayHost {
                 .transactions
                 .sent(equipment, sf, ReplyState::NoReplyExpected);
             let id = common_id(conn.config().sdl.as_deref(), &sent, None, txid);
-            core.runtime
-                .block_on(conn.record(Direction::Sent, &sent, id, txid));
+            core.runtime.block_on(conn.record_named(
+                Direction::Sent,
+                &sent,
+                id,
+                txid,
+                name.as_deref(),
+            ));
             Ok(txid)
         }
     }
@@ -1722,14 +1883,19 @@ impl Host for GatewayHost {
         checked.system_bytes = system_bytes;
         // Checked before the transaction counts as answered, so a refused reply still leaves
         // the default reply to the fallback.
-        Self::check_sdl(&conn, &checked)?;
+        let name = Self::check_sdl(&conn, &checked)?;
         if !core.transactions.mark_replied(transaction_id) {
             return Err(HostError::AlreadyAnswered { transaction_id });
         }
         let reply = checked;
         let id = common_id(conn.config().sdl.as_deref(), &reply, None, transaction_id);
-        core.runtime
-            .block_on(conn.record(Direction::Sent, &reply, id, transaction_id));
+        core.runtime.block_on(conn.record_named(
+            Direction::Sent,
+            &reply,
+            id,
+            transaction_id,
+            name.as_deref(),
+        ));
         core.runtime
             .block_on(link.send(reply))
             .map(|_| conn.count_sent())

@@ -93,6 +93,9 @@ enum Purpose {
 enum Responder {
     Handler(Handler),
     Echo(Option<Item>),
+    /// The SDL refuses it after a definition's keys matched: S9F7 (`None`), or this reply
+    /// body (a remote command's HCACK and CPACKs).
+    Refuse(Option<Item>),
 }
 
 /// A message handler: reads the body, changes state, returns the reply body.
@@ -461,7 +464,7 @@ impl Equipment {
             self.stream_nine(1, (self.mhead)(&message));
             return;
         }
-        let responder = match self.responder(sf) {
+        let responder = match self.responder(&message) {
             Ok(r) => r,
             Err(function) => {
                 warn!(%sf, "unrecognized message: S9F{function}");
@@ -486,6 +489,8 @@ impl Equipment {
         let (result, wants_reply) = match responder {
             Responder::Handler(handler) => (handler(self, message.body.as_ref(), now), true),
             Responder::Echo(body) => (Ok(body), message.w_bit),
+            Responder::Refuse(Some(body)) => (Ok(Some(body)), true),
+            Responder::Refuse(None) => (Err(Illegal), true),
         };
         match result {
             Ok(body) if wants_reply => {
@@ -525,9 +530,35 @@ impl Equipment {
         self.stream_nine(function, header);
     }
 
-    /// How this equipment answers `sf`, or the stream 9 function that says it cannot
-    /// (3 unknown stream, 5 unknown function).
-    fn responder(&self, sf: StreamFunction) -> Result<Responder, u8> {
+    /// How this equipment answers `message`, or the stream 9 function that says it cannot
+    /// (3 unknown stream, 5 unknown function). With an SDL that defines its S/F, the SDL's
+    /// matching comes first: an echo of the definition it matched answers it; no match is
+    /// S9F5, or S9F7 / the remote command's HCACK when a definition's keys matched.
+    fn responder(&self, message: &Message) -> Result<Responder, u8> {
+        let sf = message.stream_function();
+        let sdl = self.model.sdl.as_deref();
+        if let Some(sdl) = sdl.filter(|s| !s.definitions(sf).is_empty()) {
+            match sdl.matching(message, true) {
+                Ok(m) => {
+                    let echo = m
+                        .definition
+                        .name
+                        .as_ref()
+                        .and_then(|n| self.model.named_echoes.get(n));
+                    if let Some(body) = echo {
+                        return Ok(Responder::Echo(body.clone()));
+                    }
+                }
+                Err(rejection) => {
+                    warn!(%sf, "{}", rejection.mismatch);
+                    return match rejection.stream_nine() {
+                        Some(7) => Ok(Responder::Refuse(None)),
+                        Some(function) => Err(function),
+                        None => Ok(Responder::Refuse(rejection.reply_body())),
+                    };
+                }
+            }
+        }
         if let Some(handler) = handler(sf) {
             return Ok(Responder::Handler(handler));
         }
@@ -535,7 +566,8 @@ impl Equipment {
             return Ok(Responder::Echo(body.clone()));
         }
         let stream_known = matches!(sf.stream, 1 | 2 | 5 | 6 | 7)
-            || self.model.echoes.keys().any(|k| k.stream == sf.stream);
+            || self.model.echoes.keys().any(|k| k.stream == sf.stream)
+            || sdl.is_some_and(|s| s.messages.keys().any(|k| k.stream == sf.stream));
         Err(if stream_known { 5 } else { 3 })
     }
 

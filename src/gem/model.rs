@@ -348,6 +348,13 @@ pub struct Model {
     pub remote_commands: BTreeMap<String, RemoteCommand>,
     /// Hard-coded replies for extra primaries: request S/F -> reply body.
     pub echoes: BTreeMap<StreamFunction, Option<Item>>,
+    /// Hard-coded replies by SDL definition: the name of the definition a primary matched ->
+    /// reply body. They take precedence over the GEM engine's own answer.
+    pub named_echoes: BTreeMap<String, Option<Item>>,
+    /// The SDL a received primary is matched against first (its named definitions, remote
+    /// commands, and the stream 9 or HCACK answers when none matches), for the S/Fs it
+    /// defines.
+    pub sdl: Option<std::sync::Arc<crate::sdl::Sdl>>,
     /// Streams spooled at start-up (S2F43 form): stream -> functions, empty = all.
     pub spool_streams: BTreeMap<u8, BTreeSet<u8>>,
     pub capacities: Capacities,
@@ -371,6 +378,8 @@ impl Model {
             enabled_alarms: BTreeSet::new(),
             remote_commands: BTreeMap::new(),
             echoes: BTreeMap::new(),
+            named_echoes: BTreeMap::new(),
+            sdl: None,
             spool_streams: BTreeMap::new(),
             capacities: Capacities::default(),
             standard_ids: Standard::ALL.iter().map(|s| s.default_id()).collect(),

@@ -22,6 +22,8 @@ const MESSAGE: &str = "Message";
 pub struct LazyMessage {
     message: Arc<Message>,
     sdl: Option<Arc<Sdl>>,
+    /// The place, among its S/F's definitions in `sdl`, of the definition it matched.
+    definition: Option<usize>,
     text: Arc<OnceLock<String>>,
 }
 
@@ -32,8 +34,16 @@ impl LazyMessage {
         LazyMessage {
             message,
             sdl,
+            definition: None,
             text: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The same, annotated as the SDL definition it matched describes it (its place among
+    /// the definitions of its S/F; `None`: as [`Sdl::annotate`] finds it).
+    pub fn with_definition(mut self, index: Option<usize>) -> LazyMessage {
+        self.definition = index;
+        self
     }
 
     /// The JSON text of the message (annotated when there is an SDL).
@@ -46,7 +56,13 @@ impl LazyMessage {
         self.text.get_or_init(|| match &self.sdl {
             Some(sdl) => {
                 let mut value = secs_json::message_to_json(&self.message);
-                sdl.annotate(&self.message, &mut value);
+                let def = self
+                    .definition
+                    .and_then(|i| sdl.definitions(self.message.stream_function()).get(i));
+                match def {
+                    Some(def) => sdl.annotate_by(def, &self.message, &mut value),
+                    None => sdl.annotate(&self.message, &mut value),
+                }
                 value.to_string()
             }
             None => secs_json::message_to_json_string(&self.message),

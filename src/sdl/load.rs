@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::locate::Lines;
+use super::matching::{Key, KeyIndex, ParameterDef, RemoteCommandDef, key_paths, remote_layout};
 use super::{
     Block, CodeKey, Direction, ItemDef, MessageDef, Sdl, SdlError, SdlWarning, Spec, format_group,
 };
@@ -22,7 +23,10 @@ const MESSAGE_KEYS: &[&str] = &[
     "realtime",
     "SQLTags",
     "CommonID",
+    "name",
+    "remote_command",
 ];
+const REMOTE_COMMAND_KEYS: &[&str] = &["RCMD", "parameters", "optional"];
 const ITEM_KEYS: &[&str] = &["doc", "format", "length", "codes", "name"];
 const LIST_KEYS: &[&str] = &["L", "L*", "L?"];
 
@@ -42,6 +46,14 @@ pub(super) struct Loader<'a> {
     file: &'a Path,
     lines: Lines,
     warnings: Vec<SdlWarning>,
+    /// Lists are open-ended unless they say `"exact_length": true` (in a named definition).
+    open_lists: bool,
+    /// Inside a repeated list (`L*`, `"NAME*"`), where a key cannot be.
+    in_repeat: usize,
+    /// Inside a remote command's parameter, where a key cannot be (RCMD is the key).
+    in_parameter: bool,
+    /// Named definitions: name -> S/F, place, and the key path that named it.
+    names: HashMap<String, (StreamFunction, usize, String)>,
 }
 
 impl<'a> Loader<'a> {
@@ -50,6 +62,10 @@ impl<'a> Loader<'a> {
             file,
             lines: text.map(Lines::scan).unwrap_or_default(),
             warnings: Vec::new(),
+            open_lists: false,
+            in_repeat: 0,
+            in_parameter: false,
+            names: HashMap::new(),
         }
     }
 
@@ -125,7 +141,7 @@ impl<'a> Loader<'a> {
             Some((k, v)) => self.defaults(k, v)?,
             None => Defaults::default(),
         };
-        let mut messages = BTreeMap::new();
+        let mut messages: BTreeMap<StreamFunction, Vec<MessageDef>> = BTreeMap::new();
         if let Some((k, v)) = sections.get("messages") {
             let obj = v.as_object().ok_or_else(|| {
                 self.err(k, "expected an object of streams (\"S1\": {\"F1\": {...}})")
@@ -134,8 +150,8 @@ impl<'a> Loader<'a> {
                 let skey = join(k, stream);
                 if let Ok(sf) = stream.parse::<StreamFunction>() {
                     // A message written flat: "S1F1": {...}.
-                    let def = self.message(&skey, functions, &defaults, &items)?;
-                    messages.insert(sf, def);
+                    let defs = messages.entry(sf).or_default();
+                    self.definitions(&skey, sf, functions, &defaults, &items, defs)?;
                     continue;
                 }
                 let is_stream = stream
@@ -159,17 +175,29 @@ impl<'a> Loader<'a> {
                                 format!("{e}: write functions as \"F1\", \"F2\", ..."),
                             )
                         })?;
-                    let def = self.message(&fkey, def, &defaults, &items)?;
-                    messages.insert(sf, def);
+                    let defs = messages.entry(sf).or_default();
+                    self.definitions(&fkey, sf, def, &defaults, &items, defs)?;
                 }
             }
         }
+        messages.retain(|_, defs| !defs.is_empty());
+        let names = self
+            .names
+            .drain()
+            .map(|(name, (sf, index, _))| (name, (sf, index)))
+            .collect();
+        let indices = messages
+            .iter()
+            .filter_map(|(sf, defs)| KeyIndex::build(defs).map(|i| (*sf, i)))
+            .collect();
         let sdl = Sdl {
             file: self.file.to_path_buf(),
             doc,
             formats,
             items,
             messages,
+            names,
+            indices,
         };
         Ok((sdl, self.warnings))
     }
@@ -477,24 +505,83 @@ impl<'a> Loader<'a> {
                 Some("realtime") => d.realtime = Some(self.boolean(&path, v)?),
                 Some("SQLTags") => d.sql_tags = Some(self.boolean(&path, v)?),
                 Some("CommonID") => d.common_id = Some(self.common_id(&path, v)?),
-                Some(_) => self.warn(&path, "a body has no default, ignored"),
+                Some(k) => self.warn(&path, format!("{k} has no default, ignored")),
                 None => {}
             }
         }
         Ok(d)
     }
 
+    /// The definitions of one S/F: a definition object, or an array of them (tried in this
+    /// order), appended to `defs`.
+    fn definitions(
+        &mut self,
+        key: &str,
+        sf: StreamFunction,
+        v: &Value,
+        defaults: &Defaults,
+        items: &HashMap<String, ItemDef>,
+        defs: &mut Vec<MessageDef>,
+    ) -> Result<(), SdlError> {
+        match v {
+            Value::Array(list) => {
+                if list.is_empty() {
+                    self.warn(
+                        key,
+                        "an empty array of definitions defines nothing, ignored",
+                    );
+                }
+                for (i, one) in list.iter().enumerate() {
+                    let def =
+                        self.message(&format!("{key}[{i}]"), sf, defs.len(), one, defaults, items)?;
+                    defs.push(def);
+                }
+            }
+            one => {
+                let def = self.message(key, sf, defs.len(), one, defaults, items)?;
+                defs.push(def);
+            }
+        }
+        Ok(())
+    }
+
     fn message(
         &mut self,
         key: &str,
+        sf: StreamFunction,
+        index: usize,
         v: &Value,
         defaults: &Defaults,
         items: &HashMap<String, ItemDef>,
     ) -> Result<MessageDef, SdlError> {
         let obj = v.as_object().ok_or_else(|| {
-            self.err(key, "expected a message definition such as {\"doc\": ..., \"direction\": \"h->e\", \"reply\": true, \"body\": ...}")
+            self.err(key, "expected a message definition such as {\"doc\": ..., \"direction\": \"h->e\", \"reply\": true, \"body\": ...}, or an array of them")
         })?;
+        // The name first: it decides how the body's lists are read.
+        let name = match obj.iter().find(|(k, _)| k.eq_ignore_ascii_case("name")) {
+            None => None,
+            Some((k, Value::String(n))) if !n.trim().is_empty() => {
+                let n = n.trim().to_string();
+                let path = join(key, k);
+                if let Some((other_sf, _, other)) = self.names.get(&n) {
+                    return Err(self.err(
+                        &path,
+                        format!("the name '{n}' is already used by {other_sf} ({other}); names must differ"),
+                    ));
+                }
+                self.names.insert(n.clone(), (sf, index, path));
+                Some(n)
+            }
+            Some((k, other)) => {
+                return Err(self.err(
+                    &join(key, k),
+                    format!("expected the definition's name as a non-empty string, found {other}"),
+                ));
+            }
+        };
+        self.open_lists = name.is_some();
         let mut def = MessageDef {
+            name,
             doc: defaults.doc.clone(),
             direction: defaults.direction.unwrap_or(Direction::Both),
             reply: defaults.reply.unwrap_or(false),
@@ -503,8 +590,11 @@ impl<'a> Loader<'a> {
             sql_tags: defaults.sql_tags.unwrap_or(false),
             common_id: defaults.common_id.clone().unwrap_or_default(),
             body: None,
+            remote_command: None,
+            keys: Vec::new(),
         };
         let mut common_id_key = None;
+        let mut body_key = None;
         for (k, v) in obj {
             let path = join(key, k);
             match self.known_key(key, k, MESSAGE_KEYS) {
@@ -522,11 +612,39 @@ impl<'a> Loader<'a> {
                     def.body = match v {
                         Value::Null => None,
                         spec => Some(self.spec(&path, spec, items)?),
+                    };
+                    body_key = Some(path);
+                }
+                Some("remote_command") => {
+                    if remote_layout(sf).is_none() {
+                        return Err(self.err(
+                            &path,
+                            format!(
+                                "{sf} is not a remote command: only S2F41 and S2F49 may be one"
+                            ),
+                        ));
                     }
+                    def.remote_command = Some(self.remote_command(&path, v, items)?);
                 }
                 _ => {}
             }
         }
+        if let Some(command) = &def.remote_command {
+            if let Some(body_key) = body_key {
+                return Err(self.err(
+                    &body_key,
+                    "a remote command definition has no body: its structure is the command's, its parameters are in remote_command",
+                ));
+            }
+            def.body = Some(remote_body(sf, items));
+            if let (Some(rcmd), Some((at, _))) = (&command.rcmd, remote_layout(sf)) {
+                def.keys.push((vec![at], rcmd.clone()));
+            }
+        }
+        if let Some(body) = &def.body {
+            key_paths(body, &mut Vec::new(), &mut def.keys);
+        }
+        self.open_lists = false;
         if let Some(where_) = common_id_key {
             for name in &def.common_id {
                 if def.body.as_ref().is_some_and(|b| b.names(name)) {
@@ -558,12 +676,10 @@ impl<'a> Loader<'a> {
                     _ => self.named(key, t, items),
                 }
             }
-            Value::Array(elements) => elements
-                .iter()
-                .enumerate()
-                .map(|(i, e)| self.spec(&format!("{key}[{i}]"), e, items))
-                .collect::<Result<_, _>>()
-                .map(Spec::List),
+            Value::Array(_) => {
+                let elements = self.elements(key, v, items)?;
+                Ok(self.fixed_list(elements, None, false))
+            }
             Value::Object(obj) => {
                 let list_key = obj.keys().find(|k| LIST_KEYS.contains(&k.as_str()));
                 match list_key {
@@ -608,6 +724,33 @@ impl<'a> Loader<'a> {
         ))
     }
 
+    /// The elements of a list written as an array.
+    fn elements(
+        &mut self,
+        key: &str,
+        v: &Value,
+        items: &HashMap<String, ItemDef>,
+    ) -> Result<Vec<Spec>, SdlError> {
+        let Value::Array(elements) = v else {
+            return Err(self.err(key, "expected an array of elements"));
+        };
+        elements
+            .iter()
+            .enumerate()
+            .map(|(i, e)| self.spec(&format!("{key}[{i}]"), e, items))
+            .collect()
+    }
+
+    /// A list of fixed elements: exact or open-ended as `exact_length` says, or as the
+    /// definition's default (open-ended in a named definition, exact otherwise).
+    fn fixed_list(&self, elements: Vec<Spec>, exact_length: Option<bool>, or_empty: bool) -> Spec {
+        match (exact_length.unwrap_or(!self.open_lists), or_empty) {
+            (true, false) => Spec::List(elements),
+            (true, true) => Spec::ListOrEmpty(elements),
+            (false, or_empty) => Spec::Open { elements, or_empty },
+        }
+    }
+
     fn list(
         &mut self,
         key: &str,
@@ -615,7 +758,8 @@ impl<'a> Loader<'a> {
         obj: &Map<String, Value>,
         items: &HashMap<String, ItemDef>,
     ) -> Result<Spec, SdlError> {
-        for k in obj.keys() {
+        let mut exact_length = None;
+        for (k, v) in obj {
             if k != list_key && !["name", "doc"].contains(&k.as_str()) {
                 let path = join(key, k);
                 if LIST_KEYS.contains(&k.as_str()) {
@@ -624,23 +768,56 @@ impl<'a> Loader<'a> {
                         format!("a list has one of L, L* or L?, not both {list_key} and {k}"),
                     ));
                 }
-                self.warn(&path, "unknown key in a list, ignored; a list has L, L* or L?, and may have name and doc");
+                if k.eq_ignore_ascii_case("exact_length") {
+                    exact_length = Some(self.boolean(&path, v)?);
+                    continue;
+                }
+                if k.eq_ignore_ascii_case("key") {
+                    return Err(self.err(
+                        &path,
+                        "a key is the value of an item; a list cannot have one (put the key on an item inside it)",
+                    ));
+                }
+                self.warn(&path, "unknown key in a list, ignored; a list has L, L* or L?, and may have name, doc and exact_length");
             }
         }
         let path = join(key, list_key);
         let Some(v) = obj.get(list_key) else {
             return Err(self.err(&path, "missing"));
         };
-        match (list_key, v) {
-            ("L*", v) => Ok(Spec::Repeat(Box::new(self.spec(&path, v, items)?))),
-            ("L?", Value::Array(_)) => match self.spec(&path, v, items)? {
-                Spec::List(specs) => Ok(Spec::ListOrEmpty(specs)),
-                other => Ok(other),
-            },
-            ("L?", _) => Err(self.err(&path, "expected an array of elements")),
-            (_, Value::Array(_)) => self.spec(&path, v, items),
-            (_, other) => Ok(Spec::Repeat(Box::new(self.spec(&path, other, items)?))),
+        let repeated = list_key == "L*" || !matches!(v, Value::Array(_));
+        if repeated && exact_length.is_some() {
+            self.warn(
+                &join(key, "exact_length"),
+                "a repeated list (L*) has any number of elements; exact_length has no effect, ignored",
+            );
         }
+        match (list_key, v) {
+            ("L*", v) => self.repeat(&path, v, items),
+            ("L?", Value::Array(_)) => {
+                let elements = self.elements(&path, v, items)?;
+                Ok(self.fixed_list(elements, exact_length, true))
+            }
+            ("L?", _) => Err(self.err(&path, "expected an array of elements")),
+            (_, Value::Array(_)) => {
+                let elements = self.elements(&path, v, items)?;
+                Ok(self.fixed_list(elements, exact_length, false))
+            }
+            (_, other) => self.repeat(&path, other, items),
+        }
+    }
+
+    /// A list of any number of the element `v`.
+    fn repeat(
+        &mut self,
+        key: &str,
+        v: &Value,
+        items: &HashMap<String, ItemDef>,
+    ) -> Result<Spec, SdlError> {
+        self.in_repeat += 1;
+        let inner = self.spec(key, v, items);
+        self.in_repeat -= 1;
+        Ok(Spec::Repeat(Box::new(inner?)))
     }
 
     /// `{"name": "SVID"}` refers to an item; other keys (`doc`, `format`, `codes`, `length`)
@@ -652,6 +829,17 @@ impl<'a> Loader<'a> {
         obj: &Map<String, Value>,
         items: &HashMap<String, ItemDef>,
     ) -> Result<Spec, SdlError> {
+        if let Some((k, v)) = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case("key")) {
+            let path = join(key, k);
+            let rest: Map<String, Value> = obj
+                .iter()
+                .filter(|(other, _)| *other != k)
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect();
+            let inner = self.inline_item(key, &rest, items)?;
+            let value = self.key(&path, v, &inner, items)?;
+            return Ok(Spec::Key(Box::new(inner), value));
+        }
         let name = match obj.get("name") {
             None => None,
             Some(Value::String(n)) => Some(n.trim().to_string()),
@@ -673,6 +861,161 @@ impl<'a> Loader<'a> {
             &Value::Object(obj.clone()),
         )?;
         Ok(Spec::Inline(Box::new(def)))
+    }
+
+    /// The value of an element's `key`, checked against the element it is on.
+    fn key(
+        &self,
+        path: &str,
+        v: &Value,
+        element: &Spec,
+        items: &HashMap<String, ItemDef>,
+    ) -> Result<Key, SdlError> {
+        if self.in_repeat > 0 {
+            return Err(self.err(
+                path,
+                "a key cannot be inside a repeated list (L* or NAME*): it must be at one place of the body",
+            ));
+        }
+        if self.in_parameter {
+            return Err(self.err(
+                path,
+                "a remote command's key is its RCMD; its parameters cannot have keys",
+            ));
+        }
+        let key = Key::from_json(v).ok_or_else(|| {
+            self.err(
+                path,
+                format!("expected the value the item must equal: text, a number, true/false, or an array of numbers or booleans; found {v}"),
+            )
+        })?;
+        let formats = match element {
+            Spec::Item(name) => items
+                .get(name)
+                .map(|d| d.formats.clone())
+                .unwrap_or_default(),
+            Spec::Inline(def) => def.formats.clone(),
+            _ => Vec::new(),
+        };
+        if !formats.is_empty() && !formats.iter().any(|f| key.fits(*f)) {
+            let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();
+            return Err(self.err(
+                path,
+                format!(
+                    "key {key} can never equal an item of format {}",
+                    names.join(" or ")
+                ),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// `remote_command`: `{"RCMD": "START", "parameters": {"LOTID": "A", ...}, "optional":
+    /// ["QTY"]}`.
+    fn remote_command(
+        &mut self,
+        key: &str,
+        v: &Value,
+        items: &HashMap<String, ItemDef>,
+    ) -> Result<RemoteCommandDef, SdlError> {
+        let obj = v.as_object().ok_or_else(|| {
+            self.err(
+                key,
+                "expected {\"RCMD\": \"START\", \"parameters\": {\"LOTID\": \"A\", ...}, \"optional\": [...]}",
+            )
+        })?;
+        let mut command = RemoteCommandDef {
+            rcmd: None,
+            parameters: Vec::new(),
+        };
+        let mut optional: Vec<(String, String)> = Vec::new();
+        for (k, v) in obj {
+            let path = join(key, k);
+            match self.known_key(key, k, REMOTE_COMMAND_KEYS) {
+                Some("RCMD") => {
+                    command.rcmd = match v {
+                        Value::Null => None,
+                        Value::String(_) | Value::Number(_) => Key::from_json(v),
+                        other => {
+                            return Err(self.err(
+                                &path,
+                                format!("expected the command as text (\"START\") or a number, found {other}"),
+                            ));
+                        }
+                    }
+                }
+                Some("parameters") => {
+                    let params = v.as_object().ok_or_else(|| {
+                        self.err(
+                            &path,
+                            "expected an object of CPNAME -> value structure ({\"LOTID\": \"A\", \"QTY\": \"U4\"})",
+                        )
+                    })?;
+                    for (name, spec) in params {
+                        self.in_parameter = true;
+                        let value = self.spec(&join(&path, name), spec, items);
+                        self.in_parameter = false;
+                        command.parameters.push(ParameterDef {
+                            name: name.clone(),
+                            value: value?,
+                            required: true,
+                        });
+                    }
+                }
+                Some("optional") => {
+                    let list = v.as_array().ok_or_else(|| {
+                        self.err(&path, "expected a list of CPNAMEs, e.g. [\"QTY\"]")
+                    })?;
+                    for (i, n) in list.iter().enumerate() {
+                        let p = format!("{path}[{i}]");
+                        let n = n
+                            .as_str()
+                            .ok_or_else(|| self.err(&p, "expected a CPNAME as a string"))?;
+                        optional.push((n.to_string(), p));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (name, path) in optional {
+            match command.parameters.iter_mut().find(|p| p.name == name) {
+                Some(p) => p.required = false,
+                None => {
+                    return Err(self.err(&path, format!("'{name}' is not one of the parameters")));
+                }
+            }
+        }
+        Ok(command)
+    }
+}
+
+/// The structure of a remote command's body: S2F41 `<L[2] RCMD <L[n] <L[2] CPNAME CPVAL>…>>`,
+/// S2F49 `<L[4] DATAID OBJSPEC RCMD <L[n] <L[2] CPNAME CEPVAL>…>>`; the items as the SDL
+/// defines them if it does (any format otherwise), the values checked per parameter.
+fn remote_body(sf: StreamFunction, items: &HashMap<String, ItemDef>) -> Spec {
+    let item = |name: &str| {
+        if items.contains_key(name) {
+            Spec::Item(name.to_string())
+        } else {
+            Spec::Inline(Box::new(ItemDef {
+                name: name.to_string(),
+                doc: None,
+                formats: Vec::new(),
+                length: None,
+                codes: Vec::new(),
+            }))
+        }
+    };
+    let parameters = Spec::Repeat(Box::new(Spec::List(vec![item("CPNAME"), Spec::Any])));
+    if (sf.stream, sf.function) == (2, 49) {
+        Spec::List(vec![
+            item("DATAID"),
+            item("OBJSPEC"),
+            item("RCMD"),
+            parameters,
+        ])
+    } else {
+        Spec::List(vec![item("RCMD"), parameters])
     }
 }
 

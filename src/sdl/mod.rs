@@ -39,6 +39,17 @@
 //!   (`{"name": "SVID"}` refers to an item; with `format`, `codes` or `length` it defines one
 //!   in place), or absent/`null` (header only).
 //!
+//! Several definitions may share an S/F: write an array of them (`"F11": [{...}, {...}]`).
+//! A definition may have a `name` (`"LotStarted"`, unique in the file), which handlers are
+//! mapped to; a named definition follows the matching rules of [`matching`]: lists are
+//! open-ended (more elements may follow those written) unless the list says
+//! `"exact_length": true`, and an item object may have a `key` (`{"name": "CEID", "key":
+//! 7502}`), the value it must equal. An unnamed definition keeps exact list lengths, so an
+//! SDL with one unnamed definition per S/F checks exactly what it always did. For S2F41 and
+//! S2F49 a definition may be a `remote_command` (`{"RCMD": "START", "parameters": {"LOTID":
+//! "A"}, "optional": [...]}`) instead of a `body`: RCMD is its key and the parameters are
+//! matched by CPNAME, in any order.
+//!
 //! A key the loader does not know is a [`SdlWarning`] with its file, line and key path; a
 //! value of the wrong type is an [`SdlError`] the same way. Known keys match without regard to
 //! case (`sqltags` is `SQLTags`).
@@ -50,6 +61,7 @@
 
 mod load;
 mod locate;
+pub mod matching;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -58,6 +70,8 @@ use std::sync::{Arc, OnceLock};
 use serde_json::{Map, Value};
 
 use crate::secs2::{Format, Item, Message, StreamFunction};
+
+pub use matching::{Key, Matched, ParameterDef, Rejected, Rejection, RemoteCommandDef};
 
 /// Who sends a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +82,18 @@ pub enum Direction {
     ToHost,
     /// Either (`h<->e`).
     Both,
+}
+
+impl Direction {
+    /// Whether a message going this way may be sent by the host (`true`) or by the equipment
+    /// (`false`).
+    pub fn allows(self, sent_by_host: bool) -> bool {
+        match self {
+            Direction::Both => true,
+            Direction::ToEquipment => sent_by_host,
+            Direction::ToHost => !sent_by_host,
+        }
+    }
 }
 
 /// Whether a message may span several SECS-I blocks (`"block": "multiple"`): E5's multi-block
@@ -157,6 +183,13 @@ pub enum Spec {
     Repeat(Box<Spec>),
     /// A list of exactly these elements, or an empty list (E5's "L,n or L,0").
     ListOrEmpty(Vec<Spec>),
+    /// A list whose first elements are these; any more may follow (a list of a named
+    /// definition, unless it says `"exact_length": true`). `or_empty`: an empty list matches
+    /// too (`L?`).
+    Open { elements: Vec<Spec>, or_empty: bool },
+    /// An element that must equal a value (`{"name": "CEID", "key": 7502}`): what picks one
+    /// definition of an S/F over another. The matching checks keys before the rest.
+    Key(Box<Spec>, Key),
     /// Any one item.
     Any,
 }
@@ -167,9 +200,26 @@ impl Spec {
         match self {
             Spec::Item(n) => n == name,
             Spec::Inline(def) => def.name == name,
-            Spec::List(specs) | Spec::ListOrEmpty(specs) => specs.iter().any(|s| s.names(name)),
-            Spec::Repeat(inner) => inner.names(name),
+            Spec::List(specs)
+            | Spec::ListOrEmpty(specs)
+            | Spec::Open {
+                elements: specs, ..
+            } => specs.iter().any(|s| s.names(name)),
+            Spec::Repeat(inner) | Spec::Key(inner, _) => inner.names(name),
             Spec::Any => false,
+        }
+    }
+
+    /// The elements of a list of fixed elements (exact, open-ended or "or empty"); `None`
+    /// for any other structure.
+    fn elements(&self) -> Option<&[Spec]> {
+        match self {
+            Spec::List(specs)
+            | Spec::ListOrEmpty(specs)
+            | Spec::Open {
+                elements: specs, ..
+            } => Some(specs),
+            _ => None,
         }
     }
 }
@@ -177,6 +227,9 @@ impl Spec {
 /// A message definition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MessageDef {
+    /// The definition's name (`"LotStarted"`), unique in its SDL: what handlers are mapped to
+    /// and what a matched message is named by. `None` for an unnamed definition.
+    pub name: Option<String>,
     pub doc: Option<String>,
     pub direction: Direction,
     /// The W-bit: a reply is expected.
@@ -191,6 +244,24 @@ pub struct MessageDef {
     pub common_id: Vec<String>,
     /// `None`: header only.
     pub body: Option<Spec>,
+    /// S2F41 and S2F49 only: a remote command, matched by RCMD and by CPNAME whatever the
+    /// order of the parameters (`body` then holds the command's general structure).
+    pub remote_command: Option<RemoteCommandDef>,
+    /// Where the body's keys are (list positions from the root) and what they must equal.
+    keys: Vec<(Vec<usize>, Key)>,
+}
+
+impl MessageDef {
+    /// The name a message matched by this definition carries (`MessageName`): its name, or
+    /// `""` when it has none.
+    pub fn name_or_empty(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+
+    /// Whether the definition has keys (a definition without is its S/F's catch-all).
+    pub fn is_keyed(&self) -> bool {
+        !self.keys.is_empty()
+    }
 }
 
 /// A loaded SDL file.
@@ -201,7 +272,12 @@ pub struct Sdl {
     /// The `formats` section: format code -> its doc.
     pub formats: BTreeMap<String, String>,
     pub items: HashMap<String, ItemDef>,
-    pub messages: BTreeMap<StreamFunction, MessageDef>,
+    /// The definitions of each S/F, in file order (at least one each).
+    pub messages: BTreeMap<StreamFunction, Vec<MessageDef>>,
+    /// Named definitions: name -> S/F and place among that S/F's definitions.
+    names: HashMap<String, (StreamFunction, usize)>,
+    /// The key index of each S/F with enough keyed definitions.
+    indices: HashMap<StreamFunction, matching::KeyIndex>,
 }
 
 /// An SDL file could not be used: where (`line` is 0 when the problem is not at one place,
@@ -329,31 +405,81 @@ impl Sdl {
             .map_err(|e| e.to_string())
     }
 
-    /// The definition of a message.
+    /// The first definition of a message (its only one, unless the SDL names several).
     pub fn message(&self, sf: StreamFunction) -> Option<&MessageDef> {
-        self.messages.get(&sf)
+        self.messages.get(&sf).and_then(|defs| defs.first())
+    }
+
+    /// Every definition of a message, in file order (empty when the SDL has none).
+    pub fn definitions(&self, sf: StreamFunction) -> &[MessageDef] {
+        self.messages.get(&sf).map_or(&[], Vec::as_slice)
+    }
+
+    /// The definition named `name`, with its S/F.
+    pub fn named(&self, name: &str) -> Option<(StreamFunction, &MessageDef)> {
+        let (sf, index) = self.names.get(name)?;
+        Some((*sf, self.messages.get(sf)?.get(*index)?))
+    }
+
+    /// The names of the named definitions, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.names.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The definition a message matches ([`Sdl::matching`]), or else the first of its S/F:
+    /// what annotates it and names its CommonID.
+    fn best_definition(
+        &self,
+        message: &Message,
+        sent_by_host: Option<bool>,
+    ) -> Option<&MessageDef> {
+        let sf = message.stream_function();
+        let defs = self.definitions(sf);
+        if defs.len() > 1 {
+            let by_host = [sent_by_host.unwrap_or(false), sent_by_host.unwrap_or(true)];
+            for way in by_host {
+                if let Ok(m) = self.matching(message, way) {
+                    return Some(m.definition);
+                }
+            }
+        }
+        defs.first()
     }
 
     /// Whether a message the equipment sends goes to the realtime handler
-    /// (`onSecsGemRealtimeUpdate`): `"realtime": true`.
+    /// (`onSecsGemRealtimeUpdate`): `"realtime": true` (on any of its definitions; the
+    /// gateway asks the definition a message matched).
     pub fn realtime(&self, sf: StreamFunction) -> bool {
-        self.message(sf).is_some_and(|m| m.realtime)
+        self.definitions(sf).iter().any(|m| m.realtime)
     }
 
     /// Whether a message the equipment sends becomes tags in the realtime tag provider:
-    /// `"SQLTags": true`.
+    /// `"SQLTags": true` (on any of its definitions; the gateway asks the definition a
+    /// message matched).
     pub fn sql_tags(&self, sf: StreamFunction) -> bool {
-        self.message(sf).is_some_and(|m| m.sql_tags)
+        self.definitions(sf).iter().any(|m| m.sql_tags)
     }
 
-    /// The item names whose values make the message's CommonID; empty when the SDL names none.
+    /// The item names whose values make the message's CommonID (as its first definition
+    /// says); empty when the SDL names none.
     pub fn common_id(&self, sf: StreamFunction) -> &[String] {
         self.message(sf).map_or(&[], |m| m.common_id.as_slice())
     }
 
-    /// Single- or multi-block, as the SDL says; `None` when the message is not defined.
+    /// Single- or multi-block, as the SDL says (multi-block if any of its definitions is);
+    /// `None` when the message is not defined.
     pub fn block(&self, sf: StreamFunction) -> Option<Block> {
-        self.message(sf).map(|m| m.block)
+        let defs = self.definitions(sf);
+        if defs.is_empty() {
+            return None;
+        }
+        Some(if defs.iter().any(|m| m.block == Block::Multiple) {
+            Block::Multiple
+        } else {
+            Block::Single
+        })
     }
 
     /// The message's description (`"Event Report Send"`), the header `doc` scripts see.
@@ -369,9 +495,15 @@ impl Sdl {
     /// `true`/`false`. S6F11 with `["CEID"]` gives `"4000"`; S2F14 with `["ECV"]` and two
     /// constants `"80,1.5"`; `["DATAID", "CEID"]` gives `"7_4000"`. An item the message does
     /// not carry contributes an empty part. `None` when the SDL names no CommonID for the
-    /// message (or does not define it).
+    /// message (or does not define it). With several definitions of its S/F, the one it
+    /// matches says.
     pub fn common_id_value(&self, message: &Message) -> Option<String> {
-        let def = self.message(message.stream_function())?;
+        let def = self.best_definition(message, None)?;
+        self.common_id_by(def, message)
+    }
+
+    /// [`Sdl::common_id_value`] as definition `def` (the one the message matched) says.
+    pub fn common_id_by(&self, def: &MessageDef, message: &Message) -> Option<String> {
         if def.common_id.is_empty() {
             return None;
         }
@@ -406,14 +538,15 @@ impl Sdl {
             (Spec::Inline(def), item) if !def.name.is_empty() => {
                 out.push((def.name.as_str(), item))
             }
-            (Spec::List(specs) | Spec::ListOrEmpty(specs), Item::L(children)) => {
-                for (s, c) in specs.iter().zip(children) {
-                    self.collect_named(s, c, out);
-                }
-            }
+            (Spec::Key(inner, _), item) => self.collect_named(inner, item, out),
             (Spec::Repeat(inner), Item::L(children)) => {
                 for c in children {
                     self.collect_named(inner, c, out);
+                }
+            }
+            (spec, Item::L(children)) => {
+                for (s, c) in spec.elements().unwrap_or(&[]).iter().zip(children) {
+                    self.collect_named(s, c, out);
                 }
             }
             _ => {}
@@ -425,50 +558,37 @@ impl Sdl {
         match spec {
             Spec::Item(name) => self.items.get(name),
             Spec::Inline(def) => Some(def),
+            Spec::Key(inner, _) => self.item_def(inner),
             _ => None,
         }
     }
 
-    /// Checks a message against its definition. `sent_by_host` says which way it goes.
+    /// Checks a message against its definitions ([`Sdl::matching`]): `Ok` if one matches.
+    /// `sent_by_host` says which way it goes.
     pub fn check(&self, message: &Message, sent_by_host: bool) -> Result<(), Mismatch> {
-        let sf = message.stream_function();
-        let top = |m: String| Mismatch {
-            path: sf.to_string(),
-            message: m,
-        };
-        let def = self
-            .message(sf)
-            .ok_or_else(|| top(format!("not defined in the SDL {}", self.file.display())))?;
-        match (def.direction, sent_by_host) {
-            (Direction::ToHost, true) => {
-                return Err(top(
-                    "the SDL says the equipment sends it, not the host".into()
-                ));
-            }
-            (Direction::ToEquipment, false) => {
-                return Err(top(
-                    "the SDL says the host sends it, not the equipment".into()
-                ));
-            }
-            _ => {}
-        }
-        match (&def.body, &message.body) {
-            (None, None) => Ok(()),
-            (None, Some(_)) => Err(top("has no body in the SDL, but one was given".into())),
-            (Some(_), None) => Err(top("needs a body (see the SDL)".into())),
-            (Some(spec), Some(item)) => self.match_spec(spec, item, "body"),
-        }
+        self.matching(message, sent_by_host)
+            .map(|_| ())
+            .map_err(|r| r.mismatch)
     }
 
-    fn match_spec(&self, spec: &Spec, item: &Item, path: &str) -> Result<(), Mismatch> {
+    /// Checks an item against a structure. On a mismatch, the path is relative to `item`
+    /// (`[2][0]`; empty for `item` itself): it is made only when something does not match.
+    fn match_spec(&self, spec: &Spec, item: &Item) -> Result<(), Mismatch> {
         let fail = |m: String| {
             Err(Mismatch {
-                path: path.to_string(),
+                path: String::new(),
                 message: m,
+            })
+        };
+        let within = |i: usize, r: Result<(), Mismatch>| {
+            r.map_err(|mut e| {
+                e.path = format!("[{i}]{}", e.path);
+                e
             })
         };
         match spec {
             Spec::Any => Ok(()),
+            Spec::Key(inner, _) => self.match_spec(inner, item),
             Spec::Item(_) | Spec::Inline(_) => {
                 let Some(def) = self.item_def(spec) else {
                     return fail("the item is not defined in the SDL".to_string());
@@ -501,10 +621,15 @@ impl Sdl {
                 }
                 Ok(())
             }
-            Spec::List(specs) => match item {
+            Spec::List(specs) | Spec::ListOrEmpty(specs) => match item {
+                Item::L(children)
+                    if children.is_empty() && matches!(spec, Spec::ListOrEmpty(_)) =>
+                {
+                    Ok(())
+                }
                 Item::L(children) if children.len() == specs.len() => {
                     for (i, (s, c)) in specs.iter().zip(children).enumerate() {
-                        self.match_spec(s, c, &format!("{path}[{i}]"))?;
+                        within(i, self.match_spec(s, c))?;
                     }
                     Ok(())
                 }
@@ -519,28 +644,48 @@ impl Sdl {
                     other.format()
                 )),
             },
+            Spec::Open { elements, or_empty } => match item {
+                Item::L(children) if children.is_empty() && *or_empty => Ok(()),
+                Item::L(children) if children.len() >= elements.len() => {
+                    for (i, (s, c)) in elements.iter().zip(children).enumerate() {
+                        within(i, self.match_spec(s, c))?;
+                    }
+                    Ok(())
+                }
+                Item::L(children) => fail(format!(
+                    "expected a list of at least {} items, found {}",
+                    elements.len(),
+                    children.len()
+                )),
+                other => fail(format!(
+                    "expected a list of at least {} items, found {}",
+                    elements.len(),
+                    other.format()
+                )),
+            },
             Spec::Repeat(inner) => match item {
                 Item::L(children) => {
                     for (i, c) in children.iter().enumerate() {
-                        self.match_spec(inner, c, &format!("{path}[{i}]"))?;
+                        within(i, self.match_spec(inner, c))?;
                     }
                     Ok(())
                 }
                 other => fail(format!("expected a list, found {}", other.format())),
             },
-            Spec::ListOrEmpty(specs) => match item {
-                Item::L(children) if children.is_empty() => Ok(()),
-                _ => self.match_spec(&Spec::List(specs.clone()), item, path),
-            },
         }
     }
 
     /// Adds `doc` (to the header and to items) and `codeDesc` (to coded values) to the JSON
-    /// form of a message, where the SDL describes them.
+    /// form of a message, where the SDL describes them (with several definitions of its S/F,
+    /// as the one it matches does).
     pub fn annotate(&self, message: &Message, json: &mut Value) {
-        let Some(def) = self.message(message.stream_function()) else {
-            return;
-        };
+        if let Some(def) = self.best_definition(message, None) {
+            self.annotate_by(def, message, json);
+        }
+    }
+
+    /// [`Sdl::annotate`] as definition `def` (the one the message matched) describes it.
+    pub fn annotate_by(&self, def: &MessageDef, message: &Message, json: &mut Value) {
         if let (Some(doc), Some(header)) = (
             &def.doc,
             json.get_mut("header").and_then(Value::as_object_mut),
@@ -559,6 +704,7 @@ impl Sdl {
 
     fn annotate_item(&self, spec: &Spec, item: &Item, json: &mut Value) {
         match (spec, item, json) {
+            (Spec::Key(inner, _), item, json) => self.annotate_item(inner, item, json),
             (Spec::Item(_) | Spec::Inline(_), item, Value::Object(obj)) => {
                 let Some(def) = self.item_def(spec) else {
                     return;
@@ -573,18 +719,20 @@ impl Sdl {
                 }
                 *obj = out;
             }
-            (
-                Spec::List(specs) | Spec::ListOrEmpty(specs),
-                Item::L(children),
-                Value::Array(values),
-            ) => {
-                for ((s, c), v) in specs.iter().zip(children).zip(values.iter_mut()) {
-                    self.annotate_item(s, c, v);
-                }
-            }
             (Spec::Repeat(inner), Item::L(children), Value::Array(values)) => {
                 for (c, v) in children.iter().zip(values.iter_mut()) {
                     self.annotate_item(inner, c, v);
+                }
+            }
+            (spec, Item::L(children), Value::Array(values)) => {
+                for ((s, c), v) in spec
+                    .elements()
+                    .unwrap_or(&[])
+                    .iter()
+                    .zip(children)
+                    .zip(values.iter_mut())
+                {
+                    self.annotate_item(s, c, v);
                 }
             }
             _ => {}

@@ -32,6 +32,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -42,6 +43,7 @@ use crate::gem::model::{
     Alarm, Constant, Event, Id, LimitCapability, Model, Parameter, RemoteCommand, Standard,
     Trigger, Variable, VariableClass,
 };
+use crate::sdl::{Key, Sdl};
 use crate::secs2::{Format, Item, StreamFunction, sml};
 
 /// The default config, shipped in `sdl/simulator.toml`.
@@ -77,6 +79,9 @@ pub struct SimConfig {
     /// Folder of the process programs (relative paths resolved against the config file's
     /// folder); `None` keeps them beside the spool.
     pub programs_dir: Option<PathBuf>,
+    /// What loaded but was ignored (unknown keys of the SDL), each with its file, line and
+    /// key: for the log.
+    pub warnings: Vec<String>,
 }
 
 /// How a live variable changes.
@@ -206,6 +211,7 @@ struct EquipmentEntry {
     max_process_program_bytes: u64,
     max_traces: usize,
     max_reports: usize,
+    sdl: Option<String>,
 }
 
 impl Default for EquipmentEntry {
@@ -229,6 +235,7 @@ impl Default for EquipmentEntry {
             max_process_program_bytes: 64 * 1024 * 1024,
             max_traces: 16,
             max_reports: 1000,
+            sdl: None,
         }
     }
 }
@@ -426,7 +433,8 @@ struct ParameterEntry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EchoEntry {
-    request: String,
+    request: Option<String>,
+    message: Option<String>,
     reply: Option<String>,
 }
 
@@ -674,6 +682,9 @@ struct Builder<'a> {
     base: Option<&'a Path>,
     model: Model,
     programs_dir: Option<PathBuf>,
+    warnings: Vec<String>,
+    /// The `[equipment]` entry, where `sdl` is.
+    equipment_span: Range<usize>,
 }
 
 impl<'a> Builder<'a> {
@@ -683,6 +694,8 @@ impl<'a> Builder<'a> {
             base,
             model: Model::new("", ""),
             programs_dir: None,
+            warnings: Vec::new(),
+            equipment_span: 0..0,
         }
     }
 
@@ -723,6 +736,7 @@ impl<'a> Builder<'a> {
         for e in &f.echo {
             self.echo(e)?;
         }
+        self.remote_command_definitions()?;
         for v in f.status_variable.iter().chain(&f.data_variable) {
             self.variable_references(v)?;
         }
@@ -749,6 +763,7 @@ impl<'a> Builder<'a> {
             live,
             runs,
             programs_dir: self.programs_dir,
+            warnings: self.warnings,
         })
     }
 
@@ -842,6 +857,52 @@ impl<'a> Builder<'a> {
             Some(base) if Path::new(p).is_relative() => base.join(p),
             _ => PathBuf::from(p),
         });
+        self.equipment_span = span.clone();
+        if let Some(file) = &e.sdl {
+            let path = match self.base {
+                Some(base) if Path::new(file).is_relative() => base.join(file),
+                _ => PathBuf::from(file),
+            };
+            let (sdl, warnings) = Sdl::load(&path).map_err(|err| bad("sdl", err.to_string()))?;
+            self.warnings
+                .extend(warnings.iter().map(ToString::to_string));
+            self.model.sdl = Some(Arc::new(sdl));
+        }
+        Ok(())
+    }
+
+    /// Every remote command the SDL defines for a command name must be carried out by a
+    /// `[[remote_command]]` of that name or answered by an `[[echo]]` of the definition's
+    /// name; otherwise the host's command would only ever get HCACK 1.
+    fn remote_command_definitions(&self) -> Result<(), ConfigError> {
+        let Some(sdl) = &self.model.sdl else {
+            return Ok(());
+        };
+        for (sf, defs) in &sdl.messages {
+            for def in defs {
+                let Some(Key::Text(rcmd)) =
+                    def.remote_command.as_ref().and_then(|c| c.rcmd.as_ref())
+                else {
+                    continue;
+                };
+                let echoed = def
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| self.model.named_echoes.contains_key(n));
+                if !echoed && !self.model.remote_commands.contains_key(rcmd) {
+                    return Err(self.ctx.invalid(
+                        &self.equipment_span,
+                        "equipment.sdl",
+                        format!(
+                            "{}: the {sf} definition {} of command {rcmd:?} has neither a [[remote_command]] named {rcmd} nor an [[echo]] with message = {:?}; the host's {rcmd} would only get HCACK 1",
+                            sdl.file.display(),
+                            def.name.as_deref().unwrap_or("(unnamed)"),
+                            def.name.as_deref().unwrap_or("NAME"),
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1176,8 +1237,33 @@ impl<'a> Builder<'a> {
 
     fn echo(&mut self, entry: &Spanned<EchoEntry>) -> Result<(), ConfigError> {
         let (span, e) = (entry.span(), entry.get_ref());
+        let reply = match e.reply.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(
+                sml::parse_item(text)
+                    .map_err(|err| self.ctx.invalid(&span, "echo.reply", err.to_string()))?,
+            ),
+        };
+        let request = match (&e.request, &e.message) {
+            (Some(r), None) => r,
+            (None, Some(name)) => return self.named_echo(&span, name, reply),
+            (Some(_), Some(_)) => {
+                return Err(self.ctx.invalid(
+                    &span,
+                    "echo.message",
+                    "give request (an S/F) or message (an SDL definition's name), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.ctx.invalid(
+                    &span,
+                    "echo",
+                    "needs request (\"S10F3\") or message (the name of a definition in the equipment's sdl)",
+                ));
+            }
+        };
         let sf: StreamFunction =
-            e.request
+            request
                 .parse()
                 .map_err(|err: crate::secs2::message::StreamFunctionError| {
                     self.ctx.invalid(&span, "echo.request", err.to_string())
@@ -1196,17 +1282,61 @@ impl<'a> Builder<'a> {
                 format!("{sf} is answered by the GEM engine; remove this echo"),
             ));
         }
-        let reply = match e.reply.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(text) => Some(
-                sml::parse_item(text)
-                    .map_err(|err| self.ctx.invalid(&span, "echo.reply", err.to_string()))?,
-            ),
-        };
         if self.model.echoes.insert(sf, reply).is_some() {
             return Err(self
                 .ctx
                 .invalid(&span, "echo.request", format!("{sf} has two echoes")));
+        }
+        Ok(())
+    }
+
+    /// `[[echo]] message = "Stop"`: the reply to a message that matched the SDL definition
+    /// of that name (any primary the host sends, also one the GEM engine answers).
+    fn named_echo(
+        &mut self,
+        span: &Range<usize>,
+        name: &str,
+        reply: Option<Item>,
+    ) -> Result<(), ConfigError> {
+        let Some(sdl) = &self.model.sdl else {
+            return Err(self.ctx.invalid(
+                span,
+                "echo.message",
+                format!("'{name}' names an SDL definition, but [equipment] has no sdl"),
+            ));
+        };
+        let Some((sf, def)) = sdl.named(name) else {
+            let names = sdl.names();
+            return Err(self.ctx.invalid(
+                span,
+                "echo.message",
+                format!(
+                    "no definition named '{name}' in {} ({})",
+                    sdl.file.display(),
+                    if names.is_empty() {
+                        "it names none".to_string()
+                    } else {
+                        format!("its names: {}", names.join(", "))
+                    }
+                ),
+            ));
+        };
+        if !sf.is_primary() || sf.stream == 9 || !def.direction.allows(true) {
+            return Err(self.ctx.invalid(
+                span,
+                "echo.message",
+                format!("'{name}' is {sf}, not a primary the host sends"),
+            ));
+        }
+        if self
+            .model
+            .named_echoes
+            .insert(name.to_string(), reply)
+            .is_some()
+        {
+            return Err(self
+                .ctx
+                .invalid(span, "echo.message", format!("'{name}' has two echoes")));
         }
         Ok(())
     }

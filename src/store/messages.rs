@@ -7,7 +7,10 @@
 //! - `SECSGEM_EquipmentInfo` (`Equipment` primary key, `Prefix`, `Status`, `"SDL File"`): one
 //!   row per connection, upserted when its status changes.
 //! - `<prefix>Messages` (`ID`, `Timestamp`, `Equipment`, `StreamFunction`, `Direction`,
-//!   `RequestResponse`, `CommonID`, `TxID`, `SystemBytes`, `Reply`, `Message`, `SML`, `Raw`).
+//!   `RequestResponse`, `CommonID`, `TxID`, `SystemBytes`, `Reply`, `Message`, `SML`, `Raw`,
+//!   `MessageName`: the SDL definition it matched, `NULL` when none or an unnamed one).
+//!   `MessageName` came later: a table without it gets it (`ALTER TABLE ... ADD COLUMN`) when
+//!   the store opens, and readers of a database not opened since read `NULL` for it.
 //! - `<prefix>Errors` (`ID`, `Timestamp`, `Equipment`, `Kind`, `Reason`, `StreamFunction`,
 //!   `Message`, `SML`).
 //!
@@ -116,6 +119,8 @@ pub struct MessageRecord {
     pub request_response: RequestResponse,
     pub common_id: String,
     pub txid: u32,
+    /// The name of the SDL definition the message matched (`None`: none, or an unnamed one).
+    pub message_name: Option<String>,
     pub message: Arc<Message>,
 }
 
@@ -263,6 +268,10 @@ impl SqliteStore {
         drop(stmt);
         for name in names {
             if let Some(p) = name.strip_suffix("Messages") {
+                if !valid_prefix(p) {
+                    continue;
+                }
+                add_message_name(&conn, p).map_err(open)?;
                 prefixes.insert(p.to_string());
             }
         }
@@ -291,7 +300,8 @@ impl SqliteStore {
                  Reply INTEGER NOT NULL,
                  Message TEXT NOT NULL,
                  SML TEXT NOT NULL,
-                 Raw BLOB NOT NULL
+                 Raw BLOB NOT NULL,
+                 MessageName TEXT
              );
              CREATE INDEX IF NOT EXISTS {prefix}Messages_Timestamp ON {prefix}Messages (Timestamp);
              CREATE INDEX IF NOT EXISTS {prefix}Messages_Equipment_SF ON {prefix}Messages (Equipment, StreamFunction);
@@ -311,6 +321,28 @@ impl SqliteStore {
         self.prefixes.insert(prefix.to_string());
         Ok(())
     }
+}
+
+/// Whether `<prefix>Messages` has the column `MessageName` (tables made before it was added
+/// do not).
+fn has_message_name(conn: &Connection, prefix: &str) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({prefix}Messages)"))?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(names.iter().any(|n| n.eq_ignore_ascii_case("MessageName")))
+}
+
+/// The schema migration of a `<prefix>Messages` table made before `MessageName` existed: the
+/// column is added (its rows read `NULL`); nothing else changes.
+fn add_message_name(conn: &Connection, prefix: &str) -> rusqlite::Result<()> {
+    if !has_message_name(conn, prefix)? {
+        conn.execute_batch(&format!(
+            "ALTER TABLE {prefix}Messages ADD COLUMN MessageName TEXT"
+        ))?;
+        info!("message store: column MessageName added to {prefix}Messages");
+    }
+    Ok(())
 }
 
 /// The JSON and SML text of a message.
@@ -338,7 +370,7 @@ impl MessageStore for SqliteStore {
                         warn!("message store: the body of {} cannot be encoded: {e}", sml);
                     }
                     let mut stmt = tx.prepare_cached(&format!(
-                        "INSERT INTO {}Messages (Timestamp, Equipment, StreamFunction, Direction, RequestResponse, CommonID, TxID, SystemBytes, Reply, Message, SML, Raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        "INSERT INTO {}Messages (Timestamp, Equipment, StreamFunction, Direction, RequestResponse, CommonID, TxID, SystemBytes, Reply, Message, SML, Raw, MessageName) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                         m.prefix
                     ))?;
                     stmt.execute(params![
@@ -354,6 +386,7 @@ impl MessageStore for SqliteStore {
                         json,
                         sml,
                         raw,
+                        m.message_name,
                     ])?;
                 }
                 Record::Error(e) => {
@@ -657,6 +690,8 @@ pub struct Query {
     pub stream_function: Option<String>,
     pub direction: Option<Direction>,
     pub common_id: Option<String>,
+    /// The name of the SDL definition the messages matched.
+    pub message_name: Option<String>,
     /// Milliseconds since the Unix epoch, inclusive.
     pub since_ms: Option<i64>,
     /// Milliseconds since the Unix epoch, exclusive.
@@ -682,6 +717,9 @@ pub struct StoredMessage {
     /// The JSON form.
     pub message: String,
     pub sml: String,
+    /// The SDL definition it matched (`None`: none, an unnamed one, or a row stored before
+    /// the column existed).
+    pub message_name: Option<String>,
 }
 
 /// The prefixes that have a `<prefix>Messages` table, sorted.
@@ -720,8 +758,14 @@ pub fn query_messages(
     };
     let mut out = Vec::new();
     for prefix in prefixes {
+        // A table of a database not opened since MessageName was added lacks the column.
+        let named = has_message_name(conn, &prefix)?;
+        if !named && query.message_name.is_some() {
+            continue;
+        }
+        let name_column = if named { "MessageName" } else { "NULL" };
         let mut sql = format!(
-            "SELECT ID, Timestamp, Equipment, StreamFunction, Direction, RequestResponse, CommonID, TxID, SystemBytes, Reply, Message, SML FROM {prefix}Messages WHERE ID > ?1"
+            "SELECT ID, Timestamp, Equipment, StreamFunction, Direction, RequestResponse, CommonID, TxID, SystemBytes, Reply, Message, SML, {name_column} FROM {prefix}Messages WHERE ID > ?1"
         );
         let mut args: Vec<rusqlite::types::Value> =
             vec![after_id.get(&prefix).copied().unwrap_or(0).into()];
@@ -740,6 +784,9 @@ pub fn query_messages(
         }
         if let Some(c) = &query.common_id {
             add("CommonID =", c.clone().into());
+        }
+        if let Some(n) = &query.message_name {
+            add("MessageName =", n.clone().into());
         }
         if let Some(t) = query.since_ms {
             add("Timestamp >=", timestamp_text(t).into());
@@ -767,6 +814,7 @@ pub fn query_messages(
                 reply: r.get(9)?,
                 message: r.get(10)?,
                 sml: r.get(11)?,
+                message_name: r.get(12)?,
             })
         })?;
         for row in rows {
@@ -810,6 +858,7 @@ mod tests {
             request_response: RequestResponse::of(&m),
             common_id: "7".into(),
             txid: 7,
+            message_name: None,
             message: Arc::new(m),
         })
     }
@@ -827,6 +876,74 @@ mod tests {
             timestamp_text(1_796_290_295_123),
             "2026-12-03T09:31:35.123Z"
         );
+    }
+
+    /// A database whose Messages table predates `MessageName` stays readable as it is, and
+    /// gets the column when the store opens it.
+    #[test]
+    fn a_table_without_message_name_is_read_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE SECSGEM_Messages (
+                 ID INTEGER PRIMARY KEY AUTOINCREMENT, Timestamp TEXT NOT NULL,
+                 Equipment TEXT NOT NULL, StreamFunction TEXT NOT NULL, Direction TEXT NOT NULL,
+                 RequestResponse TEXT NOT NULL, CommonID TEXT NOT NULL, TxID INTEGER NOT NULL,
+                 SystemBytes INTEGER NOT NULL, Reply INTEGER NOT NULL, Message TEXT NOT NULL,
+                 SML TEXT NOT NULL, Raw BLOB NOT NULL);
+             INSERT INTO SECSGEM_Messages (Timestamp, Equipment, StreamFunction, Direction,
+                 RequestResponse, CommonID, TxID, SystemBytes, Reply, Message, SML, Raw)
+             VALUES ('2026-12-03T09:00:00.000Z', 'Tool1', 'S6F11', 'Received', 'Request', '4001',
+                 1, 7, 1, '{}', 'S6F11 W .', x'');",
+        )
+        .unwrap();
+        drop(old);
+        // Read as it is (as `secsgate log` does, read-only): MessageName reads NULL, and a
+        // query by name finds nothing there.
+        let ro = open_read_only(&path).unwrap();
+        let rows = query_messages(&ro, &Query::default(), &Default::default()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].common_id.as_str(), rows[0].message_name.as_deref()),
+            ("4001", None)
+        );
+        let by_name = Query {
+            message_name: Some("LotStarted".into()),
+            ..Query::default()
+        };
+        assert!(
+            query_messages(&ro, &by_name, &Default::default())
+                .unwrap()
+                .is_empty()
+        );
+        drop(ro);
+        // Opened by the store: the column is added, the old row kept, new rows named.
+        let mut store = SqliteStore::open(&path).unwrap();
+        let Record::Message(mut named) = message_record(
+            1,
+            "S6F11 W <L [3] <U4 1> <U4 100> <L>> .",
+            Direction::Received,
+        ) else {
+            unreachable!()
+        };
+        named.message_name = Some("LotStarted".into());
+        store.write(&[Record::Message(named)]).unwrap();
+        drop(store);
+        let conn = open_read_only(&path).unwrap();
+        let rows = query_messages(&conn, &Query::default(), &Default::default()).unwrap();
+        let names: Vec<Option<&str>> = rows.iter().map(|r| r.message_name.as_deref()).collect();
+        assert_eq!(
+            names,
+            [Some("LotStarted"), None],
+            "by timestamp: the new row is older"
+        );
+        let named = query_messages(&conn, &by_name, &Default::default()).unwrap();
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].common_id, "7");
+        // Opening again changes nothing.
+        drop(SqliteStore::open(&path).unwrap());
+        assert_eq!(count(&path, "SECSGEM_Messages"), 2);
     }
 
     #[test]

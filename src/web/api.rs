@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Shared, Source, TICK};
+use crate::config::Selector;
 use crate::gateway::Gateway;
 use crate::monitor::{Monitor, Seen, Snapshot};
 use crate::secs2::{Message, json as secs_json, sml};
@@ -194,27 +195,21 @@ fn sse(rx: mpsc::Receiver<Event>) -> Response {
         .into_response()
 }
 
-/// `overview` events, one per tick. A browser that has not taken the last one yet misses
-/// the next (the one after is as new).
+/// `overview` events, one per tick (made once for every browser). A browser that has not
+/// taken the last one yet misses the next (the one after is as new).
 pub(crate) async fn live(State(shared): State<Arc<Shared>>) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(2);
-    let weak = Arc::downgrade(&shared);
+    let mut overview = shared.overview.subscribe();
     let mut stopping = shared.stopping.clone();
     drop(shared);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                changed = overview.changed() => if changed.is_err() { return },
                 _ = stopping.wait_for(|s| *s) => return,
             }
-            let Some(shared) = weak.upgrade() else {
-                return;
-            };
-            let data = overview_json(&shared).to_string();
-            drop(shared);
-            match tx.try_send(Event::default().event("overview").data(data)) {
+            let data = overview.borrow_and_update().clone();
+            match tx.try_send(Event::default().event("overview").data(data.as_str())) {
                 Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
@@ -237,13 +232,25 @@ pub(crate) async fn connection(
             "communication": format!("{:?}", conn.communication_state()),
             "link": conn.link_state().map(|l| l.to_string()),
             "realtime": format!("{:?}", config.realtime),
-            "custom_responses": config.custom_responses.iter().map(|c| json!({
-                "stream_function": c.stream_function.to_string(),
-                "handler": c.handler,
-            })).collect::<Vec<_>>(),
+            "custom_responses": config.custom_responses.iter().map(|c| mapping_json(&c.selector, &c.handler)).collect::<Vec<_>>(),
+            "handlers": config.handlers.iter().map(|h| mapping_json(&h.selector, &h.handler)).collect::<Vec<_>>(),
         }),
     );
     Ok(Json(v).into_response())
+}
+
+/// A handler mapping: its S/F, the SDL definition it names (`null`: every message of the
+/// S/F), its handler.
+fn mapping_json(selector: &Selector, handler: &str) -> Value {
+    let message = match selector {
+        Selector::Message { name, .. } => Some(name.as_str()),
+        Selector::StreamFunction(_) => None,
+    };
+    json!({
+        "stream_function": selector.stream_function().to_string(),
+        "message": message,
+        "handler": handler,
+    })
 }
 
 /// What a live stream shows.
@@ -492,6 +499,8 @@ pub(crate) struct Search {
     equipment: Option<String>,
     sf: Option<String>,
     common_id: Option<String>,
+    /// The name of the SDL definition the messages matched.
+    message: Option<String>,
     direction: Option<String>,
     /// RFC 3339 time or an age (`10m`, `2h`).
     since: Option<String>,
@@ -540,6 +549,7 @@ pub(crate) async fn messages(
         stream_function: non_empty(&search.sf),
         direction,
         common_id: non_empty(&search.common_id),
+        message_name: non_empty(&search.message),
         since_ms: time(&search.since, "since").map_err(|e| problem(StatusCode::BAD_REQUEST, e))?,
         until_ms: time(&search.until, "until").map_err(|e| problem(StatusCode::BAD_REQUEST, e))?,
         limit: Some(search.limit.unwrap_or(100).clamp(1, SEARCH_LIMIT)),
@@ -567,6 +577,7 @@ pub(crate) async fn messages(
                 "direction": m.direction,
                 "request_response": m.request_response,
                 "common_id": m.common_id,
+                "message_name": m.message_name,
                 "txid": m.txid,
                 "system_bytes": m.system_bytes,
                 "sml": m.sml,

@@ -122,6 +122,8 @@ pub(crate) struct Shared {
     rates: Mutex<HashMap<String, Rate>>,
     /// Becomes true when the console stops: every live stream ends.
     stopping: watch::Receiver<bool>,
+    /// The overview as JSON, made once per tick while a browser listens, for all of them.
+    overview: watch::Sender<Arc<String>>,
 }
 
 impl Shared {
@@ -221,6 +223,7 @@ pub async fn start(settings: &WebSettings, source: Source) -> Result<Web, WebErr
     let (stopping, stopping_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         stopping: stopping_rx,
+        overview: watch::channel(Arc::new(String::new())).0,
         source,
         password: password(settings),
         started: SystemTime::now(),
@@ -254,7 +257,8 @@ pub async fn start(settings: &WebSettings, source: Source) -> Result<Web, WebErr
     })
 }
 
-/// Refreshes the rates once per tick while the console runs.
+/// Refreshes the rates once per tick while the console runs, and the overview the live
+/// streams send.
 async fn sample(shared: std::sync::Weak<Shared>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -268,6 +272,10 @@ async fn sample(shared: std::sync::Weak<Shared>) {
         let seconds = now.duration_since(last).as_secs_f64().max(0.001);
         last = now;
         shared.sample(seconds);
+        if shared.overview.receiver_count() > 0 {
+            let overview = api::overview_json(&shared).to_string();
+            shared.overview.send_replace(Arc::new(overview));
+        }
     }
 }
 

@@ -108,8 +108,12 @@ const pages = {
     const primaries = new Map(); // system bytes -> row of the primary
     let es = null;
     let skipped = 0;
+    const mapping = (h) => `${esc(h.stream_function)}${h.message ? ` (${esc(h.message)})` : ""} → ${esc(h.handler)}`;
+    let details = {}; // what only /api/connections/NAME tells (kept across overview updates)
     const showInfo = (c) => {
       if (!c) return;
+      if (c.custom_responses) details = c;
+      c = { ...details, ...c };
       info.innerHTML = `<dt>Status</dt><dd class="status-cell">${statusCell(c.status)} <span class="muted">since ${time(c.since)}</span></dd>
         <dt>Transport</dt><dd>${esc(c.transport)}</dd>
         ${c.address ? `<dt>Listening</dt><dd>${esc(c.address)}</dd>` : ""}
@@ -118,6 +122,8 @@ const pages = {
         <dt>Messages</dt><dd>${num(c.received)} received, ${num(c.sent)} sent (${c.rate_received} / ${c.rate_sent} per s)</dd>
         <dt>Bytes</dt><dd>${num(c.bytes_received)} received, ${num(c.bytes_sent)} sent</dd>
         <dt>Errors</dt><dd>${num(c.errors)} (${num(c.t3_timeouts)} T3 timeouts), ${num(c.reconnects)} reconnects</dd>
+        ${c.custom_responses && c.custom_responses.length ? `<dt>Custom responses</dt><dd>${c.custom_responses.map(mapping).join("<br>")}</dd>` : ""}
+        ${c.handlers && c.handlers.length ? `<dt>Handlers</dt><dd>${c.handlers.map(mapping).join("<br>")}</dd>` : ""}
         ${c.last_error ? `<dt>Last error</dt><dd class="error">${esc(c.last_error.error)} <span class="muted">${time(c.last_error.time)}</span></dd>` : ""}`;
       const t = document.getElementById("toggle");
       if (t) { t.textContent = c.enabled ? "Disable" : "Enable"; t.dataset.enabled = c.enabled ? "1" : ""; }
@@ -218,6 +224,7 @@ const pages = {
         <label>Equipment<input id="q-equipment" size="12"></label>
         <label>S/F<input id="q-sf" size="8" placeholder="S6F11"></label>
         <label>CommonID<input id="q-common" size="10"></label>
+        <label>Definition<input id="q-message" size="12" placeholder="LotStarted"></label>
         <label>Direction<select id="q-dir"><option value="">both</option><option>received</option><option>sent</option></select></label>
         <label>Since<input id="q-since" size="22" placeholder="10m, 2h or 2026-12-03T09:00:00Z"></label>
         <label>Until<input id="q-until" size="22"></label>
@@ -227,13 +234,13 @@ const pages = {
     const go = async () => {
       const q = new URLSearchParams();
       const add = (k, id) => { const v = document.getElementById(id).value.trim(); if (v) q.set(k, v); };
-      add("equipment", "q-equipment"); add("sf", "q-sf"); add("common_id", "q-common");
+      add("equipment", "q-equipment"); add("sf", "q-sf"); add("common_id", "q-common"); add("message", "q-message");
       add("direction", "q-dir"); add("since", "q-since"); add("until", "q-until"); add("limit", "q-limit");
       const out = document.getElementById("results");
       try {
         const r = await api(`/api/messages?${q}`);
-        out.innerHTML = `<p class="muted">${r.messages.length} messages, newest first</p><table><thead><tr><th>Time (UTC)</th><th>Equipment</th><th>Dir</th><th>S/F</th><th>CommonID</th><th>TxID</th><th>Message</th></tr></thead><tbody>${
-          r.messages.map((m) => `<tr class="${esc(m.direction.toLowerCase())}"><td>${esc(m.timestamp)}</td><td>${esc(m.equipment)}</td><td class="dir">${esc(m.direction)}</td><td>${esc(m.sf)}</td><td>${esc(m.common_id)}</td><td>${m.txid}</td><td><pre class="sml">${esc(m.sml)}</pre></td></tr>`).join("")}</tbody></table>`;
+        out.innerHTML = `<p class="muted">${r.messages.length} messages, newest first</p><table><thead><tr><th>Time (UTC)</th><th>Equipment</th><th>Dir</th><th>S/F</th><th>Definition</th><th>CommonID</th><th>TxID</th><th>Message</th></tr></thead><tbody>${
+          r.messages.map((m) => `<tr class="${esc(m.direction.toLowerCase())}"><td>${esc(m.timestamp)}</td><td>${esc(m.equipment)}</td><td class="dir">${esc(m.direction)}</td><td>${esc(m.sf)}</td><td>${esc(m.message_name)}</td><td>${esc(m.common_id)}</td><td>${m.txid}</td><td><pre class="sml">${esc(m.sml)}</pre></td></tr>`).join("")}</tbody></table>`;
       } catch (e) { out.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
     };
     document.getElementById("q-go").onclick = go;
