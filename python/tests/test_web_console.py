@@ -15,6 +15,7 @@ import tempfile
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -87,12 +88,36 @@ def shot(driver, name):
 
 
 def wait(driver, timeout=20):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05)
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 def text_of(driver, css):
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
+    """The text of the first element matching `css` ("" if none). Pages re-render as updates
+    come: an element replaced between finding and reading counts as not there yet."""
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
+
+
+def click(driver, css):
+    """Clicks the element matching `css` once it is there (again, if the page re-rendered it
+    between finding and clicking)."""
+
+    def attempt(d):
+        try:
+            found = d.find_elements(By.CSS_SELECTOR, css)
+            if found:
+                found[0].click()
+                return True
+        except StaleElementReferenceException:
+            pass
+        return False
+
+    wait(driver).until(attempt)
 
 
 def test_pages_in_chromium(gateway, browser):
@@ -156,11 +181,9 @@ def test_pages_in_chromium(gateway, browser):
 
     # Simulators: start the lot run from its button; the simulator's events follow.
     d.get(url + "#/simulators")
-    button = wait(d).until(lambda d: d.find_element(By.CSS_SELECTOR, '.sim[data-name="Sim1"] button.run[data-run="lot"]'))
-    button.click()
-    wait(d).until(lambda d: text_of(d, '.sim[data-name="Sim1"] button.run[data-run="lot"]') == "Started lot")
+    click(d, '.sim[data-name="Sim1"] button.run[data-run="lot"]')
     log.wait_for(r"event run started from the web console")
-    d.find_element(By.CSS_SELECTOR, '.sim[data-name="Sim1"] details summary').click()
+    click(d, '.sim[data-name="Sim1"] details summary')
     wait(d).until(lambda d: "WaferCounter" in text_of(d, '.sim[data-name="Sim1"] details'))
     shot(d, "5-simulators")
 
