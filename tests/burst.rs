@@ -7,9 +7,12 @@
 //! Each test prints its time and the process's peak RSS (the figures to compare live in
 //! `scripts/bench.sh burst`, built with optimisations).
 
+mod logs;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use logs::Logs;
 use secsgate::config::Project;
 use secsgate::gateway::{Gateway, Status};
 use secsgate::hsms::driver::{Mode, Settings};
@@ -344,78 +347,6 @@ async fn gateway_answers_a_burst_of_100k_s6f11_with_a_custom_response_handler() 
     .await;
 }
 
-/// Log lines written by the code under test, and a watch that ticks on each write, so that a
-/// test can wait for a line instead of for time.
-#[derive(Clone)]
-struct Logs {
-    text: std::sync::Arc<std::sync::Mutex<String>>,
-    tick: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut t) = self.text.lock() {
-            t.push_str(&String::from_utf8_lossy(buf));
-        }
-        self.tick.send_modify(|n| *n += 1);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-impl Logs {
-    /// Captures this test binary's log at info level (once; tests share it).
-    fn capture() -> Logs {
-        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
-        LOGS.get_or_init(|| {
-            let logs = Logs {
-                text: Default::default(),
-                tick: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
-            };
-            let _ = tracing_subscriber::fmt()
-                .with_writer(logs.clone())
-                .with_ansi(false)
-                .with_max_level(tracing::Level::INFO)
-                .try_init();
-            logs
-        })
-        .clone()
-    }
-
-    fn lines_with(&self, needles: &[&str]) -> Vec<String> {
-        let text = self.text.lock().map(|t| t.clone()).unwrap_or_default();
-        text.lines()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Waits until a line holds every needle.
-    async fn wait_for(&self, needles: &[&str]) {
-        let mut tick = self.tick.subscribe();
-        let found = async {
-            loop {
-                if !self.lines_with(needles).is_empty() {
-                    return;
-                }
-                let _ = tick.changed().await;
-            }
-        };
-        tokio::time::timeout(STALL, found)
-            .await
-            .unwrap_or_else(|_| panic!("no log line with {needles:?}"));
-    }
-}
-
 /// A peer that sends 64 KiB loopback diagnostics (S2F25) to a simulator and never reads the
 /// answers: that connection is dropped by its write timeout, with one log line, while another
 /// simulator in the same process goes on answering requests and linktests, and T3 fires on a
@@ -518,7 +449,7 @@ async fn a_peer_that_never_reads_is_dropped_and_others_carry_on() {
     );
 
     // The stalled connection is dropped by its write timeout: one line says why.
-    logs.wait_for(&["NeverReads", "connection closed", "write stalled"])
+    logs.wait_for(&["NeverReads", "connection closed", "write stalled"], STALL)
         .await;
     assert_eq!(
         logs.lines_with(&["NeverReads", "connection closed"]).len(),

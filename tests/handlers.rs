@@ -8,9 +8,12 @@
 //! never on the clock. The figures printed are the delays between the stalled handler's start
 //! plus `handler_timeout` and the start of that tool's next handler.
 
+mod logs;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use logs::Logs;
 use secsgate::config::Project;
 use secsgate::gateway::{Gateway, Status};
 use secsgate::hsms::driver::{self, Endpoint, Mode, Settings};
@@ -272,8 +275,11 @@ async fn a_handler_that_catches_the_interrupt_is_abandoned_and_the_tool_goes_on(
             .and_then(|g| g.setattr("released", true))
     })
     .unwrap();
-    logs.wait_for(&["abandoned handler", "its thread exits", "handler=stall"])
-        .await;
+    logs.wait_for(
+        &["abandoned handler", "its thread exits", "handler=stall"],
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(engine.abandoned_threads(), 0);
     assert_eq!(engine.abandoned_handlers(), 1);
     gateway.shutdown().await;
@@ -386,74 +392,4 @@ async fn exits_in_a_handler_end_the_handler_not_the_gateway() {
         Status::Communicating
     );
     gateway.shutdown().await;
-}
-
-/// This test binary's log, captured at info level (once; tests share it).
-#[derive(Clone)]
-struct Logs {
-    text: std::sync::Arc<std::sync::Mutex<String>>,
-    tick: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut t) = self.text.lock() {
-            t.push_str(&String::from_utf8_lossy(buf));
-        }
-        self.tick.send_modify(|n| *n += 1);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn capture() -> Logs {
-        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
-        LOGS.get_or_init(|| {
-            let logs = Logs {
-                text: Default::default(),
-                tick: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
-            };
-            let _ = tracing_subscriber::fmt()
-                .with_writer(logs.clone())
-                .with_ansi(false)
-                .with_max_level(tracing::Level::INFO)
-                .try_init();
-            logs
-        })
-        .clone()
-    }
-
-    fn lines_with(&self, needles: &[&str]) -> Vec<String> {
-        let text = self.text.lock().map(|t| t.clone()).unwrap_or_default();
-        text.lines()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Waits until a line holds every needle.
-    async fn wait_for(&self, needles: &[&str]) {
-        let mut tick = self.tick.subscribe();
-        let found = async {
-            loop {
-                if !self.lines_with(needles).is_empty() {
-                    return;
-                }
-                let _ = tick.changed().await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), found)
-            .await
-            .unwrap_or_else(|_| panic!("no log line with {needles:?}"));
-    }
 }
