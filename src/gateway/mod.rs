@@ -822,16 +822,7 @@ impl Gateway {
 
     /// Switches a connection on or off, as `enableDisableEquipment` does.
     pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), HostError> {
-        let conn = GatewayHost::connection(&self.core, name)?;
-        if enabled {
-            self.core.enable(&conn).await.map_err(|e| HostError::Start {
-                name: name.to_string(),
-                reason: e.to_string(),
-            })
-        } else {
-            self.core.disable(&conn).await;
-            Ok(())
-        }
+        self.core.set_enabled(name, enabled).await
     }
 
     /// Sends a message to an equipment as `sendRequest` does (checked against its SDL,
@@ -990,6 +981,20 @@ impl Core {
         ));
         tokio::spawn(host_loop(conn.clone(), endpoint.link));
         Ok(())
+    }
+
+    /// Switches the connection named `name` on or off.
+    async fn set_enabled(self: &Arc<Self>, name: &str, enabled: bool) -> Result<(), HostError> {
+        let conn = GatewayHost::connection(self, name)?;
+        if enabled {
+            self.enable(&conn).await.map_err(|e| HostError::Start {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })
+        } else {
+            self.disable(&conn).await;
+            Ok(())
+        }
     }
 
     async fn disable(&self, conn: &Connection) {
@@ -1968,22 +1973,10 @@ impl Host for GatewayHost {
             Ok(c) => c,
             Err(e) => return vec![e],
         };
-        let mut problems = Vec::new();
-        for name in names {
-            match Self::connection(&core, name) {
-                Err(e) => problems.push(e),
-                Ok(conn) if enable => {
-                    if let Err(e) = core.runtime.block_on(core.enable(&conn)) {
-                        problems.push(HostError::Start {
-                            name: name.clone(),
-                            reason: e.to_string(),
-                        });
-                    }
-                }
-                Ok(conn) => core.runtime.block_on(core.disable(&conn)),
-            }
-        }
-        problems
+        names
+            .iter()
+            .filter_map(|name| core.runtime.block_on(core.set_enabled(name, enable)).err())
+            .collect()
     }
 
     fn tool_program(&self, ppid: &str) -> Result<Option<ToolProgram>, HostError> {
