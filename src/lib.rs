@@ -19,6 +19,8 @@
 //! - [`tags`]: the realtime tag tree (connection status, counters, SQLTags messages).
 //! - [`monitor`]: a connection's counters, status and live message stream, as the web console
 //!   and the metrics see them.
+//! - [`north`]: northbound publishing; [`north::sparkplug`] is Sparkplug B, sans-IO (payload,
+//!   topics, the edge node's bdSeq/seq and births, data, deaths).
 //! - [`config`]: `project.toml`, with file, line and key in every error.
 //! - [`gateway`]: equipment connections (each driving a `gem::Host` over its link),
 //!   transactions (TxID), routing of received messages to handlers or the host's default
@@ -45,6 +47,7 @@ pub mod gem;
 pub mod hsms;
 pub mod link;
 pub mod monitor;
+pub mod north;
 pub mod peers;
 pub mod script;
 pub mod sdl;
