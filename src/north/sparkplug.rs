@@ -21,7 +21,8 @@
 //! | DDEATH | a device is offline (its metrics are stale)                              | +1   |
 //! | NCMD   | a command to the node, subscribed to: `Node Control/Rebirth` = true asks for a new NBIRTH and every DBIRTH | |
 //!
-//! `seq` is 0 on NBIRTH and goes up by one (mod 256) on every later NBIRTH-session message;
+//! `seq` is 0 on NBIRTH and goes up by one (mod 256) on every later message of the session
+//! (NDATA, DBIRTH, DDATA, DDEATH; a rebirth starts again at 0);
 //! `bdSeq` goes up by one (mod 256) on every MQTT CONNECT, and the will of that CONNECT and the
 //! NBIRTH after it carry the same value, which is how a host ties a death to its birth.
 //! Sparkplug asks for QoS 0 and no retain on every message but the NDEATH will (QoS 1, no
@@ -34,7 +35,9 @@
 //! [`Node::death`] as equipment comes, changes and goes; [`Node::handle_ncmd`] for each NCMD;
 //! [`Node::disconnected`] when the connection drops, then `connecting` again. While offline the
 //! node keeps the devices' current values and publishes nothing: the births of the next session
-//! carry them (Sparkplug has no replay of old DDATA: a host trusts only the current session).
+//! carry them. So Sparkplug messages are not for a store-and-forward queue: one held across a
+//! reconnect would carry a seq of a dead session, which a host reads as a gap and answers with a
+//! rebirth request; the next session's births bring the current values instead.
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -355,6 +358,15 @@ impl MessageType {
             MessageType::DBirth => "DBIRTH",
             MessageType::DData => "DDATA",
             MessageType::DDeath => "DDEATH",
+        }
+    }
+
+    /// The MQTT QoS Sparkplug asks for: 1 for the NDEATH will, 0 for the rest (none of them
+    /// retained).
+    pub fn qos(self) -> u8 {
+        match self {
+            MessageType::NDeath => 1,
+            _ => 0,
         }
     }
 
@@ -694,6 +706,7 @@ impl Node {
         let born = known.born;
         // In name order, as the births list them.
         changed.sort_unstable();
+        changed.dedup();
         let data: Vec<proto::Metric> = changed
             .iter()
             .map(|name| {
@@ -772,15 +785,18 @@ impl Node {
     /// The DBIRTH of a known device: every metric with datatype, value and its time.
     fn dbirth(&mut self, device: &str, now_ms: u64) -> Publish {
         let seq = self.take_seq();
-        let Some(known) = self.devices.get_mut(device) else {
-            return self.publish(MessageType::DBirth, Some(device), now_ms, Some(seq), vec![]);
+        // Callers pass a device they just stored or listed, so it is always there.
+        let metrics = match self.devices.get_mut(device) {
+            Some(known) => {
+                known.born = true;
+                known
+                    .metrics
+                    .iter()
+                    .map(|(name, stored)| stored.value.to_proto(name, stored.timestamp))
+                    .collect()
+            }
+            None => Vec::new(),
         };
-        known.born = true;
-        let metrics = known
-            .metrics
-            .iter()
-            .map(|(name, stored)| stored.value.to_proto(name, stored.timestamp))
-            .collect();
         self.publish(
             MessageType::DBirth,
             Some(device),
@@ -1271,6 +1287,35 @@ mod tests {
         let out = node.update("E1", &tags, T0 + 12).unwrap();
         assert_eq!(kinds(&out), [MessageType::DData]);
         assert_eq!(value(&out[0], "Status"), MetricValue::Null);
+    }
+
+    #[test]
+    fn a_name_given_twice_counts_once_the_last_value_wins() {
+        let (mut node, _) = online(0);
+        node.birth("E1", equipment(1), T0).unwrap();
+        let tags = vec![
+            ("MessagesReceived", json!(5)),
+            ("Status", json!("Communicating")),
+            ("Enabled", json!(true)),
+            ("MessagesReceived", json!(6)),
+        ];
+        let out = node.update("E1", tags, T0).unwrap();
+        assert_eq!(names(&out[0]), ["MessagesReceived"]);
+        assert_eq!(value(&out[0], "MessagesReceived"), MetricValue::Int64(6));
+    }
+
+    #[test]
+    fn only_the_will_asks_for_qos_1() {
+        assert_eq!(MessageType::NDeath.qos(), 1);
+        for kind in [
+            MessageType::NBirth,
+            MessageType::NData,
+            MessageType::DBirth,
+            MessageType::DData,
+            MessageType::DDeath,
+        ] {
+            assert_eq!(kind.qos(), 0, "{kind:?}");
+        }
     }
 
     #[test]
