@@ -87,6 +87,9 @@ impl std::error::Error for ConfigError {}
 /// Gateway-wide settings (`[gateway]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewaySettings {
+    /// The gateway's name in a fleet (MQTT topics, store rows); default: the project
+    /// folder's name.
+    pub name: String,
     /// Python worker threads running handlers.
     pub workers: usize,
     /// A handler running longer than this is interrupted.
@@ -123,6 +126,7 @@ impl GatewaySettings {
 impl Default for GatewaySettings {
     fn default() -> Self {
         GatewaySettings {
+            name: String::new(),
             workers: 4,
             handler_timeout: Duration::from_secs(30),
             custom_response_timeout: Duration::from_secs(10),
@@ -414,6 +418,8 @@ pub struct Project {
     pub databases: Vec<DatabaseConfig>,
     /// The web console (`[web]`).
     pub web: WebSettings,
+    /// The MQTT publisher (`[mqtt]`).
+    pub mqtt: MqttSettings,
     /// Things that were ignored but loaded, such as unknown keys in an SDL file, each with
     /// its file, line and key. `secsgate check` prints them; the project still runs.
     pub warnings: Vec<ConfigError>,
@@ -432,6 +438,192 @@ pub struct WebSettings {
     /// Where `address` was written (file:line), for the error when it is not loopback and
     /// there is no password.
     pub address_at: Option<String>,
+}
+
+/// The MQTT publisher's settings (`[mqtt]`); off unless the section is there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    /// On when `[mqtt]` is there (`enabled = false` turns it off again).
+    pub enabled: bool,
+    pub url: MqttUrl,
+    /// The MQTT client ID (default `secsgate-<gateway name>`).
+    pub client_id: Option<String>,
+    /// The broker user; its password comes from `SECSGATE_MQTT_PASSWORD`.
+    pub username: Option<String>,
+    /// QoS of every publish: 0 (at most once) or 1 (at least once, kept until the broker
+    /// acknowledges it).
+    pub qos: u8,
+    pub keep_alive: Duration,
+    /// The longest wait between attempts to reach the broker (the wait starts at 1 s and
+    /// doubles).
+    pub reconnect_max: Duration,
+    /// The first topic levels (default `secsgate`): `<prefix>/<gateway>/<equipment>/<SxFy>`.
+    pub topic_prefix: String,
+    /// The messages published (either direction); empty: every message the equipment sends
+    /// that its SDL marks `realtime` or `SQLTags`.
+    pub messages: Vec<StreamFunction>,
+    /// TLS (mqtts://): the CA certificates (PEM) the broker's certificate is checked against
+    /// (default: the system's roots), and a client certificate and key (PEM).
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The store-and-forward queue's file (default `<project>/data/forward.sqlite`).
+    pub forward_path: PathBuf,
+    /// Most messages it keeps; past it the oldest are dropped (counted and logged).
+    pub forward_limit: u64,
+    /// Most bytes of payload it keeps; past it the oldest are dropped.
+    pub forward_bytes: u64,
+    /// Requests on `<prefix>/<gateway>/<equipment>/request` are sent to the tool.
+    pub commands: bool,
+    /// The password every request carries; `SECSGATE_MQTT_COMMAND_PASSWORD` takes
+    /// precedence. Required unless the broker is on loopback.
+    pub command_password: Option<String>,
+    /// How long a request waits for the tool's reply (when its JSON names no timeout).
+    pub command_timeout: Duration,
+    pub sparkplug: SparkplugSettings,
+    /// Where `url` was written (file:line), for errors about it.
+    pub url_at: Option<String>,
+}
+
+/// `[mqtt.sparkplug]`: the tags as Sparkplug B metrics, one device per equipment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparkplugSettings {
+    pub enabled: bool,
+    /// The Sparkplug group (default `secsgate`).
+    pub group_id: String,
+    /// The edge node (default: the gateway's name).
+    pub edge_node_id: Option<String>,
+}
+
+impl MqttSettings {
+    /// The defaults for a project in `dir` (off).
+    pub fn default_for(dir: &Path) -> MqttSettings {
+        MqttSettings {
+            enabled: false,
+            url: MqttUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1883,
+            },
+            client_id: None,
+            username: None,
+            qos: 1,
+            keep_alive: Duration::from_secs(30),
+            reconnect_max: Duration::from_secs(30),
+            topic_prefix: "secsgate".into(),
+            messages: Vec::new(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            forward_path: dir.join("data").join("forward.sqlite"),
+            forward_limit: 1_000_000,
+            forward_bytes: 1 << 30,
+            commands: false,
+            command_password: None,
+            command_timeout: Duration::from_secs(30),
+            sparkplug: SparkplugSettings {
+                enabled: false,
+                group_id: "secsgate".into(),
+                edge_node_id: None,
+            },
+            url_at: None,
+        }
+    }
+}
+
+/// A broker's address: `mqtt://host:port` (default port 1883) or `mqtts://host:port` (TLS,
+/// default port 8883).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl MqttUrl {
+    /// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (`tcp://` and `ssl://` too).
+    pub fn parse(text: &str) -> Result<MqttUrl, String> {
+        let text = text.trim();
+        let (tls, rest) = if let Some(r) =
+            text.strip_prefix("mqtt://").or(text.strip_prefix("tcp://"))
+        {
+            (false, r)
+        } else if let Some(r) = text
+            .strip_prefix("mqtts://")
+            .or(text.strip_prefix("ssl://"))
+        {
+            (true, r)
+        } else {
+            return Err(format!(
+                "'{text}' is not a broker url such as mqtt://127.0.0.1:1883 or mqtts://broker:8883"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('@') {
+            return Err(
+                "put no credentials in the url: use username and SECSGATE_MQTT_PASSWORD".into(),
+            );
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| format!("'{p}' is not a port"))?;
+                (h, port)
+            }
+            _ => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("'{text}' names no broker host"));
+        }
+        Ok(MqttUrl {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// Whether the broker is on this machine (a loopback address or `localhost`).
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl fmt::Display for MqttUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Whether a name can be one MQTT topic level (an equipment, gateway or Sparkplug ID): not
+/// empty, at most 128 bytes, no `/`, `+`, `#` or control characters.
+pub fn check_topic_level(text: &str) -> Result<(), String> {
+    if text.is_empty() || text.len() > 128 {
+        return Err("must hold 1 to 128 characters".into());
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+    {
+        return Err(format!(
+            "'{}' holds '{}', which an MQTT topic level cannot",
+            text.escape_default(),
+            c.escape_default()
+        ));
+    }
+    Ok(())
 }
 
 /// The web console's default address.
@@ -535,6 +727,40 @@ struct RawProject {
     database: Vec<Spanned<RawDatabase>>,
     #[serde(default)]
     web: Option<Spanned<RawWeb>>,
+    #[serde(default)]
+    mqtt: Option<Spanned<RawMqtt>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    enabled: Option<bool>,
+    url: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    qos: Option<Spanned<i64>>,
+    keep_alive: Option<Spanned<f64>>,
+    reconnect_max: Option<Spanned<f64>>,
+    topic_prefix: Option<Spanned<String>>,
+    messages: Option<Vec<Spanned<String>>>,
+    ca_file: Option<Spanned<String>>,
+    client_cert: Option<Spanned<String>>,
+    client_key: Option<Spanned<String>>,
+    forward_path: Option<Spanned<String>>,
+    forward_limit: Option<Spanned<i64>>,
+    forward_bytes: Option<Spanned<i64>>,
+    commands: Option<bool>,
+    command_password: Option<Spanned<String>>,
+    command_timeout: Option<Spanned<f64>>,
+    sparkplug: Option<Spanned<RawSparkplug>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSparkplug {
+    enabled: Option<bool>,
+    group_id: Option<Spanned<String>>,
+    edge_node_id: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -567,6 +793,7 @@ struct RawDatabase {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGateway {
+    name: Option<Spanned<String>>,
     workers: Option<Spanned<i64>>,
     handler_timeout: Option<Spanned<f64>>,
     custom_response_timeout: Option<Spanned<f64>>,
@@ -985,10 +1212,20 @@ impl Validator<'_> {
     }
 
     fn project(&mut self, dir: &Path, raw: RawProject) -> Project {
-        let gateway = raw
+        let mut gateway: GatewaySettings = raw
             .gateway
             .map(|g| self.gateway(g.into_inner()))
             .unwrap_or_default();
+        if gateway.name.is_empty() {
+            gateway.name = dir
+                .canonicalize()
+                .unwrap_or_else(|_| dir.to_path_buf())
+                .file_name()
+                .map_or_else(
+                    || "secsgate".to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+        }
         let mut names = HashSet::new();
         let mut equipment = Vec::new();
         for (i, e) in raw.equipment.into_iter().enumerate() {
@@ -1056,6 +1293,10 @@ impl Validator<'_> {
             Some(w) => self.web(w.into_inner()),
             None => WebSettings::default(),
         };
+        let mqtt = match raw.mqtt {
+            Some(m) => self.mqtt(dir, m.into_inner()),
+            None => MqttSettings::default_for(dir),
+        };
         Project {
             dir: dir.to_path_buf(),
             gateway,
@@ -1064,7 +1305,183 @@ impl Validator<'_> {
             simulators,
             databases,
             web,
+            mqtt,
             warnings: Vec::new(),
+        }
+    }
+
+    /// A topic level (or Sparkplug ID): not empty, no `/`, `+`, `#` or control characters.
+    fn topic_level(&mut self, value: &Spanned<String>, key: &str) -> Option<String> {
+        let text = value.get_ref().trim();
+        if let Err(why) = check_topic_level(text) {
+            self.error(value.span(), key, why);
+            return None;
+        }
+        Some(text.to_string())
+    }
+
+    fn mqtt(&mut self, dir: &Path, raw: RawMqtt) -> MqttSettings {
+        let d = MqttSettings::default_for(dir);
+        let url = match &raw.url {
+            Some(u) => match MqttUrl::parse(u.get_ref()) {
+                Ok(url) => url,
+                Err(e) => {
+                    self.error(u.span(), "mqtt.url", e);
+                    d.url.clone()
+                }
+            },
+            None => d.url.clone(),
+        };
+        let text = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().trim().to_string());
+        let file = |v: &Option<Spanned<String>>| v.as_ref().map(|s| dir.join(s.get_ref().trim()));
+        let qos = self.int(&raw.qos, "mqtt.qos".into(), i64::from(d.qos), 0, 1) as u8;
+        let mut messages = Vec::new();
+        for (i, m) in raw.messages.iter().flatten().enumerate() {
+            if let Some(sf) = self.stream_function(m, format!("mqtt.messages[{i}]")) {
+                messages.push(sf);
+            }
+        }
+        let topic_prefix = match &raw.topic_prefix {
+            Some(t) => {
+                let p = t.get_ref().trim().trim_matches('/').to_string();
+                if p.is_empty() || p.contains(['+', '#']) || p.chars().any(char::is_control) {
+                    self.error(
+                        t.span(),
+                        "mqtt.topic_prefix",
+                        "must be a topic without '+', '#' or control characters, such as secsgate or fab1/secsgate",
+                    );
+                    d.topic_prefix.clone()
+                } else {
+                    p
+                }
+            }
+            None => d.topic_prefix.clone(),
+        };
+        if raw.client_key.is_some() != raw.client_cert.is_some() {
+            let span = raw
+                .client_key
+                .as_ref()
+                .or(raw.client_cert.as_ref())
+                .map(|s| s.span())
+                .unwrap_or_default();
+            self.error(
+                span,
+                "mqtt.client_cert",
+                "client_cert and client_key go together (a client certificate and its key, PEM)",
+            );
+        }
+        if !url.tls {
+            for (v, key) in [
+                (&raw.ca_file, "mqtt.ca_file"),
+                (&raw.client_cert, "mqtt.client_cert"),
+                (&raw.client_key, "mqtt.client_key"),
+            ] {
+                if let Some(v) = v {
+                    self.error(
+                        v.span(),
+                        key,
+                        "TLS settings need an mqtts:// url (the url is plain mqtt://)",
+                    );
+                }
+            }
+        }
+        let command_password = match &raw.command_password {
+            Some(p) if p.get_ref().is_empty() => {
+                self.error(p.span(), "mqtt.command_password", "must not be empty");
+                None
+            }
+            Some(p) => Some(p.get_ref().clone()),
+            None => None,
+        };
+        let sparkplug = match raw.sparkplug {
+            Some(sp) => {
+                let sp = sp.into_inner();
+                SparkplugSettings {
+                    enabled: sp.enabled.unwrap_or(true),
+                    group_id: sp
+                        .group_id
+                        .as_ref()
+                        .and_then(|g| self.topic_level(g, "mqtt.sparkplug.group_id"))
+                        .unwrap_or_else(|| d.sparkplug.group_id.clone()),
+                    edge_node_id: sp
+                        .edge_node_id
+                        .as_ref()
+                        .and_then(|g| self.topic_level(g, "mqtt.sparkplug.edge_node_id")),
+                }
+            }
+            None => d.sparkplug.clone(),
+        };
+        let client_id = match &raw.client_id {
+            Some(c) if c.get_ref().trim().is_empty() || c.get_ref().len() > 128 => {
+                self.error(c.span(), "mqtt.client_id", "must hold 1 to 128 characters");
+                None
+            }
+            c => text(c),
+        };
+        MqttSettings {
+            enabled: raw.enabled.unwrap_or(true),
+            url,
+            client_id,
+            username: text(&raw.username).filter(|u| !u.is_empty()),
+            qos,
+            keep_alive: self.seconds(
+                &raw.keep_alive,
+                "mqtt.keep_alive".into(),
+                d.keep_alive,
+                5.0,
+                3600.0,
+            ),
+            reconnect_max: self.seconds(
+                &raw.reconnect_max,
+                "mqtt.reconnect_max".into(),
+                d.reconnect_max,
+                0.1,
+                3600.0,
+            ),
+            topic_prefix,
+            messages,
+            ca_file: file(&raw.ca_file),
+            client_cert: file(&raw.client_cert),
+            client_key: file(&raw.client_key),
+            forward_path: match &raw.forward_path {
+                Some(p) if p.get_ref().trim().is_empty() => {
+                    self.error(p.span(), "mqtt.forward_path", "must not be empty");
+                    d.forward_path.clone()
+                }
+                Some(p) => dir.join(p.get_ref().trim()),
+                None => d.forward_path.clone(),
+            },
+            forward_limit: self.int(
+                &raw.forward_limit,
+                "mqtt.forward_limit".into(),
+                d.forward_limit as i64,
+                100,
+                1_000_000_000,
+            ) as u64,
+            forward_bytes: self.int(
+                &raw.forward_bytes,
+                "mqtt.forward_bytes".into(),
+                d.forward_bytes as i64,
+                1 << 20,
+                1 << 40,
+            ) as u64,
+            commands: raw.commands.unwrap_or(false),
+            command_password,
+            command_timeout: self.seconds(
+                &raw.command_timeout,
+                "mqtt.command_timeout".into(),
+                d.command_timeout,
+                0.1,
+                3600.0,
+            ),
+            sparkplug,
+            url_at: raw.url.as_ref().map(|u| {
+                format!(
+                    "{}:{}",
+                    self.file.display(),
+                    line_of(self.text, u.span().start)
+                )
+            }),
         }
     }
 
@@ -1110,6 +1527,11 @@ impl Validator<'_> {
     fn gateway(&mut self, g: RawGateway) -> GatewaySettings {
         let d = GatewaySettings::default();
         GatewaySettings {
+            name: g
+                .name
+                .as_ref()
+                .and_then(|n| self.topic_level(n, "gateway.name"))
+                .unwrap_or_default(),
             workers: self.int(
                 &g.workers,
                 "gateway.workers".into(),

@@ -30,6 +30,9 @@
 //!   db), hot reload.
 //! - [`sdl`]: the SECS Definition Language: an equipment's messages and items; matching a
 //!   message to its (named) definition, checks and `doc`/`codeDesc` annotation.
+//! - [`feed`]: the bounded queue of messages and statuses the gateway hands northbound.
+//! - [`north`]: MQTT: messages and statuses as JSON, tags as Sparkplug B, store and forward
+//!   on disk, requests from MQTT sent on to the tools.
 //! - [`web`]: the web console: pages, the HTTP API behind them, live updates, `/metrics`.
 //! - [`cli`]: the `secsgate` command line (`run`, `check`, `sim`, `send`, `sml`, `log`,
 //!   `tags`).
@@ -42,6 +45,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod feed;
 pub mod gateway;
 pub mod gem;
 pub mod hsms;

@@ -97,6 +97,12 @@ pub(super) fn run(dir: &Path, hot_reload: bool, web: WebChoice) -> i32 {
         eprintln!("secsgate: {e}");
         return EXIT_BAD_INPUT;
     }
+    if project.mqtt.enabled
+        && let Err(e) = crate::north::check(&project.mqtt)
+    {
+        eprintln!("secsgate: {e}");
+        return EXIT_BAD_INPUT;
+    }
     let runtime = match super::server_runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -120,6 +126,20 @@ pub(super) fn run(dir: &Path, hot_reload: bool, web: WebChoice) -> i32 {
         } else {
             None
         };
+        let north = match gateway.take_feed() {
+            Some(feed) => match crate::north::start(&project.mqtt, gateway.clone(), feed).await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    eprintln!("secsgate: MQTT: {e}");
+                    if let Some(web) = web {
+                        web.shutdown().await;
+                    }
+                    gateway.shutdown().await;
+                    return EXIT_BAD_INPUT;
+                }
+            },
+            None => None,
+        };
         info!(project = %project.dir.display(), equipment = project.equipment.len(), "gateway running; Ctrl-C stops it");
         super::wait_for_stop().await;
         info!("stopping");
@@ -127,6 +147,10 @@ pub(super) fn run(dir: &Path, hot_reload: bool, web: WebChoice) -> i32 {
             web.shutdown().await;
         }
         gateway.shutdown().await;
+        // Last: the publisher takes what the gateway handed on while stopping.
+        if let Some(north) = north {
+            north.shutdown().await;
+        }
         0
     })
 }

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{EquipmentConfig, GatewaySettings, OnInvalid, Project, SimulatorConfig};
+use crate::feed::{Feed, FeedEvent, FeedMessage};
 use crate::gem::clock::DateTime;
 use crate::gem::{self, CommunicationState, HostConfig, hsms_header};
 use crate::hsms::driver::Mode;
@@ -163,6 +164,8 @@ pub struct Connection {
     received_tag: String,
     /// Counters and the live stream of the web console and the metrics.
     monitor: Arc<Monitor>,
+    /// The northbound feed (MQTT), if on.
+    feed: Option<Arc<Feed>>,
 }
 
 /// The states a connection's [`Status`] is derived from.
@@ -191,7 +194,12 @@ impl Connection {
     }
 
     /// A connection for `config`, enabled or not as it says.
-    fn new(config: EquipmentConfig, tags: Arc<Tags>, store: Option<Arc<Recorder>>) -> Connection {
+    fn new(
+        config: EquipmentConfig,
+        tags: Arc<Tags>,
+        store: Option<Arc<Recorder>>,
+        feed: Option<Arc<Feed>>,
+    ) -> Connection {
         let host = Self::gem_host(&config);
         let observed = Observed {
             link: config.enabled.then_some(LinkState::Disconnected),
@@ -227,6 +235,7 @@ impl Connection {
             status,
             local_addr: Mutex::new(None),
             store,
+            feed,
         }
     }
 
@@ -247,14 +256,49 @@ impl Connection {
         name: Option<&str>,
     ) {
         self.log_message(direction, message, txid);
-        let shared =
-            (self.store.is_some() || self.monitor.streaming()).then(|| Arc::new(message.clone()));
+        let shared = (self.store.is_some() || self.feed.is_some() || self.monitor.streaming())
+            .then(|| Arc::new(message.clone()));
         self.monitor
             .message(way(direction), message, txid, shared.as_ref());
+        if let (Some(feed), Some(shared)) = (&self.feed, &shared) {
+            self.publish(feed, direction, shared, &common_id, txid, name)
+                .await;
+        }
         if let (Some(store), Some(message)) = (&self.store, shared) {
             store
                 .record(self.message_record(direction, message, common_id, txid, name))
                 .await;
+        }
+    }
+
+    /// Hands a message on to the northbound feed if it publishes it.
+    async fn publish(
+        &self,
+        feed: &Feed,
+        direction: Direction,
+        message: &Arc<Message>,
+        common_id: &str,
+        txid: u32,
+        name: Option<&str>,
+    ) {
+        let sf = message.stream_function();
+        let wanted = feed.wants(sf, direction, || {
+            self.config()
+                .sdl
+                .as_deref()
+                .is_some_and(|s| s.realtime(sf) || s.sql_tags(sf))
+        });
+        if wanted {
+            feed.send(FeedEvent::Message(FeedMessage {
+                time_ms: messages::now_ms(),
+                equipment: self.name.clone(),
+                direction,
+                common_id: common_id.to_string(),
+                txid,
+                message_name: name.map(str::to_string),
+                message: message.clone(),
+            }))
+            .await;
         }
     }
 
@@ -270,6 +314,10 @@ impl Connection {
         self.log_message(direction, message, txid);
         self.monitor
             .message(way(direction), message, txid, Some(message));
+        if let Some(feed) = &self.feed {
+            self.publish(feed, direction, message, &common_id, txid, name)
+                .await;
+        }
         if let Some(store) = &self.store {
             store
                 .record(self.message_record(direction, message.clone(), common_id, txid, name))
@@ -459,6 +507,13 @@ impl Connection {
             info!(equipment = %self.name(), from = %old, to = %status, "equipment status");
             self.monitor.status(status.to_string());
             self.record_status(status);
+            if let Some(feed) = &self.feed {
+                feed.send_soon(FeedEvent::Status {
+                    time_ms: messages::now_ms(),
+                    equipment: self.name.clone(),
+                    status: status.to_string(),
+                });
+            }
             let now = SystemTime::now();
             self.tags.set(
                 &format!("{}/Status", self.name),
@@ -586,6 +641,11 @@ struct Core {
     tags: Arc<Tags>,
     /// The named databases of `system.db`.
     databases: RwLock<Vec<crate::config::DatabaseConfig>>,
+    /// The gateway's name (`[gateway] name`).
+    name: String,
+    /// The northbound feed (MQTT), if on, and its publisher's end until taken.
+    feed: Option<Arc<Feed>>,
+    feed_rx: Mutex<Option<tokio::sync::mpsc::Receiver<FeedEvent>>>,
 }
 
 /// A running gateway.
@@ -612,7 +672,16 @@ impl Gateway {
         );
         let simulators = start_simulators(&project.simulators).await;
         let store = open_store(project);
+        let (feed, feed_rx) = if project.mqtt.enabled {
+            let (feed, rx) = Feed::new(crate::feed::FEED_QUEUE, &project.mqtt.messages);
+            (Some(Arc::new(feed)), Some(rx))
+        } else {
+            (None, None)
+        };
         let core = Arc::new(Core {
+            name: project.gateway.name.clone(),
+            feed,
+            feed_rx: Mutex::new(feed_rx),
             runtime: tokio::runtime::Handle::current(),
             dir: project.dir.clone(),
             simulators: Mutex::new(simulators),
@@ -680,6 +749,16 @@ impl Gateway {
     /// The script engine.
     pub fn engine(&self) -> &ScriptEngine {
         &self.core.engine
+    }
+
+    /// The gateway's name (`[gateway] name`).
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// The publisher's end of the northbound feed (once; `None` when `[mqtt]` is off).
+    pub fn take_feed(&self) -> Option<tokio::sync::mpsc::Receiver<FeedEvent>> {
+        self.core.feed_rx.lock().ok().and_then(|mut f| f.take())
     }
 
     /// A connection by name.
@@ -949,8 +1028,16 @@ impl Core {
             config,
             self.tags.clone(),
             self.store.clone(),
+            self.feed.clone(),
         ));
         conn.record_status(conn.status());
+        if let Some(feed) = &self.feed {
+            feed.send_soon(FeedEvent::Status {
+                time_ms: messages::now_ms(),
+                equipment: conn.name().to_string(),
+                status: conn.status().to_string(),
+            });
+        }
         if let Ok(mut map) = self.connections.write() {
             map.insert(name, conn.clone());
         }
