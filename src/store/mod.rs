@@ -5,6 +5,7 @@
 //! (`tool_programs`).
 
 pub mod messages;
+pub mod postgres;
 pub mod programs;
 pub mod spool;
 pub mod tool_programs;
