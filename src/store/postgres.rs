@@ -109,6 +109,10 @@ pub fn client_config(
     {
         config.user(&u);
     }
+    if config.get_options().is_none() {
+        // The server's notices ("relation already exists, skipping") stay out of the log.
+        config.options("-c client_min_messages=warning");
+    }
     config
         .connect_timeout(CONNECT_TIMEOUT)
         .keepalives(true)
