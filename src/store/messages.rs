@@ -2,24 +2,28 @@
 //! failures (validation, malformed, timeout, connection) and each equipment's status, in
 //! Ignition's tables.
 //!
-//! One database (SQLite by default, `<project>/data/secsgate.sqlite`, WAL) holds:
+//! One database (SQLite by default, `<project>/data/secsgate.sqlite`, WAL; or PostgreSQL, see
+//! [`super::postgres`]) holds:
 //!
-//! - `SECSGEM_EquipmentInfo` (`Equipment` primary key, `Prefix`, `Status`, `"SDL File"`): one
-//!   row per connection, upserted when its status changes.
+//! - `SECSGEM_EquipmentInfo` (`Equipment` primary key, `Prefix`, `Status`, `"SDL File"`,
+//!   `Gateway`): one row per connection, upserted when its status changes.
 //! - `<prefix>Messages` (`ID`, `Timestamp`, `Equipment`, `StreamFunction`, `Direction`,
 //!   `RequestResponse`, `CommonID`, `TxID`, `SystemBytes`, `Reply`, `Message`, `SML`, `Raw`,
-//!   `MessageName`: the SDL definition it matched, `NULL` when none or an unnamed one).
-//!   `MessageName` came later: a table without it gets it (`ALTER TABLE ... ADD COLUMN`) when
-//!   the store opens, and readers of a database not opened since read `NULL` for it.
+//!   `MessageName`: the SDL definition it matched, `NULL` when none or an unnamed one;
+//!   `Gateway`: the `[gateway] name` that wrote it). `MessageName` and `Gateway` came later:
+//!   a table without them gets them (`ALTER TABLE ... ADD COLUMN`) when the store opens, and
+//!   readers of a database not opened since read `NULL` for them.
 //! - `<prefix>Errors` (`ID`, `Timestamp`, `Equipment`, `Kind`, `Reason`, `StreamFunction`,
-//!   `Message`, `SML`).
+//!   `Message`, `SML`, `Gateway`).
 //!
 //! `Timestamp` is UTC ISO 8601 text with milliseconds (`2026-12-03T09:31:35.123Z`), fixed
 //! width, so text order is time order.
 //!
 //! Callers hand [`Record`]s to a [`Recorder`]: a bounded queue read by one writer thread that
 //! makes the JSON and SML text, inserts in batches (one transaction per batch) and prunes by
-//! age or row count. A full queue makes callers wait; nothing is dropped. A clean stop
+//! age or row count. A full queue makes callers wait; nothing is dropped. A batch the database
+//! cannot take for a connection reason is kept and tried again (1 s doubling to 30 s) while the
+//! queue pushes back; one refused for its data is dropped and counted. A clean stop
 //! ([`Recorder::close`]) writes everything queued. After a kill, what was committed stays: at
 //! most the batch being written plus what was queued is missing.
 
@@ -173,9 +177,12 @@ pub struct Retention {
     pub max_rows: Option<u64>,
 }
 
-/// A database the writer thread writes to (SQLite today; PostgreSQL can follow).
+/// A database the writer thread writes to ([`SqliteStore`], or
+/// [`PgStore`](super::postgres::PgStore)).
 pub trait MessageStore: Send {
-    /// Writes a batch of records in one transaction.
+    /// Writes a batch of records in one transaction. [`StoreError::Unavailable`]: the
+    /// database could not be reached, and the writer tries the same batch again later; any
+    /// other error: the batch is dropped (and counted).
     fn write(&mut self, batch: &[Record]) -> Result<(), StoreError>;
     /// Deletes what `retention` no longer keeps, as of `now_ms`; returns the rows deleted.
     fn prune(&mut self, retention: &Retention, now_ms: i64) -> Result<u64, StoreError>;
