@@ -53,7 +53,7 @@ fn message(gateway: &str, prefix: &str, i: u32, text: &str) -> Record {
         gateway: gateway.into(),
         equipment: format!("Tool{}", i % 3),
         prefix: prefix.into(),
-        direction: if i % 2 == 0 {
+        direction: if i.is_multiple_of(2) {
             Direction::Received
         } else {
             Direction::Sent
@@ -61,7 +61,7 @@ fn message(gateway: &str, prefix: &str, i: u32, text: &str) -> Record {
         request_response: RequestResponse::of(&m),
         common_id: format!("C{i}"),
         txid: i,
-        message_name: (i % 5 == 0).then(|| "EventReport".to_string()),
+        message_name: i.is_multiple_of(5).then(|| "EventReport".to_string()),
         message: Arc::new(m),
     })
 }

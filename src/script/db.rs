@@ -181,12 +181,12 @@ fn pg_query(url: &str, sql: &str, args: &[Value]) -> Result<Rows, String> {
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut values = Vec::with_capacity(columns.len());
-        for i in 0..columns.len() {
+        for (i, column) in columns.iter().enumerate() {
             values.push(row.try_get::<_, Value>(i).map_err(|e| {
                 let why = std::error::Error::source(&e)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| e.to_string());
-                format!("column {}: {why}", columns[i])
+                format!("column {column}: {why}")
             })?);
         }
         out.push(values);

@@ -1132,7 +1132,7 @@ fn query_source(
 pub enum StoreReader {
     Sqlite(Connection),
     Postgres {
-        client: super::postgres::Pooled,
+        client: Box<super::postgres::Pooled>,
         url: String,
     },
 }
@@ -1146,7 +1146,7 @@ impl StoreReader {
                 StoreReader::Sqlite(open_read_only(path)?)
             }
             crate::config::DatabaseLocation::Postgres(url) => StoreReader::Postgres {
-                client: super::postgres::pooled(url)?,
+                client: Box::new(super::postgres::pooled(url)?),
                 url: super::postgres::redact(url),
             },
         })
@@ -1161,10 +1161,7 @@ impl StoreReader {
         match self {
             StoreReader::Sqlite(conn) => query_messages(conn, query, after_id),
             StoreReader::Postgres { client, url } => {
-                let mut source = PgSource {
-                    client: &mut *client,
-                    url,
-                };
+                let mut source = PgSource { client, url };
                 query_source(&mut source, query, after_id)
             }
         }
