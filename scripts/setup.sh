@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the build, the tests and the benchmarks need on a fresh machine:
 # Debian packages (socat for serial pty pairs, chromium and chromium-driver for the web
-# console's browser tests, mosquitto for the MQTT tests, python3-dev when the python3 on PATH
-# has no shared libpython for the embedded interpreter) and a Python venv in .venv with
-# python/requirements.txt: pytest, secsgem==0.3.0 (the independent peer of the interop tests
-# and the benchmark baselines), selenium (drives Chromium) and paho-mqtt (the independent
-# MQTT client of the northbound tests).
+# console's browser tests, mosquitto for the MQTT tests, postgresql for the PostgreSQL
+# store's tests, python3-dev when the python3 on PATH has no shared libpython for the embedded
+# interpreter) and a Python venv in .venv with python/requirements.txt: pytest,
+# secsgem==0.3.0 (the independent peer of the interop tests and the benchmark baselines),
+# selenium (drives Chromium), paho-mqtt and pysparkplug (the independent MQTT client and
+# Sparkplug B decoder of the northbound tests) and psycopg (checks the PostgreSQL rows).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+# PostgreSQL: the message store's second backend, tested against a server scripts/pg.sh runs.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # The gateway embeds CPython: the build links the python3 on PATH's shared libpython.
 if ! python3 -c 'import sysconfig, sys; sys.exit(0 if sysconfig.get_config_var("Py_ENABLE_SHARED") else 1)' 2>/dev/null; then
   need_apt+=(python3-dev)

@@ -2,6 +2,9 @@
 //!
 //! ```toml
 //! [gateway]
+//! name = "fab1-bay3"             # default: the project folder's name; names the gateway in
+//!                                # the store's Gateway column (and MQTT topics): at most 64
+//!                                # characters, no '/', '+', '#' or control characters
 //! workers = 4                    # Python worker threads
 //! handler_timeout = 30           # seconds before a running handler is interrupted
 //! queue_limit = 1024             # handler jobs one equipment may have waiting
@@ -20,6 +23,8 @@
 //! [store]                        # the message store (every message sent and received)
 //! enabled = true
 //! path = "data/secsgate.sqlite"  # relative to the project folder
+//! # url = "postgres://secsgate@db.fab:5432/secsgate"  # PostgreSQL instead of the file (not
+//! #                              # with path); password in the URL or from PGPASSWORD
 //! retention_days = 30            # delete rows older than this (absent: kept for ever)
 //! retention_rows = 1000000       # keep at most this many rows per table (absent: no limit)
 //!
@@ -87,8 +92,8 @@ impl std::error::Error for ConfigError {}
 /// Gateway-wide settings (`[gateway]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewaySettings {
-    /// The gateway's name in a fleet (MQTT topics, store rows); default: the project
-    /// folder's name.
+    /// The gateway's name (`[gateway] name`, default: the project folder's name): written in
+    /// the store's `Gateway` column, so that several gateways can share one database.
     pub name: String,
     /// Python worker threads running handlers.
     pub workers: usize,
@@ -126,7 +131,7 @@ impl GatewaySettings {
 impl Default for GatewaySettings {
     fn default() -> Self {
         GatewaySettings {
-            name: String::new(),
+            name: DEFAULT_GATEWAY_NAME.to_string(),
             workers: 4,
             handler_timeout: Duration::from_secs(30),
             custom_response_timeout: Duration::from_secs(10),
@@ -137,6 +142,63 @@ impl Default for GatewaySettings {
             tool_program_limit: 1000,
             tool_program_bytes: 64 * 1024 * 1024,
         }
+    }
+}
+
+/// The gateway's name when neither `[gateway] name` nor the project folder gives one.
+pub const DEFAULT_GATEWAY_NAME: &str = "secsgate";
+
+/// Longest `[gateway] name`.
+pub const GATEWAY_NAME_MAX: usize = 64;
+
+/// Why a text cannot be a gateway name (it becomes an MQTT topic level and a Sparkplug edge
+/// node ID), or `None` if it can.
+pub fn gateway_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if name.chars().count() > GATEWAY_NAME_MAX {
+        return Some(format!("longer than {GATEWAY_NAME_MAX} characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+    {
+        return Some(format!(
+            "'{}' may not be in a gateway name (no '/', '+', '#' or control characters)",
+            c.escape_default()
+        ));
+    }
+    None
+}
+
+/// The default gateway name of a project folder: its file name, with the characters a gateway
+/// name may not hold replaced by '_' and cut to 64 characters.
+pub fn default_gateway_name(dir: &Path) -> String {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| {
+            dir.canonicalize()
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        })
+        .unwrap_or_default();
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if matches!(c, '/' | '+' | '#') || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(GATEWAY_NAME_MAX)
+        .collect();
+    if name.is_empty() {
+        DEFAULT_GATEWAY_NAME.to_string()
+    } else {
+        name
     }
 }
 
@@ -380,8 +442,10 @@ pub struct SimulatorConfig {
 pub struct StoreSettings {
     /// Whether messages are stored at all.
     pub enabled: bool,
-    /// The database file (default `<project>/data/secsgate.sqlite`).
+    /// The database file (default `<project>/data/secsgate.sqlite`), when `url` is not set.
     pub path: PathBuf,
+    /// A PostgreSQL database instead of the file (`postgres://user@host:port/db`).
+    pub url: Option<String>,
     /// Rows older than this are deleted.
     pub retention: Option<Duration>,
     /// At most this many rows are kept per table (the oldest go).
@@ -398,6 +462,7 @@ impl StoreSettings {
         StoreSettings {
             enabled: true,
             path: dir.join("data").join(crate::store::messages::DEFAULT_FILE),
+            url: None,
             retention: None,
             retention_rows: None,
             queue: 8192,
@@ -644,8 +709,29 @@ impl Default for WebSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
     pub name: String,
+    /// Where it is.
+    pub location: DatabaseLocation,
+}
+
+/// Where a database is: an SQLite file or a PostgreSQL server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
     /// The SQLite file (relative paths are resolved against the project).
-    pub path: PathBuf,
+    Sqlite(PathBuf),
+    /// A `postgres://` URL.
+    Postgres(String),
+}
+
+/// Why a `postgres://` URL cannot be used, or `None` if it can.
+pub fn postgres_url_problem(url: &str) -> Option<String> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("postgres" | "postgresql")) {
+        return Some(format!(
+            "'{}' is not a PostgreSQL URL; write postgres://user@host:port/database",
+            crate::store::postgres::redact(url)
+        ));
+    }
+    crate::store::postgres::parse_url(url).err()
 }
 
 /// The project's own SQLite database (the message store's file), relative to the project:
@@ -776,6 +862,7 @@ struct RawWeb {
 struct RawStore {
     enabled: Option<bool>,
     path: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
     retention_days: Option<Spanned<f64>>,
     retention_rows: Option<Spanned<i64>>,
     control_messages: Option<Spanned<bool>>,
@@ -788,6 +875,7 @@ struct RawStore {
 struct RawDatabase {
     name: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1212,19 +1300,16 @@ impl Validator<'_> {
     }
 
     fn project(&mut self, dir: &Path, raw: RawProject) -> Project {
-        let mut gateway: GatewaySettings = raw
+        let named = raw
+            .gateway
+            .as_ref()
+            .is_some_and(|g| g.get_ref().name.is_some());
+        let mut gateway = raw
             .gateway
             .map(|g| self.gateway(g.into_inner()))
             .unwrap_or_default();
-        if gateway.name.is_empty() {
-            gateway.name = dir
-                .canonicalize()
-                .unwrap_or_else(|_| dir.to_path_buf())
-                .file_name()
-                .map_or_else(
-                    || "secsgate".to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                );
+        if !named {
+            gateway.name = default_gateway_name(dir);
         }
         let mut names = HashSet::new();
         let mut equipment = Vec::new();
@@ -1266,18 +1351,35 @@ impl Validator<'_> {
             let d = d.into_inner();
             let k = |field: &str| format!("database[{i}].{field}");
             let name = self.name(d.name, span.clone(), k("name"));
-            let path = match d.path {
-                Some(p) if !p.get_ref().trim().is_empty() => Some(dir.join(p.get_ref())),
-                Some(p) => {
+            let path = match (d.path, d.url) {
+                (Some(p), Some(_)) => {
+                    self.error(
+                        p.span(),
+                        k("path"),
+                        "path and url together: a database is an SQLite file (path) or a PostgreSQL server (url)",
+                    );
+                    None
+                }
+                (Some(p), None) if !p.get_ref().trim().is_empty() => {
+                    Some(DatabaseLocation::Sqlite(dir.join(p.get_ref())))
+                }
+                (Some(p), None) => {
                     self.error(p.span(), k("path"), "must name an SQLite file");
                     None
                 }
-                None => {
-                    self.error(span.clone(), k("path"), "missing (the SQLite file)");
+                (None, Some(u)) => self
+                    .postgres_url(&u, k("url"))
+                    .map(DatabaseLocation::Postgres),
+                (None, None) => {
+                    self.error(
+                        span.clone(),
+                        k("path"),
+                        "missing (the SQLite file, or url = \"postgres://...\")",
+                    );
                     None
                 }
             };
-            if let (Some(name), Some(path)) = (name, path) {
+            if let (Some(name), Some(location)) = (name, path) {
                 if databases.iter().any(|x| x.name == name) {
                     self.error(
                         span,
@@ -1285,7 +1387,7 @@ impl Validator<'_> {
                         format!("database '{name}' is defined twice"),
                     );
                 } else {
-                    databases.push(DatabaseConfig { name, path });
+                    databases.push(DatabaseConfig { name, location });
                 }
             }
         }
@@ -1526,12 +1628,19 @@ impl Validator<'_> {
 
     fn gateway(&mut self, g: RawGateway) -> GatewaySettings {
         let d = GatewaySettings::default();
+        let name = match &g.name {
+            Some(n) => match gateway_name_problem(n.get_ref()) {
+                Some(problem) => {
+                    self.error(n.span(), "gateway.name", problem);
+                    String::new()
+                }
+                None => n.get_ref().clone(),
+            },
+            // Filled from the project folder's name.
+            None => String::new(),
+        };
         GatewaySettings {
-            name: g
-                .name
-                .as_ref()
-                .and_then(|n| self.topic_level(n, "gateway.name"))
-                .unwrap_or_default(),
+            name,
             workers: self.int(
                 &g.workers,
                 "gateway.workers".into(),
@@ -1617,6 +1726,18 @@ impl Validator<'_> {
             Some(p) => dir.join(p.get_ref().trim()),
             None => d.path.clone(),
         };
+        let url = match (&raw.url, &raw.path) {
+            (Some(u), Some(_)) => {
+                self.error(
+                    u.span(),
+                    "store.url",
+                    "path and url together: the store is an SQLite file (path) or a PostgreSQL server (url)",
+                );
+                None
+            }
+            (Some(u), None) => self.postgres_url(u, "store.url".into()),
+            (None, _) => None,
+        };
         let retention = raw.retention_days.as_ref().map(|_| {
             self.seconds(
                 &raw.retention_days,
@@ -1639,6 +1760,7 @@ impl Validator<'_> {
         StoreSettings {
             enabled: raw.enabled.unwrap_or(true),
             path,
+            url,
             retention,
             retention_rows,
             queue: self.int(
@@ -1649,6 +1771,18 @@ impl Validator<'_> {
                 1_000_000,
             ) as usize,
             batch: self.int(&raw.batch, "store.batch".into(), d.batch as i64, 1, 100_000) as usize,
+        }
+    }
+
+    /// A `postgres://` URL, checked (an error at its line if it cannot be used).
+    fn postgres_url(&mut self, url: &Spanned<String>, key: String) -> Option<String> {
+        let text = url.get_ref().trim();
+        match postgres_url_problem(text) {
+            Some(problem) => {
+                self.error(url.span(), key, problem);
+                None
+            }
+            None => Some(text.to_string()),
         }
     }
 
@@ -2523,6 +2657,59 @@ port = 0
                 "missing {e:?} in {text:#?}"
             );
         }
+    }
+
+    #[test]
+    fn gateway_name_and_postgres_urls() {
+        // The default: the project folder's name.
+        let p = Project::parse(
+            Path::new("/srv/fab1-bay3"),
+            Path::new("project.toml"),
+            "[[equipment]]\nname = \"A\"\nport = 1\n",
+        )
+        .unwrap();
+        assert_eq!(p.gateway.name, "fab1-bay3");
+        assert_eq!(default_gateway_name(Path::new("/srv/a#b+c")), "a_b_c");
+        let p = parse("[gateway]\nname = \"gw-7\"\n\n[store]\nurl = \"postgres://sg@127.0.0.1:5433/fab\"\n\n[[database]]\nname = \"mes\"\nurl = \"postgresql://mes@db/mes\"\n").unwrap();
+        assert_eq!(p.gateway.name, "gw-7");
+        assert_eq!(
+            p.store.url.as_deref(),
+            Some("postgres://sg@127.0.0.1:5433/fab")
+        );
+        assert_eq!(
+            p.databases[0].location,
+            DatabaseLocation::Postgres("postgresql://mes@db/mes".into())
+        );
+        let long = "x".repeat(65);
+        let errors = parse(&format!(
+            "[gateway]\nname = \"{long}\"\n\n[store]\npath = \"a.sqlite\"\nurl = \"postgres://h/db\"\n\n[[database]]\nname = \"m\"\nurl = \"mysql://h/db\"\n"
+        ))
+        .unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        for e in [
+            "project.toml:2: gateway.name: longer than 64 characters",
+            "project.toml:6: store.url: path and url together",
+            "project.toml:10: database[0].url: 'mysql://h/db' is not a PostgreSQL URL",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(e)),
+                "missing {e:?} in {text:#?}"
+            );
+        }
+        for (name, problem) in [
+            ("", "must not be empty"),
+            ("a/b", "'/' may not be"),
+            ("a+b", "'+' may not be"),
+            ("a#b", "'#' may not be"),
+            ("a\\tb", "'\\t' may not be"),
+        ] {
+            let e = &parse(&format!("[gateway]\nname = \"{name}\"\n")).unwrap_err()[0];
+            assert_eq!(e.line, 2, "{e}");
+            assert_eq!(e.key, "gateway.name", "{e}");
+            assert!(e.message.contains(problem), "{name:?}: {e}");
+        }
+        let e = &parse("[store]\nurl = \"postgres://u@h:port/db\"\n").unwrap_err()[0];
+        assert_eq!((e.line, e.key.as_str()), (2, "store.url"), "{e}");
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //!   replies).
 //! - [`transport`]: which transport a connection runs on (HSMS or SECS-I) and starting it.
 //! - [`sim`]: the equipment simulator: a GEM equipment from a TOML file, over HSMS or SECS-I.
-//! - [`store`]: durable storage: the message store (every message, SQLite, one writer thread),
-//!   the equipment spool (SQLite), process programs (files).
+//! - [`store`]: durable storage: the message store (every message, SQLite or PostgreSQL, one
+//!   writer thread), the equipment spool (SQLite), process programs (files).
 //! - [`tags`]: the realtime tag tree (connection status, counters, SQLTags messages).
 //! - [`monitor`]: a connection's counters, status and live message stream, as the web console
 //!   and the metrics see them.

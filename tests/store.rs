@@ -424,6 +424,7 @@ fn record(time_ms: i64, equipment: &str, text: &str, direction: Direction, txid:
     let m = msg(text);
     Record::Message(MessageRecord {
         time_ms,
+        gateway: "gw".into(),
         equipment: equipment.into(),
         prefix: DEFAULT_PREFIX.into(),
         direction,

@@ -65,9 +65,11 @@ class Subscriber:
     `session` makes it a persistent session (clean_session False) under that client ID, so the
     broker keeps its QoS 1 messages while it is away."""
 
-    def __init__(self, port, topics, session=None):
+    def __init__(self, port, topics, session=None, qos=1):
         self.cond = threading.Condition()
         self.messages = []  # (topic, payload bytes, retain)
+        self.dups = []  # (topic, payload) of the messages the broker marked as sent again
+        self.qos = qos
         self.connects = 0
         kwargs = {"client_id": session, "clean_session": False} if session else {}
         self.client = mqtt.Client(**kwargs)
@@ -81,7 +83,7 @@ class Subscriber:
 
     def _connected(self, client, userdata, flags, rc):
         for t in self.topics:
-            client.subscribe(t, qos=1)
+            client.subscribe(t, qos=self.qos)
         with self.cond:
             self.connects += 1
             self.cond.notify_all()
@@ -89,6 +91,8 @@ class Subscriber:
     def _message(self, client, userdata, msg):
         with self.cond:
             self.messages.append((msg.topic, bytes(msg.payload), msg.retain))
+            if msg.dup:
+                self.dups.append((msg.topic, bytes(msg.payload)))
             self.cond.notify_all()
 
     def wait(self, predicate, what, timeout=TIMEOUT):

@@ -1,4 +1,5 @@
-//! `secsgate log DIR`: the messages the gateway stored, filtered, as SML or JSON lines;
+//! `secsgate log DIR` (or `secsgate log --url postgres://...`): the messages the gateway
+//! stored, in its SQLite file or PostgreSQL database, filtered, as SML or JSON lines;
 //! `--follow` keeps printing new ones as `tail -f` does.
 
 use std::collections::HashMap;
@@ -7,14 +8,24 @@ use std::time::Duration;
 use clap::Args;
 
 use super::EXIT_BAD_INPUT;
-use crate::config::Project;
+use crate::config::{DatabaseLocation, Project};
 
-use crate::store::messages::{self, Direction, Query, StoredMessage, parse_time};
+use crate::store::messages::{self, Direction, Query, StoreReader, StoredMessage, parse_time};
 
 #[derive(Args, Debug)]
 pub(super) struct LogArgs {
-    /// The project folder (its project.toml says where the store is).
-    dir: std::path::PathBuf,
+    /// The project folder (its project.toml says where the store is: `[store] path` or
+    /// `url`).
+    #[arg(required_unless_present = "url")]
+    dir: Option<std::path::PathBuf>,
+    /// A PostgreSQL store to read instead of the project's (postgres://user@host:port/db;
+    /// the password from the URL or PGPASSWORD).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Only the messages this gateway stored ([gateway] name), when several share the
+    /// database.
+    #[arg(long)]
+    gateway: Option<String>,
     /// Only this equipment's messages.
     #[arg(long)]
     equipment: Option<String>,
@@ -58,6 +69,7 @@ fn line(m: &StoredMessage, json: bool) -> String {
             "ID": m.id,
             "Prefix": m.prefix,
             "Timestamp": m.timestamp,
+            "Gateway": m.gateway,
             "Equipment": m.equipment,
             "StreamFunction": m.stream_function,
             "Direction": m.direction,
@@ -83,15 +95,34 @@ fn line(m: &StoredMessage, json: bool) -> String {
     }
 }
 
-pub(super) fn run(args: LogArgs) -> i32 {
-    let project = match Project::load(&args.dir) {
-        Ok(p) => p,
+/// Where the store is: `--url`, else the project's `[store]`.
+fn location(args: &LogArgs) -> Result<DatabaseLocation, i32> {
+    if let Some(url) = &args.url {
+        if let Some(problem) = crate::config::postgres_url_problem(url) {
+            eprintln!("secsgate: --url: {problem}");
+            return Err(EXIT_BAD_INPUT);
+        }
+        return Ok(DatabaseLocation::Postgres(url.clone()));
+    }
+    let Some(dir) = &args.dir else {
+        eprintln!("secsgate: give the project folder or --url");
+        return Err(EXIT_BAD_INPUT);
+    };
+    match Project::load(dir) {
+        Ok(p) => Ok(crate::gateway::store_location(&p.store)),
         Err(errors) => {
             for e in &errors {
                 eprintln!("secsgate: {e}");
             }
-            return EXIT_BAD_INPUT;
+            Err(EXIT_BAD_INPUT)
         }
+    }
+}
+
+pub(super) fn run(args: LogArgs) -> i32 {
+    let location = match location(&args) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     let now = messages::now_ms();
     let time = |t: &Option<String>| t.as_deref().map(|t| parse_time(t, now)).transpose();
@@ -106,16 +137,17 @@ pub(super) fn run(args: LogArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    let path = &project.store.path;
-    if !path.is_file() {
+    if let DatabaseLocation::Sqlite(path) = &location
+        && !path.is_file()
+    {
         eprintln!(
             "secsgate: no message store at {} (has the gateway run with [store] enabled?)",
             path.display()
         );
         return 1;
     }
-    let conn = match messages::open_read_only(path) {
-        Ok(c) => c,
+    let mut reader = match StoreReader::open(&location) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("secsgate: {e}");
             return 1;
@@ -123,6 +155,7 @@ pub(super) fn run(args: LogArgs) -> i32 {
     };
     let mut query = Query {
         prefix: args.prefix,
+        gateway: args.gateway,
         equipment: args.equipment,
         stream_function: args.stream_function,
         direction: args.direction.map(|d| {
@@ -140,7 +173,7 @@ pub(super) fn run(args: LogArgs) -> i32 {
     };
     let mut seen: HashMap<String, i64> = HashMap::new();
     loop {
-        match messages::query_messages(&conn, &query, &seen) {
+        match reader.query_messages(&query, &seen) {
             Ok(rows) => {
                 for m in &rows {
                     println!("{}", line(m, args.json));

@@ -11,7 +11,7 @@
 //! - an equipment added or removed: started or stopped;
 //! - a simulator added, removed or changed: started, stopped or restarted;
 //! - `[gateway] custom_response_timeout`, `tool_program_limit`, `tool_program_bytes`: at
-//!   once; the other `[gateway]` settings (workers, handler_timeout, queue_limit,
+//!   once; the other `[gateway]` settings (name, workers, handler_timeout, queue_limit,
 //!   response_retention, startup_wait) when the gateway restarts, which the log says.
 
 use std::collections::HashMap;
@@ -174,6 +174,7 @@ impl Core {
                 old.response_retention != new.response_retention,
             ),
             ("startup_wait", old.startup_wait != new.startup_wait),
+            ("name", old.name != new.name),
         ];
         for (key, changed) in later {
             if changed {

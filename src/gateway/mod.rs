@@ -157,6 +157,8 @@ pub struct Connection {
     local_addr: Mutex<Option<SocketAddr>>,
     /// The message store, if on.
     store: Option<Arc<Recorder>>,
+    /// The gateway's name (`[gateway] name`), written in the store's `Gateway` column.
+    gateway: Arc<str>,
     /// The gateway's tag tree (this connection keeps `<name>/...` current).
     tags: Arc<Tags>,
     /// Tag paths of the counters.
@@ -198,6 +200,7 @@ impl Connection {
         config: EquipmentConfig,
         tags: Arc<Tags>,
         store: Option<Arc<Recorder>>,
+        gateway: Arc<str>,
         feed: Option<Arc<Feed>>,
     ) -> Connection {
         let host = Self::gem_host(&config);
@@ -235,6 +238,7 @@ impl Connection {
             status,
             local_addr: Mutex::new(None),
             store,
+            gateway,
             feed,
         }
     }
@@ -348,6 +352,7 @@ impl Connection {
     ) -> Record {
         Record::Message(MessageRecord {
             time_ms: messages::now_ms(),
+            gateway: self.gateway.clone(),
             equipment: self.name.clone(),
             prefix: self.config().table_prefix.clone(),
             direction,
@@ -373,6 +378,7 @@ impl Connection {
             store,
             Record::Error(ErrorRecord {
                 time_ms: messages::now_ms(),
+                gateway: self.gateway.clone(),
                 equipment: self.name.clone(),
                 prefix: self.config().table_prefix.clone(),
                 kind,
@@ -409,6 +415,7 @@ impl Connection {
         if let Some(store) = &self.store {
             let config = self.config();
             store.record_soon(Record::Equipment(EquipmentRecord {
+                gateway: self.gateway.clone(),
                 equipment: self.name.clone(),
                 prefix: config.table_prefix.clone(),
                 status: status.to_string(),
@@ -635,14 +642,16 @@ struct Core {
     programs: Option<ToolPrograms>,
     /// The message store, if on.
     store: Option<Arc<Recorder>>,
-    /// Its database file.
-    store_path: Option<std::path::PathBuf>,
+    /// Its database: the SQLite file or the PostgreSQL URL.
+    store_location: Option<crate::config::DatabaseLocation>,
+    /// The project's store settings (`system.db`'s default database is the store's).
+    store_settings: crate::config::StoreSettings,
+    /// The gateway's name (`[gateway] name`, fixed until a restart).
+    name: Arc<str>,
     /// The realtime tags.
     tags: Arc<Tags>,
     /// The named databases of `system.db`.
     databases: RwLock<Vec<crate::config::DatabaseConfig>>,
-    /// The gateway's name (`[gateway] name`).
-    name: String,
     /// The northbound feed (MQTT), if on, and its publisher's end until taken.
     feed: Option<Arc<Feed>>,
     feed_rx: Mutex<Option<tokio::sync::mpsc::Receiver<FeedEvent>>>,
@@ -679,7 +688,6 @@ impl Gateway {
             (None, None)
         };
         let core = Arc::new(Core {
-            name: project.gateway.name.clone(),
             feed,
             feed_rx: Mutex::new(feed_rx),
             runtime: tokio::runtime::Handle::current(),
@@ -702,7 +710,9 @@ impl Gateway {
                     None
                 }
             },
-            store_path: store.as_ref().map(|_| project.store.path.clone()),
+            store_location: store.as_ref().map(|_| store_location(&project.store)),
+            store_settings: project.store.clone(),
+            name: Arc::from(project.gateway.name.as_str()),
             store,
         });
         core.engine.set_host(Arc::new(GatewayHost {
@@ -894,9 +904,9 @@ impl Gateway {
         self.core.tags.clone()
     }
 
-    /// The message store's database file, if the store is on.
-    pub fn store_path(&self) -> Option<&std::path::Path> {
-        self.core.store_path.as_deref()
+    /// The message store's database (file or PostgreSQL URL), if the store is on.
+    pub fn store_location(&self) -> Option<&crate::config::DatabaseLocation> {
+        self.core.store_location.as_ref()
     }
 
     /// Switches a connection on or off, as `enableDisableEquipment` does.
@@ -944,28 +954,48 @@ impl Gateway {
     }
 }
 
+/// Where a project's message store is: its PostgreSQL URL, else its SQLite file.
+pub fn store_location(settings: &crate::config::StoreSettings) -> crate::config::DatabaseLocation {
+    match &settings.url {
+        Some(url) => crate::config::DatabaseLocation::Postgres(url.clone()),
+        None => crate::config::DatabaseLocation::Sqlite(settings.path.clone()),
+    }
+}
+
 /// Opens the message store of a project, if it is on (a store that cannot be opened is
-/// logged, and the gateway runs without it).
+/// logged, and the gateway runs without it). A PostgreSQL store starts at once; its writer
+/// connects when the server can be reached.
 fn open_store(project: &Project) -> Option<Arc<Recorder>> {
     let settings = &project.store;
     if !settings.enabled {
         return None;
     }
-    let recorder = Recorder::open_sqlite(
-        &settings.path,
-        RecorderSettings {
-            queue: settings.queue,
-            batch: settings.batch,
-            retention: Retention {
-                max_age: settings.retention,
-                max_rows: settings.retention_rows,
-            },
-            ..RecorderSettings::default()
+    let recorder_settings = RecorderSettings {
+        queue: settings.queue,
+        batch: settings.batch,
+        retention: Retention {
+            max_age: settings.retention,
+            max_rows: settings.retention_rows,
         },
-    );
+        ..RecorderSettings::default()
+    };
+    let (recorder, at) = match &settings.url {
+        Some(url) => (
+            Recorder::open_postgres(
+                url,
+                &format!("secsgate {} store", project.gateway.name),
+                recorder_settings,
+            ),
+            crate::store::postgres::redact(url),
+        ),
+        None => (
+            Recorder::open_sqlite(&settings.path, recorder_settings),
+            settings.path.display().to_string(),
+        ),
+    };
     match recorder {
         Ok(r) => {
-            info!(path = %settings.path.display(), "message store open");
+            info!(at = %at, gateway = %project.gateway.name, "message store open");
             Some(Arc::new(r))
         }
         Err(e) => {
@@ -1028,6 +1058,7 @@ impl Core {
             config,
             self.tags.clone(),
             self.store.clone(),
+            self.name.clone(),
             self.feed.clone(),
         ));
         conn.record_status(conn.status());
@@ -2108,10 +2139,17 @@ impl Host for GatewayHost {
         Ok(self.core()?.tags.clone())
     }
 
-    fn database(&self, name: &str) -> Result<std::path::PathBuf, HostError> {
+    fn database(&self, name: &str) -> Result<crate::config::DatabaseLocation, HostError> {
         let core = self.core()?;
         if name.is_empty() {
-            return Ok(core.dir.join(crate::config::DEFAULT_DATABASE));
+            // The store's database: PostgreSQL when the store is there, else the project's
+            // own SQLite file.
+            return Ok(match &core.store_settings.url {
+                Some(url) => crate::config::DatabaseLocation::Postgres(url.clone()),
+                None => crate::config::DatabaseLocation::Sqlite(
+                    core.dir.join(crate::config::DEFAULT_DATABASE),
+                ),
+            });
         }
         let databases = core
             .databases
@@ -2120,7 +2158,7 @@ impl Host for GatewayHost {
         databases
             .iter()
             .find(|d| d.name == name)
-            .map(|d| d.path.clone())
+            .map(|d| d.location.clone())
             .ok_or_else(|| HostError::UnknownDatabase {
                 name: name.to_string(),
                 known: databases.iter().map(|d| d.name.clone()).collect(),

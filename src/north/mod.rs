@@ -389,6 +389,19 @@ async fn run_events(
                     warn!(broker = %url, "MQTT broker unreachable: {e}; publishes wait in the forward queue");
                     down_since_logged = true;
                 }
+                // Acknowledgements read in the same batch as the end of the connection are
+                // still buffered: hand them on first, or those publishes go out twice.
+                let buffered: Vec<Event> = eventloop.state.events.drain(..).collect();
+                for event in buffered {
+                    let out = match event {
+                        Event::Incoming(Incoming::PubAck(ack)) => LinkEvent::Acked(ack.pkid),
+                        Event::Outgoing(MqttOutgoing::Publish(pkid)) => LinkEvent::Sent(pkid),
+                        _ => continue,
+                    };
+                    if link.send(out).await.is_err() {
+                        return;
+                    }
+                }
                 let (done, will) = oneshot::channel();
                 if link
                     .send(LinkEvent::Down {

@@ -2,10 +2,20 @@
 //! names: `runQuery`, `runPrepQuery` (a Dataset of the rows), `runUpdateQuery`,
 //! `runPrepUpdate` (the number of rows changed, or the new row's key with `getKey`).
 //!
-//! The databases are SQLite files: the project's own (`data/secsgate.sqlite`, where the
-//! message store writes) when no `database` is named, or a `[[database]]` of project.toml.
-//! Each call opens the file, runs one statement and closes it, with the GIL released; a busy
-//! database is waited for up to 5 s.
+//! The database is the project's own when no `database` is named: the message store's
+//! PostgreSQL database when `[store] url` is set, else `data/secsgate.sqlite` (where the
+//! SQLite store writes). A `[[database]]` of project.toml is an SQLite file (`path`) or a
+//! PostgreSQL database (`url`). Every call runs one statement with the GIL released.
+//!
+//! - SQLite: each call opens the file, runs the statement and closes it; a busy database is
+//!   waited for up to 5 s.
+//! - PostgreSQL: each call takes a connection from a small pool (made when none is idle).
+//!   Ignition's `?` placeholders become `$1, $2, ...` (outside quotes and comments), and the
+//!   values go as text the server converts to the type the statement wants. With `getKey`,
+//!   a statement without its own `RETURNING` gets `RETURNING *`, and the key is the first
+//!   column of the row it returns (the `ID` of the store's tables; -1 when no row was
+//!   inserted). Columns of types other than bool, integers, floats, numeric, text, bytea,
+//!   json, date, timestamp and uuid are refused with a message to cast them (`col::text`).
 
 #![allow(non_snake_case)]
 
@@ -19,6 +29,8 @@ use rusqlite::types::Value as SqlValue;
 
 use super::host;
 use super::system::Dataset;
+use crate::config::DatabaseLocation;
+use crate::store::postgres::{self as pg, Value};
 
 pyo3::create_exception!(
     system.db,
@@ -27,35 +39,57 @@ pyo3::create_exception!(
     "A system.db call failed: unknown database, bad SQL, or the database refused it."
 );
 
-/// A value a script passes, as SQLite takes it.
-fn sql_value(v: &Bound<'_, PyAny>) -> PyResult<SqlValue> {
+/// A value a script passes.
+fn value(v: &Bound<'_, PyAny>) -> PyResult<Value> {
     if v.is_none() {
-        Ok(SqlValue::Null)
+        Ok(Value::Null)
     } else if v.is_instance_of::<PyBool>() {
-        Ok(SqlValue::Integer(i64::from(v.extract::<bool>()?)))
+        Ok(Value::Bool(v.extract::<bool>()?))
     } else if v.is_instance_of::<PyInt>() {
-        Ok(SqlValue::Integer(v.extract()?))
+        Ok(Value::Int(v.extract()?))
     } else if v.is_instance_of::<PyFloat>() {
-        Ok(SqlValue::Real(v.extract()?))
+        Ok(Value::Float(v.extract()?))
     } else if let Ok(b) = v.cast::<PyBytes>() {
-        Ok(SqlValue::Blob(b.as_bytes().to_vec()))
+        Ok(Value::Bytes(b.as_bytes().to_vec()))
     } else if let Ok(s) = v.cast::<PyString>() {
-        Ok(SqlValue::Text(s.to_str()?.to_owned()))
+        Ok(Value::Text(s.to_str()?.to_owned()))
     } else {
         // Dates and other objects go in as their text, as a JDBC driver would convert them.
-        Ok(SqlValue::Text(v.str()?.to_string()))
+        Ok(Value::Text(v.str()?.to_string()))
     }
 }
 
-fn sql_values(args: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<SqlValue>> {
+fn values(args: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Value>> {
     match args {
         None => Ok(Vec::new()),
         Some(a) if a.is_none() => Ok(Vec::new()),
-        Some(a) => a.try_iter()?.map(|v| sql_value(&v?)).collect(),
+        Some(a) => a.try_iter()?.map(|v| value(&v?)).collect(),
     }
 }
 
-fn database(name: &str) -> PyResult<PathBuf> {
+/// A value as SQLite takes it (a bool is 0 or 1).
+fn sqlite_value(v: &Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Int(i) => SqlValue::Integer(*i),
+        Value::Float(f) => SqlValue::Real(*f),
+        Value::Text(t) => SqlValue::Text(t.clone()),
+        Value::Bytes(b) => SqlValue::Blob(b.clone()),
+    }
+}
+
+fn from_sqlite(v: SqlValue) -> Value {
+    match v {
+        SqlValue::Null => Value::Null,
+        SqlValue::Integer(i) => Value::Int(i),
+        SqlValue::Real(f) => Value::Float(f),
+        SqlValue::Text(t) => Value::Text(t),
+        SqlValue::Blob(b) => Value::Bytes(b),
+    }
+}
+
+fn database(name: &str) -> PyResult<DatabaseLocation> {
     let host = host::current().ok_or_else(|| {
         DatabaseError::new_err("system.db works on the handler threads of a running gateway")
     })?;
@@ -73,35 +107,40 @@ fn open(path: &PathBuf) -> Result<rusqlite::Connection, String> {
     Ok(conn)
 }
 
-/// Runs a query: column names and rows.
-fn query(
-    path: &PathBuf,
-    sql: &str,
-    args: &[SqlValue],
-) -> Result<(Vec<String>, Vec<Vec<SqlValue>>), String> {
+/// Column names and rows.
+type Rows = (Vec<String>, Vec<Vec<Value>>);
+
+/// Runs a query on an SQLite file: column names and rows.
+fn sqlite_query(path: &PathBuf, sql: &str, args: &[Value]) -> Result<Rows, String> {
     let conn = open(path)?;
     let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
     let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
     let n = columns.len();
     let mut rows = stmt
-        .query(rusqlite::params_from_iter(args.iter()))
+        .query(rusqlite::params_from_iter(args.iter().map(sqlite_value)))
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(|e| e.to_string())? {
         let mut values = Vec::with_capacity(n);
         for i in 0..n {
-            values.push(row.get::<_, SqlValue>(i).map_err(|e| e.to_string())?);
+            values.push(from_sqlite(
+                row.get::<_, SqlValue>(i).map_err(|e| e.to_string())?,
+            ));
         }
         out.push(values);
     }
     Ok((columns, out))
 }
 
-/// Runs a statement that changes rows: how many it changed, or the new row's key.
-fn update(path: &PathBuf, sql: &str, args: &[SqlValue], get_key: bool) -> Result<i64, String> {
+/// Runs a statement that changes rows on an SQLite file: how many it changed, or the new
+/// row's key.
+fn sqlite_update(path: &PathBuf, sql: &str, args: &[Value], get_key: bool) -> Result<i64, String> {
     let conn = open(path)?;
     let changed = conn
-        .execute(sql, rusqlite::params_from_iter(args.iter()))
+        .execute(
+            sql,
+            rusqlite::params_from_iter(args.iter().map(sqlite_value)),
+        )
         .map_err(|e| e.to_string())?;
     Ok(if get_key {
         conn.last_insert_rowid()
@@ -110,20 +149,103 @@ fn update(path: &PathBuf, sql: &str, args: &[SqlValue], get_key: bool) -> Result
     })
 }
 
-fn to_python(py: Python<'_>, v: SqlValue) -> PyResult<Py<PyAny>> {
+/// The statement as PostgreSQL takes it: `?` numbered when there are arguments.
+fn pg_sql(sql: &str, args: &[Value]) -> String {
+    if args.is_empty() {
+        sql.to_string()
+    } else {
+        pg::numbered_placeholders(sql)
+    }
+}
+
+fn pg_error(e: &postgres::Error) -> String {
+    pg::describe(e)
+}
+
+/// Runs a query on PostgreSQL: column names and rows.
+fn pg_query(url: &str, sql: &str, args: &[Value]) -> Result<Rows, String> {
+    let mut client = pg::pooled(url).map_err(|e| e.to_string())?;
+    let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
+        .iter()
+        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+        .collect();
+    let stmt = client
+        .prepare(&pg_sql(sql, args))
+        .map_err(|e| pg_error(&e))?;
+    let columns: Vec<String> = stmt
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let rows = client.query(&stmt, &params).map_err(|e| pg_error(&e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut values = Vec::with_capacity(columns.len());
+        for (i, column) in columns.iter().enumerate() {
+            values.push(row.try_get::<_, Value>(i).map_err(|e| {
+                let why = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                format!("column {column}: {why}")
+            })?);
+        }
+        out.push(values);
+    }
+    Ok((columns, out))
+}
+
+/// Runs a statement that changes rows on PostgreSQL: how many it changed, or the new row's
+/// key (the first column of what `RETURNING` gives).
+fn pg_update(url: &str, sql: &str, args: &[Value], get_key: bool) -> Result<i64, String> {
+    let mut client = pg::pooled(url).map_err(|e| e.to_string())?;
+    let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
+        .iter()
+        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+        .collect();
+    let mut sql = pg_sql(sql, args);
+    if !get_key {
+        let changed = client.execute(&sql, &params).map_err(|e| pg_error(&e))?;
+        return Ok(i64::try_from(changed).unwrap_or(i64::MAX));
+    }
+    if !pg::has_returning(&sql) {
+        let trimmed = sql.trim_end().trim_end_matches(';').len();
+        sql.truncate(trimmed);
+        sql.push_str(" RETURNING *");
+    }
+    let rows = client.query(&sql, &params).map_err(|e| pg_error(&e))?;
+    let Some(row) = rows.first() else {
+        return Ok(-1);
+    };
+    match row.try_get::<_, Value>(0).map_err(|e| pg_error(&e))? {
+        Value::Int(i) => Ok(i),
+        Value::Text(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| format!("the key '{t}' (the first column returned) is not a number")),
+        other => Err(format!(
+            "the key {other:?} (the first column returned) is not a number; name it with RETURNING"
+        )),
+    }
+}
+
+fn to_python(py: Python<'_>, v: Value) -> PyResult<Py<PyAny>> {
     Ok(match v {
-        SqlValue::Null => py.None(),
-        SqlValue::Integer(i) => i.into_pyobject(py)?.into_any().unbind(),
-        SqlValue::Real(f) => f.into_pyobject(py)?.into_any().unbind(),
-        SqlValue::Text(t) => PyString::new(py, &t).into_any().unbind(),
-        SqlValue::Blob(b) => PyBytes::new(py, &b).into_any().unbind(),
+        Value::Null => py.None(),
+        Value::Bool(b) => PyBool::new(py, b).to_owned().into_any().unbind(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+        Value::Float(f) => f.into_pyobject(py)?.into_any().unbind(),
+        Value::Text(t) => PyString::new(py, &t).into_any().unbind(),
+        Value::Bytes(b) => PyBytes::new(py, &b).into_any().unbind(),
     })
 }
 
-fn run_query(py: Python<'_>, sql: String, args: Vec<SqlValue>, db: &str) -> PyResult<Dataset> {
-    let path = database(db)?;
+fn run_query(py: Python<'_>, sql: String, args: Vec<Value>, db: &str) -> PyResult<Dataset> {
+    let location = database(db)?;
     let (columns, rows) = py
-        .detach(move || query(&path, &sql, &args))
+        .detach(move || match &location {
+            DatabaseLocation::Sqlite(path) => sqlite_query(path, &sql, &args),
+            DatabaseLocation::Postgres(url) => pg_query(url, &sql, &args),
+        })
         .map_err(DatabaseError::new_err)?;
     let rows = rows
         .into_iter()
@@ -135,13 +257,16 @@ fn run_query(py: Python<'_>, sql: String, args: Vec<SqlValue>, db: &str) -> PyRe
 fn run_update(
     py: Python<'_>,
     sql: String,
-    args: Vec<SqlValue>,
+    args: Vec<Value>,
     db: &str,
     get_key: bool,
 ) -> PyResult<i64> {
-    let path = database(db)?;
-    py.detach(move || update(&path, &sql, &args, get_key))
-        .map_err(DatabaseError::new_err)
+    let location = database(db)?;
+    py.detach(move || match &location {
+        DatabaseLocation::Sqlite(path) => sqlite_update(path, &sql, &args, get_key),
+        DatabaseLocation::Postgres(url) => pg_update(url, &sql, &args, get_key),
+    })
+    .map_err(DatabaseError::new_err)
 }
 
 /// `system.db`: SQL against the project's databases.
@@ -178,7 +303,7 @@ pub mod db {
         tx: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Dataset> {
         let _ = tx;
-        run_query(py, query, sql_values(args)?, database)
+        run_query(py, query, values(args)?, database)
     }
 
     /// An INSERT, UPDATE or DELETE: the rows changed, or the new row's key with `getKey`.
@@ -210,6 +335,6 @@ pub mod db {
         skipAudit: bool,
     ) -> PyResult<i64> {
         let _ = (tx, skipAudit);
-        run_update(py, query, sql_values(args)?, database, getKey)
+        run_update(py, query, values(args)?, database, getKey)
     }
 }

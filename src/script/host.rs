@@ -124,8 +124,8 @@ pub trait Host: Send + Sync + 'static {
     fn delete_tool_program(&self, ppid: &str) -> Result<bool, HostError>;
     /// The gateway's realtime tags.
     fn tags(&self) -> Result<Arc<crate::tags::Tags>, HostError>;
-    /// The SQLite file of a database for `system.db` (`""`: the project's own).
-    fn database(&self, name: &str) -> Result<std::path::PathBuf, HostError>;
+    /// Where a database for `system.db` is (`""`: the project's own, the message store's).
+    fn database(&self, name: &str) -> Result<crate::config::DatabaseLocation, HostError>;
 }
 
 /// A process program as `getToolProgram` returns it.

@@ -2,24 +2,28 @@
 //! failures (validation, malformed, timeout, connection) and each equipment's status, in
 //! Ignition's tables.
 //!
-//! One database (SQLite by default, `<project>/data/secsgate.sqlite`, WAL) holds:
+//! One database (SQLite by default, `<project>/data/secsgate.sqlite`, WAL; or PostgreSQL, see
+//! [`super::postgres`]) holds:
 //!
-//! - `SECSGEM_EquipmentInfo` (`Equipment` primary key, `Prefix`, `Status`, `"SDL File"`): one
-//!   row per connection, upserted when its status changes.
+//! - `SECSGEM_EquipmentInfo` (`Equipment` primary key, `Prefix`, `Status`, `"SDL File"`,
+//!   `Gateway`): one row per connection, upserted when its status changes.
 //! - `<prefix>Messages` (`ID`, `Timestamp`, `Equipment`, `StreamFunction`, `Direction`,
 //!   `RequestResponse`, `CommonID`, `TxID`, `SystemBytes`, `Reply`, `Message`, `SML`, `Raw`,
-//!   `MessageName`: the SDL definition it matched, `NULL` when none or an unnamed one).
-//!   `MessageName` came later: a table without it gets it (`ALTER TABLE ... ADD COLUMN`) when
-//!   the store opens, and readers of a database not opened since read `NULL` for it.
+//!   `MessageName`: the SDL definition it matched, `NULL` when none or an unnamed one;
+//!   `Gateway`: the `[gateway] name` that wrote it). `MessageName` and `Gateway` came later:
+//!   a table without them gets them (`ALTER TABLE ... ADD COLUMN`) when the store opens, and
+//!   readers of a database not opened since read `NULL` for them.
 //! - `<prefix>Errors` (`ID`, `Timestamp`, `Equipment`, `Kind`, `Reason`, `StreamFunction`,
-//!   `Message`, `SML`).
+//!   `Message`, `SML`, `Gateway`).
 //!
 //! `Timestamp` is UTC ISO 8601 text with milliseconds (`2026-12-03T09:31:35.123Z`), fixed
 //! width, so text order is time order.
 //!
 //! Callers hand [`Record`]s to a [`Recorder`]: a bounded queue read by one writer thread that
 //! makes the JSON and SML text, inserts in batches (one transaction per batch) and prunes by
-//! age or row count. A full queue makes callers wait; nothing is dropped. A clean stop
+//! age or row count. A full queue makes callers wait; nothing is dropped. A batch the database
+//! cannot take for a connection reason is kept and tried again (1 s doubling to 30 s) while the
+//! queue pushes back; one refused for its data is dropped and counted. A clean stop
 //! ([`Recorder::close`]) writes everything queued. After a kill, what was committed stays: at
 //! most the batch being written plus what was queued is missing.
 
@@ -63,6 +67,13 @@ pub enum StoreError {
     Prefix(String),
     #[error("cannot start the message store's writer thread: {0}")]
     Thread(std::io::Error),
+    /// The database cannot be reached (or the connection was lost): worth retrying.
+    #[error("message store unreachable: {0}")]
+    Unavailable(String),
+    /// The database refused what was asked (bad data, bad SQL, a bad URL): not worth
+    /// retrying as it is.
+    #[error("message store: {0}")]
+    Refused(String),
 }
 
 /// Who sent a message: the gateway (`Sent`) or the equipment (`Received`).
@@ -113,6 +124,8 @@ impl RequestResponse {
 pub struct MessageRecord {
     /// Milliseconds since the Unix epoch (UTC).
     pub time_ms: i64,
+    /// The gateway's name (`[gateway] name`): the `Gateway` column.
+    pub gateway: Arc<str>,
     pub equipment: String,
     pub prefix: String,
     pub direction: Direction,
@@ -129,6 +142,7 @@ pub struct MessageRecord {
 #[derive(Clone, Debug)]
 pub struct ErrorRecord {
     pub time_ms: i64,
+    pub gateway: Arc<str>,
     pub equipment: String,
     pub prefix: String,
     pub kind: &'static str,
@@ -140,6 +154,7 @@ pub struct ErrorRecord {
 /// An equipment's row of `SECSGEM_EquipmentInfo`.
 #[derive(Clone, Debug)]
 pub struct EquipmentRecord {
+    pub gateway: Arc<str>,
     pub equipment: String,
     pub prefix: String,
     pub status: String,
@@ -162,9 +177,12 @@ pub struct Retention {
     pub max_rows: Option<u64>,
 }
 
-/// A database the writer thread writes to (SQLite today; PostgreSQL can follow).
+/// A database the writer thread writes to ([`SqliteStore`], or
+/// [`PgStore`](super::postgres::PgStore)).
 pub trait MessageStore: Send {
-    /// Writes a batch of records in one transaction.
+    /// Writes a batch of records in one transaction. [`StoreError::Unavailable`]: the
+    /// database could not be reached, and the writer tries the same batch again later; any
+    /// other error: the batch is dropped (and counted).
     fn write(&mut self, batch: &[Record]) -> Result<(), StoreError>;
     /// Deletes what `retention` no longer keeps, as of `now_ms`; returns the rows deleted.
     fn prune(&mut self, retention: &Retention, now_ms: i64) -> Result<u64, StoreError>;
@@ -250,10 +268,12 @@ impl SqliteStore {
                  Equipment TEXT PRIMARY KEY,
                  Prefix TEXT NOT NULL,
                  Status TEXT NOT NULL,
-                 \"SDL File\" TEXT NOT NULL
+                 \"SDL File\" TEXT NOT NULL,
+                 Gateway TEXT
              );"
         ))
         .map_err(open)?;
+        add_column(&conn, EQUIPMENT_INFO, "Gateway").map_err(open)?;
         let mut prefixes = HashSet::new();
         let mut stmt = conn
             .prepare(
@@ -271,7 +291,11 @@ impl SqliteStore {
                 if !valid_prefix(p) {
                     continue;
                 }
-                add_message_name(&conn, p).map_err(open)?;
+                add_column(&conn, &format!("{p}Messages"), "MessageName").map_err(open)?;
+                add_column(&conn, &format!("{p}Messages"), "Gateway").map_err(open)?;
+                if has_table(&conn, &format!("{p}Errors")).map_err(open)? {
+                    add_column(&conn, &format!("{p}Errors"), "Gateway").map_err(open)?;
+                }
                 prefixes.insert(p.to_string());
             }
         }
@@ -301,7 +325,8 @@ impl SqliteStore {
                  Message TEXT NOT NULL,
                  SML TEXT NOT NULL,
                  Raw BLOB NOT NULL,
-                 MessageName TEXT
+                 MessageName TEXT,
+                 Gateway TEXT
              );
              CREATE INDEX IF NOT EXISTS {prefix}Messages_Timestamp ON {prefix}Messages (Timestamp);
              CREATE INDEX IF NOT EXISTS {prefix}Messages_Equipment_SF ON {prefix}Messages (Equipment, StreamFunction);
@@ -314,7 +339,8 @@ impl SqliteStore {
                  Reason TEXT NOT NULL,
                  StreamFunction TEXT,
                  Message TEXT,
-                 SML TEXT
+                 SML TEXT,
+                 Gateway TEXT
              );
              CREATE INDEX IF NOT EXISTS {prefix}Errors_Timestamp ON {prefix}Errors (Timestamp);"
         ))?;
@@ -323,24 +349,31 @@ impl SqliteStore {
     }
 }
 
-/// Whether `<prefix>Messages` has the column `MessageName` (tables made before it was added
+/// Whether `table` has `column` (tables made before `MessageName` or `Gateway` were added
 /// do not).
-fn has_message_name(conn: &Connection, prefix: &str) -> rusqlite::Result<bool> {
-    let mut stmt = conn.prepare(&format!("PRAGMA table_info({prefix}Messages)"))?;
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
     let names = stmt
         .query_map([], |r| r.get::<_, String>(1))?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(names.iter().any(|n| n.eq_ignore_ascii_case("MessageName")))
+    Ok(names.iter().any(|n| n.eq_ignore_ascii_case(column)))
 }
 
-/// The schema migration of a `<prefix>Messages` table made before `MessageName` existed: the
-/// column is added (its rows read `NULL`); nothing else changes.
-fn add_message_name(conn: &Connection, prefix: &str) -> rusqlite::Result<()> {
-    if !has_message_name(conn, prefix)? {
-        conn.execute_batch(&format!(
-            "ALTER TABLE {prefix}Messages ADD COLUMN MessageName TEXT"
-        ))?;
-        info!("message store: column MessageName added to {prefix}Messages");
+fn has_table(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// The schema migration of a table made before `column` (`MessageName`, `Gateway`) existed:
+/// the column is added as nullable text (its old rows read `NULL`); nothing else changes.
+fn add_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<()> {
+    if !has_column(conn, table, column)? {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
+        info!("message store: column {column} added to {table}");
     }
     Ok(())
 }
@@ -370,7 +403,7 @@ impl MessageStore for SqliteStore {
                         warn!("message store: the body of {} cannot be encoded: {e}", sml);
                     }
                     let mut stmt = tx.prepare_cached(&format!(
-                        "INSERT INTO {}Messages (Timestamp, Equipment, StreamFunction, Direction, RequestResponse, CommonID, TxID, SystemBytes, Reply, Message, SML, Raw, MessageName) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                        "INSERT INTO {}Messages (Timestamp, Equipment, StreamFunction, Direction, RequestResponse, CommonID, TxID, SystemBytes, Reply, Message, SML, Raw, MessageName, Gateway) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                         m.prefix
                     ))?;
                     stmt.execute(params![
@@ -387,12 +420,13 @@ impl MessageStore for SqliteStore {
                         sml,
                         raw,
                         m.message_name,
+                        m.gateway.as_ref(),
                     ])?;
                 }
                 Record::Error(e) => {
                     let (json, sml) = e.message.as_deref().map(texts).unzip();
                     let mut stmt = tx.prepare_cached(&format!(
-                        "INSERT INTO {}Errors (Timestamp, Equipment, Kind, Reason, StreamFunction, Message, SML) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO {}Errors (Timestamp, Equipment, Kind, Reason, StreamFunction, Message, SML, Gateway) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                         e.prefix
                     ))?;
                     stmt.execute(params![
@@ -403,14 +437,21 @@ impl MessageStore for SqliteStore {
                         e.stream_function.map(|sf| sf.to_string()),
                         json,
                         sml,
+                        e.gateway.as_ref(),
                     ])?;
                 }
                 Record::Equipment(q) => {
                     let mut stmt = tx.prepare_cached(&format!(
-                        "INSERT INTO {EQUIPMENT_INFO} (Equipment, Prefix, Status, \"SDL File\") VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (Equipment) DO UPDATE SET Prefix = excluded.Prefix, Status = excluded.Status, \"SDL File\" = excluded.\"SDL File\""
+                        "INSERT INTO {EQUIPMENT_INFO} (Equipment, Prefix, Status, \"SDL File\", Gateway) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (Equipment) DO UPDATE SET Prefix = excluded.Prefix, Status = excluded.Status, \"SDL File\" = excluded.\"SDL File\", Gateway = excluded.Gateway"
                     ))?;
-                    stmt.execute(params![q.equipment, q.prefix, q.status, q.sdl_file])?;
+                    stmt.execute(params![
+                        q.equipment,
+                        q.prefix,
+                        q.status,
+                        q.sdl_file,
+                        q.gateway.as_ref()
+                    ])?;
                 }
             }
         }
@@ -482,11 +523,53 @@ enum Command {
     Stop(oneshot::Sender<()>),
 }
 
+/// First wait before the writer tries an unreachable database again; it doubles up to
+/// [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two tries of an unreachable database.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Tells the writer, waiting to try an unreachable database again, that the recorder is
+/// closing.
+#[derive(Default)]
+struct StopSignal {
+    stopping: std::sync::Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+impl StopSignal {
+    fn request(&self) {
+        if let Ok(mut s) = self.stopping.lock() {
+            *s = true;
+        }
+        self.cond.notify_all();
+    }
+
+    fn requested(&self) -> bool {
+        self.stopping.lock().map(|s| *s).unwrap_or(true)
+    }
+
+    /// Waits `d`, or less if a stop is requested; whether one was.
+    fn wait(&self, d: Duration) -> bool {
+        let Ok(guard) = self.stopping.lock() else {
+            return true;
+        };
+        match self
+            .cond
+            .wait_timeout_while(guard, d, |stopping| !*stopping)
+        {
+            Ok((s, _)) => *s,
+            Err(_) => true,
+        }
+    }
+}
+
 /// The front of the store: a bounded queue and the one writer thread behind it.
 pub struct Recorder {
     tx: mpsc::Sender<Command>,
     dropped: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
+    stop: Arc<StopSignal>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -499,15 +582,17 @@ impl Recorder {
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
         let written = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
-        let (w, d) = (written.clone(), dropped.clone());
+        let stop = Arc::new(StopSignal::default());
+        let (w, d, s) = (written.clone(), dropped.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("message-store".into())
-            .spawn(move || writer(store, rx, settings, w, d))
+            .spawn(move || writer(store, rx, settings, w, d, &s))
             .map_err(StoreError::Thread)?;
         Ok(Recorder {
             tx,
             dropped,
             written,
+            stop,
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
@@ -515,6 +600,18 @@ impl Recorder {
     /// Opens the SQLite store at `path` and starts its writer.
     pub fn open_sqlite(path: &Path, settings: RecorderSettings) -> Result<Recorder, StoreError> {
         let store = SqliteStore::open(path)?;
+        Recorder::start(Box::new(store), settings)
+    }
+
+    /// Starts a writer on the PostgreSQL database at `url`; it connects when it can (a
+    /// database that is away does not stop this). `application_name` names the writer's
+    /// connection on the server.
+    pub fn open_postgres(
+        url: &str,
+        application_name: &str,
+        settings: RecorderSettings,
+    ) -> Result<Recorder, StoreError> {
+        let store = super::postgres::PgStore::new(url, application_name)?;
         Recorder::start(Box::new(store), settings)
     }
 
@@ -568,7 +665,9 @@ impl Recorder {
         );
     }
 
-    /// Records dropped because the writer had stopped (0 unless the database failed).
+    /// Records dropped: queued after the writer stopped, refused by the database (a batch
+    /// with bad data), or still waiting for an unreachable database when the recorder
+    /// closed. 0 unless something failed.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -589,6 +688,8 @@ impl Recorder {
     /// Writes everything queued and stops the writer thread; later records are dropped (and
     /// counted).
     pub async fn close(&self) {
+        // A writer waiting for an unreachable database tries once more, then gives up.
+        self.stop.request();
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Command::Stop(tx)).await.is_ok() {
             let _ = rx.await;
@@ -607,6 +708,7 @@ fn writer(
     settings: RecorderSettings,
     written: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    stop: &StopSignal,
 ) {
     let batch_max = settings.batch.max(1);
     let mut batch: Vec<Record> = Vec::with_capacity(batch_max);
@@ -624,7 +726,11 @@ fn writer(
         }
     };
     prune(&mut store);
-    let mut stop = None;
+    // When the database became unreachable (and has not been reached since).
+    let mut down: Option<Instant> = None;
+    // Closing while it was unreachable: what is left is counted as dropped, not tried.
+    let mut abandoned = false;
+    let mut stop_done = None;
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(command) = next.take() {
@@ -632,7 +738,7 @@ fn writer(
                 Command::Record(r) => batch.push(r),
                 Command::Flush(done) => flushes.push(done),
                 Command::Stop(done) => {
-                    stop = Some(done);
+                    stop_done = Some(done);
                     break;
                 }
             }
@@ -641,19 +747,65 @@ fn writer(
             }
         }
         if !batch.is_empty() {
-            match store.write(&batch) {
-                Ok(()) => {
-                    written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let n = batch.len() as u64;
+            let mut delay = RETRY_FIRST;
+            loop {
+                if abandoned {
+                    dropped.fetch_add(n, Ordering::Relaxed);
+                    break;
                 }
-                Err(e) => error!(records = batch.len(), "message store: not written: {e}"),
+                match store.write(&batch) {
+                    Ok(()) => {
+                        written.fetch_add(n, Ordering::Relaxed);
+                        if let Some(since) = down.take() {
+                            let waited = n + rx.len() as u64;
+                            info!(
+                                records = waited,
+                                "message store: the database is back after {:.1} s; {waited} records waited (written now)",
+                                since.elapsed().as_secs_f64()
+                            );
+                        }
+                        break;
+                    }
+                    Err(StoreError::Unavailable(why)) => {
+                        if down.is_none() {
+                            down = Some(Instant::now());
+                            error!(
+                                records = n,
+                                "message store: the database is unreachable ({why}); the writer keeps the records and tries again (after 1 s, doubling up to 30 s); the gateway waits whenever the queue is full"
+                            );
+                        }
+                        if stop.requested() {
+                            abandoned = true;
+                            let queued = rx.len() as u64;
+                            error!(
+                                records = n + queued,
+                                "message store: stopping while the database is unreachable: {} records are not written",
+                                n + queued
+                            );
+                            continue;
+                        }
+                        // A stop ends the wait early: one more try, then give up.
+                        stop.wait(delay);
+                        delay = (delay * 2).min(RETRY_MAX);
+                    }
+                    Err(e) => {
+                        dropped.fetch_add(n, Ordering::Relaxed);
+                        error!(
+                            records = n,
+                            "message store: a batch was refused and dropped ({n} records): {e}"
+                        );
+                        break;
+                    }
+                }
             }
-            since_prune += batch.len() as u64;
+            since_prune += n;
             batch.clear();
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
-        if let Some(done) = stop.take() {
+        if let Some(done) = stop_done.take() {
             rx.close();
             let mut late = 0u64;
             while let Ok(command) = rx.try_recv() {
@@ -685,6 +837,8 @@ fn writer(
 pub struct Query {
     /// Only the tables of this prefix (default: every `<prefix>Messages` table).
     pub prefix: Option<String>,
+    /// Only the rows this gateway wrote (`[gateway] name`).
+    pub gateway: Option<String>,
     pub equipment: Option<String>,
     /// E.g. "S6F11".
     pub stream_function: Option<String>,
@@ -706,6 +860,8 @@ pub struct StoredMessage {
     pub prefix: String,
     pub id: i64,
     pub timestamp: String,
+    /// The gateway that wrote it (`None`: a row stored before the column existed).
+    pub gateway: Option<String>,
     pub equipment: String,
     pub stream_function: String,
     pub direction: String,
@@ -730,78 +886,68 @@ pub fn message_prefixes(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let names = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(names
+    Ok(prefixes_of(names))
+}
+
+fn prefixes_of(names: Vec<String>) -> Vec<String> {
+    names
         .into_iter()
         .filter_map(|n| n.strip_suffix("Messages").map(str::to_string))
         .filter(|p| valid_prefix(p))
-        .collect())
+        .collect()
 }
 
-/// The messages matching `query` with an ID above `after_id` in their table (per prefix: the
-/// last ID seen), oldest first (by timestamp, then ID).
-pub fn query_messages(
-    conn: &Connection,
-    query: &Query,
-    after_id: &std::collections::HashMap<String, i64>,
-) -> Result<Vec<StoredMessage>, StoreError> {
-    let prefixes = match &query.prefix {
-        Some(p) => {
-            if !valid_prefix(p) {
-                return Err(StoreError::Prefix(p.clone()));
-            }
-            message_prefixes(conn)?
-                .into_iter()
-                .filter(|x| x == p)
-                .collect()
-        }
-        None => message_prefixes(conn)?,
-    };
-    let mut out = Vec::new();
-    for prefix in prefixes {
-        // A table of a database not opened since MessageName was added lacks the column.
-        let named = has_message_name(conn, &prefix)?;
-        if !named && query.message_name.is_some() {
-            continue;
-        }
-        let name_column = if named { "MessageName" } else { "NULL" };
-        let mut sql = format!(
-            "SELECT ID, Timestamp, Equipment, StreamFunction, Direction, RequestResponse, CommonID, TxID, SystemBytes, Reply, Message, SML, {name_column} FROM {prefix}Messages WHERE ID > ?1"
-        );
-        let mut args: Vec<rusqlite::types::Value> =
-            vec![after_id.get(&prefix).copied().unwrap_or(0).into()];
-        let mut add = |clause: &str, value: rusqlite::types::Value| {
-            args.push(value);
-            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
-        };
-        if let Some(e) = &query.equipment {
-            add("Equipment =", e.clone().into());
-        }
-        if let Some(sf) = &query.stream_function {
-            add("StreamFunction =", sf.to_ascii_uppercase().into());
-        }
-        if let Some(d) = query.direction {
-            add("Direction =", d.as_str().to_string().into());
-        }
-        if let Some(c) = &query.common_id {
-            add("CommonID =", c.clone().into());
-        }
-        if let Some(n) = &query.message_name {
-            add("MessageName =", n.clone().into());
-        }
-        if let Some(t) = query.since_ms {
-            add("Timestamp >=", timestamp_text(t).into());
-        }
-        if let Some(t) = query.until_ms {
-            add("Timestamp <", timestamp_text(t).into());
-        }
-        sql.push_str(" ORDER BY ID DESC");
-        if let Some(n) = query.limit {
-            sql.push_str(&format!(" LIMIT {n}"));
-        }
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+/// A value in a query's `WHERE`.
+#[derive(Clone, Debug)]
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+/// A database the message log is read from: what [`query_messages`] needs of it.
+trait MessageSource {
+    /// The prefixes that have a `<prefix>Messages` table, sorted.
+    fn prefixes(&mut self) -> Result<Vec<String>, StoreError>;
+    /// Whether `<prefix>Messages` has `column` (older SQLite tables may lack one).
+    fn has_column(&mut self, prefix: &str, column: &str) -> Result<bool, StoreError>;
+    /// The `n`-th (1-based) placeholder.
+    fn placeholder(&self, n: usize) -> String;
+    /// Runs a `SELECT` of the columns [`query_messages`] names, in its order.
+    fn rows(
+        &mut self,
+        prefix: &str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+}
+
+impl MessageSource for &Connection {
+    fn prefixes(&mut self) -> Result<Vec<String>, StoreError> {
+        message_prefixes(self)
+    }
+
+    fn has_column(&mut self, prefix: &str, column: &str) -> Result<bool, StoreError> {
+        Ok(has_column(self, &format!("{prefix}Messages"), column)?)
+    }
+
+    fn placeholder(&self, n: usize) -> String {
+        format!("?{n}")
+    }
+
+    fn rows(
+        &mut self,
+        prefix: &str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let values = args.iter().map(|a| match a {
+            Arg::Int(i) => rusqlite::types::Value::Integer(*i),
+            Arg::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        });
+        let mut stmt = self.prepare(sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
             Ok(StoredMessage {
-                prefix: prefix.clone(),
+                prefix: prefix.to_string(),
                 id: r.get(0)?,
                 timestamp: r.get(1)?,
                 equipment: r.get(2)?,
@@ -815,11 +961,164 @@ pub fn query_messages(
                 message: r.get(10)?,
                 sml: r.get(11)?,
                 message_name: r.get(12)?,
+                gateway: r.get(13)?,
             })
         })?;
-        for row in rows {
-            out.push(row?);
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+/// PostgreSQL's tables are made with every column.
+struct PgSource<'a> {
+    client: &'a mut postgres::Client,
+    url: &'a str,
+}
+
+impl MessageSource for PgSource<'_> {
+    fn prefixes(&mut self) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE '%Messages' ORDER BY tablename",
+                &[],
+            )
+            .map_err(|e| super::postgres::classify(&e, self.url))?;
+        let names = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| super::postgres::classify(&e, self.url))?;
+        Ok(prefixes_of(names))
+    }
+
+    fn has_column(&mut self, _prefix: &str, _column: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    fn placeholder(&self, n: usize) -> String {
+        format!("${n}")
+    }
+
+    fn rows(
+        &mut self,
+        prefix: &str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let values: Vec<Box<dyn postgres::types::ToSql + Sync>> = args
+            .iter()
+            .map(|a| -> Box<dyn postgres::types::ToSql + Sync> {
+                match a {
+                    Arg::Int(i) => Box::new(*i),
+                    Arg::Text(t) => Box::new(t.clone()),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            values.iter().map(|v| v.as_ref()).collect();
+        let fail = |e: postgres::Error| super::postgres::classify(&e, self.url);
+        let rows = self.client.query(sql, &refs).map_err(fail)?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredMessage {
+                    prefix: prefix.to_string(),
+                    id: r.try_get(0)?,
+                    timestamp: r.try_get(1)?,
+                    equipment: r.try_get(2)?,
+                    stream_function: r.try_get(3)?,
+                    direction: r.try_get(4)?,
+                    request_response: r.try_get(5)?,
+                    common_id: r.try_get(6)?,
+                    txid: r.try_get(7)?,
+                    system_bytes: r.try_get(8)?,
+                    reply: r.try_get(9)?,
+                    message: r.try_get(10)?,
+                    sml: r.try_get(11)?,
+                    message_name: r.try_get(12)?,
+                    gateway: r.try_get(13)?,
+                })
+            })
+            .collect::<Result<Vec<_>, postgres::Error>>()
+            .map_err(fail)
+    }
+}
+
+/// The messages matching `query` with an ID above `after_id` in their table (per prefix: the
+/// last ID seen), oldest first (by timestamp, then ID), from an SQLite store.
+pub fn query_messages(
+    conn: &Connection,
+    query: &Query,
+    after_id: &std::collections::HashMap<String, i64>,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut source = conn;
+    query_source(&mut source, query, after_id)
+}
+
+/// The query, the same for SQLite and PostgreSQL (quoted identifiers; the placeholders are
+/// the source's).
+fn query_source(
+    source: &mut dyn MessageSource,
+    query: &Query,
+    after_id: &std::collections::HashMap<String, i64>,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let prefixes = match &query.prefix {
+        Some(p) => {
+            if !valid_prefix(p) {
+                return Err(StoreError::Prefix(p.clone()));
+            }
+            source.prefixes()?.into_iter().filter(|x| x == p).collect()
         }
+        None => source.prefixes()?,
+    };
+    let mut out = Vec::new();
+    for prefix in prefixes {
+        // A table of an SQLite database not opened since MessageName (or Gateway) was added
+        // lacks the column.
+        let named = source.has_column(&prefix, "MessageName")?;
+        let gatewayed = source.has_column(&prefix, "Gateway")?;
+        if (!named && query.message_name.is_some()) || (!gatewayed && query.gateway.is_some()) {
+            continue;
+        }
+        let name_column = if named { "\"MessageName\"" } else { "NULL" };
+        let gateway_column = if gatewayed { "\"Gateway\"" } else { "NULL" };
+        let mut sql = format!(
+            "SELECT \"ID\", \"Timestamp\", \"Equipment\", \"StreamFunction\", \"Direction\", \"RequestResponse\", \"CommonID\", \"TxID\", \"SystemBytes\", \"Reply\", \"Message\", \"SML\", {name_column}, {gateway_column} FROM \"{prefix}Messages\" WHERE \"ID\" > {}",
+            source.placeholder(1)
+        );
+        let mut args = vec![Arg::Int(after_id.get(&prefix).copied().unwrap_or(0))];
+        let mut add = |clause: &str, value: Arg| {
+            args.push(value);
+            sql.push_str(&format!(" AND {clause} {}", source.placeholder(args.len())));
+        };
+        if let Some(g) = &query.gateway {
+            add("\"Gateway\" =", Arg::Text(g.clone()));
+        }
+        if let Some(e) = &query.equipment {
+            add("\"Equipment\" =", Arg::Text(e.clone()));
+        }
+        if let Some(sf) = &query.stream_function {
+            add("\"StreamFunction\" =", Arg::Text(sf.to_ascii_uppercase()));
+        }
+        if let Some(d) = query.direction {
+            add("\"Direction\" =", Arg::Text(d.as_str().to_string()));
+        }
+        if let Some(c) = &query.common_id {
+            add("\"CommonID\" =", Arg::Text(c.clone()));
+        }
+        if let Some(n) = &query.message_name {
+            add("\"MessageName\" =", Arg::Text(n.clone()));
+        }
+        if let Some(t) = query.since_ms {
+            add("\"Timestamp\" >=", Arg::Text(timestamp_text(t)));
+        }
+        if let Some(t) = query.until_ms {
+            add("\"Timestamp\" <", Arg::Text(timestamp_text(t)));
+        }
+        sql.push_str(" ORDER BY \"ID\" DESC");
+        if let Some(n) = query.limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        out.extend(source.rows(&prefix, &sql, &args)?);
     }
     out.sort_by(|a, b| (&a.timestamp, a.id).cmp(&(&b.timestamp, b.id)));
     if let Some(n) = query.limit {
@@ -827,6 +1126,46 @@ pub fn query_messages(
         out.drain(..extra);
     }
     Ok(out)
+}
+
+/// Where a message store is read from: its SQLite file or its PostgreSQL database.
+pub enum StoreReader {
+    Sqlite(Connection),
+    Postgres {
+        client: Box<super::postgres::Pooled>,
+        url: String,
+    },
+}
+
+impl StoreReader {
+    /// Opens the store at `location` for reading (SQLite read-only; PostgreSQL from the
+    /// pool). On PostgreSQL, call it on a plain thread (or tokio's blocking pool).
+    pub fn open(location: &crate::config::DatabaseLocation) -> Result<StoreReader, StoreError> {
+        Ok(match location {
+            crate::config::DatabaseLocation::Sqlite(path) => {
+                StoreReader::Sqlite(open_read_only(path)?)
+            }
+            crate::config::DatabaseLocation::Postgres(url) => StoreReader::Postgres {
+                client: Box::new(super::postgres::pooled(url)?),
+                url: super::postgres::redact(url),
+            },
+        })
+    }
+
+    /// As [`query_messages`], on either database.
+    pub fn query_messages(
+        &mut self,
+        query: &Query,
+        after_id: &std::collections::HashMap<String, i64>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        match self {
+            StoreReader::Sqlite(conn) => query_messages(conn, query, after_id),
+            StoreReader::Postgres { client, url } => {
+                let mut source = PgSource { client, url };
+                query_source(&mut source, query, after_id)
+            }
+        }
+    }
 }
 
 /// Opens a store's database for reading (as `secsgate log` does).
@@ -852,6 +1191,7 @@ mod tests {
         let m = sml::parse_message(text).unwrap();
         Record::Message(MessageRecord {
             time_ms,
+            gateway: "gw".into(),
             equipment: "Tool1".into(),
             prefix: DEFAULT_PREFIX.into(),
             direction,
@@ -938,6 +1278,22 @@ mod tests {
             [Some("LotStarted"), None],
             "by timestamp: the new row is older"
         );
+        let gateways: Vec<Option<&str>> = rows.iter().map(|r| r.gateway.as_deref()).collect();
+        assert_eq!(
+            gateways,
+            [Some("gw"), None],
+            "Gateway added: old rows read NULL"
+        );
+        let by_gateway = Query {
+            gateway: Some("gw".into()),
+            ..Query::default()
+        };
+        assert_eq!(
+            query_messages(&conn, &by_gateway, &Default::default())
+                .unwrap()
+                .len(),
+            1
+        );
         let named = query_messages(&conn, &by_name, &Default::default()).unwrap();
         assert_eq!(named.len(), 1);
         assert_eq!(named[0].common_id, "7");
@@ -969,6 +1325,7 @@ mod tests {
         }
         batch.push(Record::Error(ErrorRecord {
             time_ms: now - 5 * day,
+            gateway: "gw".into(),
             equipment: "Tool1".into(),
             prefix: DEFAULT_PREFIX.into(),
             kind: "validation",
@@ -980,6 +1337,7 @@ mod tests {
             message: None,
         }));
         batch.push(Record::Equipment(EquipmentRecord {
+            gateway: "gw".into(),
             equipment: "Tool1".into(),
             prefix: DEFAULT_PREFIX.into(),
             status: "Communicating".into(),

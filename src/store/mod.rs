@@ -1,10 +1,11 @@
 //! Durable storage. Every message sent and received is kept in the message store
-//! (`messages`, SQLite). The equipment spool is kept in SQLite (bundled, one file per simulated
-//! equipment, written before a message counts as spooled); process programs are files in a
-//! folder, one per PPID: the simulator's (`programs`) and those tools send the gateway
-//! (`tool_programs`).
+//! (`messages`: SQLite by default, or PostgreSQL in `postgres`, which several gateways can
+//! share). The equipment spool is kept in SQLite (bundled, one file per simulated equipment,
+//! written before a message counts as spooled); process programs are files in a folder, one
+//! per PPID: the simulator's (`programs`) and those tools send the gateway (`tool_programs`).
 
 pub mod messages;
+pub mod postgres;
 pub mod programs;
 pub mod spool;
 pub mod tool_programs;

@@ -160,7 +160,7 @@ pub(crate) fn overview_json(shared: &Shared) -> Value {
                 "gateway",
                 "secsgate gateway".to_string(),
                 Some(g.tags().version()),
-                g.store_path().is_some(),
+                g.store_location().is_some(),
             )
         }
         Source::Simulator(s) => (
@@ -520,7 +520,7 @@ pub(crate) async fn messages(
     Query(search): Query<Search>,
 ) -> ApiResult {
     let g = gateway(&shared)?;
-    let Some(path) = g.store_path().map(|p| p.to_path_buf()) else {
+    let Some(location) = g.store_location().cloned() else {
         return Err(problem(
             StatusCode::NOT_FOUND,
             "the message store is off ([store] enabled = false)",
@@ -545,6 +545,7 @@ pub(crate) async fn messages(
     };
     let query = messages::Query {
         prefix: None,
+        gateway: None,
         equipment: non_empty(&search.equipment),
         stream_function: non_empty(&search.sf),
         direction,
@@ -554,12 +555,14 @@ pub(crate) async fn messages(
         until_ms: time(&search.until, "until").map_err(|e| problem(StatusCode::BAD_REQUEST, e))?,
         limit: Some(search.limit.unwrap_or(100).clamp(1, SEARCH_LIMIT)),
     };
+    // On tokio's blocking pool: the PostgreSQL client blocks, and never runs on a worker.
     let rows = tokio::task::spawn_blocking(move || {
-        if !path.exists() {
+        if let crate::config::DatabaseLocation::Sqlite(path) = &location
+            && !path.exists()
+        {
             return Ok(Vec::new());
         }
-        let conn = messages::open_read_only(&path)?;
-        messages::query_messages(&conn, &query, &HashMap::new())
+        messages::StoreReader::open(&location)?.query_messages(&query, &HashMap::new())
     })
     .await
     .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -572,6 +575,7 @@ pub(crate) async fn messages(
                 "id": m.id,
                 "prefix": m.prefix,
                 "timestamp": m.timestamp,
+                "gateway": m.gateway,
                 "equipment": m.equipment,
                 "sf": m.stream_function,
                 "direction": m.direction,
