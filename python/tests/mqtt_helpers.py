@@ -55,6 +55,8 @@ class Broker:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass  # killed below
             finally:
                 stop(self.proc)
             self.proc = None
