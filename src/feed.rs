@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -43,10 +43,30 @@ pub enum FeedEvent {
     },
 }
 
+/// Counters of the publisher at the other end (MQTT), for the web console and `/metrics`.
+#[derive(Debug, Default)]
+pub struct PublisherStats {
+    /// Connected to the broker.
+    pub connected: AtomicBool,
+    /// Publishes acknowledged (QoS 1) or written (QoS 0).
+    pub published: AtomicU64,
+    /// Publishes waiting on disk.
+    pub queued: AtomicU64,
+    /// Bytes waiting on disk.
+    pub queued_bytes: AtomicU64,
+    /// Publishes deleted from the full forward queue.
+    pub dropped: AtomicU64,
+    /// Requests received on `.../request`.
+    pub requests: AtomicU64,
+    /// Connections to the broker made.
+    pub connects: AtomicU64,
+}
+
 /// The gateway's end of the feed.
 #[derive(Debug)]
 pub struct Feed {
     tx: mpsc::Sender<FeedEvent>,
+    stats: Arc<PublisherStats>,
     /// The configured messages (either direction); empty: the SDL decides.
     messages: HashSet<StreamFunction>,
     lost: AtomicU64,
@@ -62,6 +82,7 @@ impl Feed {
                 tx,
                 messages: messages.iter().copied().collect(),
                 lost: AtomicU64::new(0),
+                stats: Arc::default(),
             },
             rx,
         )
@@ -109,6 +130,11 @@ impl Feed {
                 self.lost.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The publisher's counters.
+    pub fn stats(&self) -> Arc<PublisherStats> {
+        self.stats.clone()
     }
 
     /// Events handed on after the publisher stopped (0 while it runs).

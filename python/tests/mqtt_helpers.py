@@ -176,6 +176,10 @@ class Gateway:
         with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
             return json.loads(r.read() or b"null")
 
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=TIMEOUT) as r:
+            return r.read().decode()
+
     def start_run(self, run, simulator="Sim1"):
         return self.post(f"/api/simulators/{simulator}/runs/{run}")
 

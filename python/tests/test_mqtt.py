@@ -68,6 +68,11 @@ def test_messages_and_statuses_are_published_as_json(secsgate_bin, tmp_path, bro
             late.close()
         # Only what the SDL marks realtime or SQLTags: the S1F13 of the handshake is not.
         assert not sub.on("secsgate/mq1/Tool1/S1F13")
+        # The web console and /metrics show the publisher.
+        mqtt = json.loads(gw.get("/api/overview"))["mqtt"]
+        assert mqtt["connected"] is True and mqtt["published"] >= 6 and mqtt["dropped"] == 0, mqtt
+        metrics = gw.get("/metrics")
+        assert "\nsecsgate_mqtt_connected 1\n" in metrics and "\nsecsgate_mqtt_queued 0\n" in metrics, metrics
     finally:
         gw.stop()
         sub.close()

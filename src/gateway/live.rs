@@ -12,7 +12,8 @@
 //! - a simulator added, removed or changed: started, stopped or restarted;
 //! - `[gateway] custom_response_timeout`, `tool_program_limit`, `tool_program_bytes`: at
 //!   once; the other `[gateway]` settings (name, workers, handler_timeout, queue_limit,
-//!   response_retention, startup_wait) when the gateway restarts, which the log says.
+//!   response_retention, startup_wait) when the gateway restarts, which the log says;
+//! - `[store]` and `[mqtt]`: when the gateway restarts, which the log says.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -140,6 +141,17 @@ impl Core {
             warn!("{warning}");
         }
         self.apply_gateway_settings(&project.gateway);
+        // The store and the MQTT publisher keep the settings they started with: say so rather
+        // than ignore a change. (The web console's may come from the command line instead.)
+        let (store, mqtt) = &self.started_with;
+        for (section, changed) in [
+            ("store", *store != project.store),
+            ("mqtt", *mqtt != project.mqtt),
+        ] {
+            if changed {
+                warn!("[{section}] changed; it takes effect when the gateway restarts");
+            }
+        }
         if let Ok(mut d) = self.databases.write()
             && *d != project.databases
         {

@@ -630,6 +630,9 @@ struct Core {
     /// The `[[simulator]]`s of the configuration in force.
     simulator_configs: Mutex<Vec<SimulatorConfig>>,
     settings: RwLock<GatewaySettings>,
+    /// `[store]` and `[mqtt]` as the gateway started with them (a change needs a restart,
+    /// which a reload says).
+    started_with: (crate::config::StoreSettings, crate::config::MqttSettings),
     /// Live configuration: one reload at a time, a count of reloads done (applied or not),
     /// and the file watch.
     reload_lock: tokio::sync::Mutex<()>,
@@ -690,6 +693,7 @@ impl Gateway {
         let core = Arc::new(Core {
             feed,
             feed_rx: Mutex::new(feed_rx),
+            started_with: (project.store.clone(), project.mqtt.clone()),
             runtime: tokio::runtime::Handle::current(),
             dir: project.dir.clone(),
             simulators: Mutex::new(simulators),
@@ -764,6 +768,11 @@ impl Gateway {
     /// The gateway's name (`[gateway] name`).
     pub fn name(&self) -> &str {
         &self.core.name
+    }
+
+    /// The counters of the northbound publisher (`None` when `[mqtt]` is off).
+    pub fn feed_stats(&self) -> Option<Arc<crate::feed::PublisherStats>> {
+        self.core.feed.as_ref().map(|f| f.stats())
     }
 
     /// The publisher's end of the northbound feed (once; `None` when `[mqtt]` is off).

@@ -35,7 +35,7 @@ pub mod sparkplug;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{MqttSettings, check_topic_level};
-use crate::feed::{FeedEvent, FeedMessage};
+use crate::feed::{FeedEvent, FeedMessage, PublisherStats};
 use crate::gateway::Gateway;
 use crate::secs2::{json as message_json, sml};
 use crate::store::messages::timestamp_text;
@@ -80,27 +80,9 @@ pub enum NorthError {
     Settings(String),
 }
 
-/// Counters of the publisher, for the web console and `/metrics`.
-#[derive(Debug, Default)]
-pub struct NorthStats {
-    pub connected: AtomicBool,
-    /// Publishes acknowledged (QoS 1) or written (QoS 0).
-    pub published: AtomicU64,
-    /// Publishes waiting on disk.
-    pub queued: AtomicU64,
-    /// Bytes waiting on disk.
-    pub queued_bytes: AtomicU64,
-    /// Publishes deleted from the full forward queue.
-    pub dropped: AtomicU64,
-    /// Requests received on `.../request`.
-    pub requests: AtomicU64,
-    /// Connections to the broker made.
-    pub connects: AtomicU64,
-}
-
 /// The running publisher.
 pub struct North {
-    stats: Arc<NorthStats>,
+    stats: Arc<PublisherStats>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     events: Option<JoinHandle<()>>,
@@ -108,7 +90,7 @@ pub struct North {
 
 impl North {
     /// Its counters.
-    pub fn stats(&self) -> Arc<NorthStats> {
+    pub fn stats(&self) -> Arc<PublisherStats> {
         self.stats.clone()
     }
 
@@ -447,7 +429,7 @@ struct Publisher {
     gateway_name: String,
     topics: Topics,
     client: Option<AsyncClient>,
-    stats: Arc<NorthStats>,
+    stats: Arc<PublisherStats>,
     connected: bool,
     disk: ForwardQueue,
     /// The highest sequence number on disk, and the highest read from disk into the window.
@@ -491,7 +473,7 @@ impl Publisher {
         let next_seq = disk.next_seq()?.max(disk.seq_reserved()?);
         let reserved = next_seq + SEQ_BLOCK;
         disk.reserve_seq(reserved)?;
-        let stats = Arc::new(NorthStats::default());
+        let stats = gateway.feed_stats().unwrap_or_default();
         stats.queued.store(disk.len(), Ordering::Relaxed);
         stats.queued_bytes.store(disk.bytes(), Ordering::Relaxed);
         if !disk.is_empty() {

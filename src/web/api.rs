@@ -171,6 +171,20 @@ pub(crate) fn overview_json(shared: &Shared) -> Value {
         ),
     };
     rows.extend(simulators(shared).iter().map(|s| simulator_row(shared, s)));
+    let mqtt = match &shared.source {
+        Source::Gateway(g) => g.feed_stats().map(|m| {
+            use std::sync::atomic::Ordering::Relaxed;
+            json!({
+                "connected": m.connected.load(Relaxed),
+                "published": m.published.load(Relaxed),
+                "queued": m.queued.load(Relaxed),
+                "queued_bytes": m.queued_bytes.load(Relaxed),
+                "dropped": m.dropped.load(Relaxed),
+                "requests": m.requests.load(Relaxed),
+            })
+        }),
+        Source::Simulator(_) => None,
+    };
     json!({
         "kind": kind,
         "title": title,
@@ -178,6 +192,7 @@ pub(crate) fn overview_json(shared: &Shared) -> Value {
         "started": ms(shared.started),
         "now": messages::now_ms(),
         "store": store,
+        "mqtt": mqtt,
         "tags_version": tags_version,
         "connections": rows,
     })

@@ -1,6 +1,6 @@
 //! Prometheus metrics at `/metrics` (text exposition format 0.0.4): per connection its
 //! messages, bytes, state, T3 timeouts, reconnects and errors; per handler its calls, errors
-//! and time.
+//! and time; the MQTT publisher's connection, publishes, forward queue and requests.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -30,7 +30,11 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
     }
 }
 
@@ -166,6 +170,56 @@ pub(crate) fn render(shared: &Shared) -> String {
             "The handler version in force.",
             &per(&|h| f64::from(h.version)),
         );
+        if let Some(mqtt) = g.feed_stats() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let one = |v: f64| vec![(String::new(), v)];
+            for (name, kind, help, value) in [
+                (
+                    "secsgate_mqtt_connected",
+                    "gauge",
+                    "1 while connected to the MQTT broker.",
+                    f64::from(u8::from(mqtt.connected.load(Relaxed))),
+                ),
+                (
+                    "secsgate_mqtt_published_total",
+                    "counter",
+                    "Publishes the broker acknowledged (QoS 1) or that were written to it (QoS 0).",
+                    mqtt.published.load(Relaxed) as f64,
+                ),
+                (
+                    "secsgate_mqtt_queued",
+                    "gauge",
+                    "Publishes waiting in the forward queue on disk.",
+                    mqtt.queued.load(Relaxed) as f64,
+                ),
+                (
+                    "secsgate_mqtt_queued_bytes",
+                    "gauge",
+                    "Bytes waiting in the forward queue on disk.",
+                    mqtt.queued_bytes.load(Relaxed) as f64,
+                ),
+                (
+                    "secsgate_mqtt_dropped_total",
+                    "counter",
+                    "Publishes deleted from the full forward queue.",
+                    mqtt.dropped.load(Relaxed) as f64,
+                ),
+                (
+                    "secsgate_mqtt_requests_total",
+                    "counter",
+                    "Requests received over MQTT.",
+                    mqtt.requests.load(Relaxed) as f64,
+                ),
+                (
+                    "secsgate_mqtt_connects_total",
+                    "counter",
+                    "Connections made to the broker.",
+                    mqtt.connects.load(Relaxed) as f64,
+                ),
+            ] {
+                family(&mut out, name, kind, help, &one(value));
+            }
+        }
     }
     out
 }

@@ -51,8 +51,16 @@ function connectLive() {
 // ---- pages ----
 const pages = {
   overview() {
-    main.innerHTML = `<h1>Connections</h1><div id="conns" class="muted">waiting for the first update…</div>`;
+    main.innerHTML = `<h1>Connections</h1><p id="mqtt" class="muted" hidden></p><div id="conns" class="muted">waiting for the first update…</div>`;
     const render = (o) => {
+      const mqtt = document.getElementById("mqtt");
+      mqtt.hidden = !o.mqtt;
+      if (o.mqtt) {
+        const m = o.mqtt;
+        mqtt.innerHTML = `MQTT: ${m.connected ? "connected" : `<span class="error">broker unreachable</span>`}
+          · ${num(m.published)} published · ${num(m.queued)} waiting on disk (${num(m.queued_bytes)} bytes)
+          ${m.dropped ? `· <span class="error">${num(m.dropped)} dropped (queue full)</span>` : ""} · ${num(m.requests)} requests`;
+      }
       const rows = o.connections.map((c) => {
         const link = c.kind === "equipment" ? `#/equipment/${encodeURIComponent(c.name)}`
           : `#/simulator/${encodeURIComponent(c.name)}`;
