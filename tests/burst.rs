@@ -470,3 +470,137 @@ async fn a_peer_that_never_reads_is_dropped_and_others_carry_on() {
     stalled.shutdown().await;
     healthy.shutdown().await;
 }
+
+/// A mosquitto (Debian's package) on 127.0.0.1:`port`, with its files in `dir`; ready once its
+/// log says it runs. Killed by its PID on drop.
+struct Mosquitto(std::process::Child);
+
+impl Mosquitto {
+    fn start(dir: &Path, port: u16) -> Mosquitto {
+        use std::io::BufRead;
+        let conf = dir.join("mosquitto.conf");
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser {user}\nlog_dest stderr\nlog_type information\n"),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mosquitto (scripts/setup.sh installs it)");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = lines.next().expect("mosquitto stopped").unwrap();
+            if line.contains(" running") {
+                break;
+            }
+        }
+        // Keep reading its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Mosquitto(child)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// 100,000 S6F11 through a gateway that publishes them on MQTT while the broker is away: the
+/// equipment gets every reply as fast as without MQTT (the SECS side never waits on the broker),
+/// the publishes wait on disk, and a later run sends them all, in order, once the broker is
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_a_burst_of_100k_s6f11_while_the_mqtt_broker_is_away() {
+    let broker_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mqtt = format!(
+        "\n[mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nmessages = [\"S6F11\"]\nreconnect_max = 0.5\n\n[store]\nenabled = false\n"
+    );
+    let dir = project("mqtt", port, &mqtt, &[]);
+    let (gateway, mut rd, wr) = equipment_side(listener, &dir).await;
+    let project = Project::load(&dir).unwrap();
+    let north =
+        secsgate::north::start(&project.mqtt, gateway.clone(), gateway.take_feed().unwrap())
+            .await
+            .unwrap();
+    let stats = gateway.feed_stats().unwrap();
+    let started = Instant::now();
+    let writer = pipeline(wr, s6f11);
+    let check = |m: &Message| assert_eq!(m.body, Some(Item::B(vec![0])), "S6F12 {m}");
+    collect_replies(&mut rd, sf(6, 12), check, |m| panic!("unexpected {m}")).await;
+    report("gateway, S6F11 W, MQTT broker away", started);
+    writer.abort();
+    gateway.shutdown().await;
+    // Stopping the publisher puts everything still in memory on disk.
+    north.shutdown().await;
+    let queue = secsgate::north::forward::ForwardQueue::open(
+        &project.mqtt.forward_path,
+        project.mqtt.forward_limit,
+        project.mqtt.forward_bytes,
+    )
+    .unwrap();
+    let waiting = queue.len();
+    drop(queue);
+    assert!(
+        waiting > u64::from(BURST),
+        "every S6F11 and the statuses wait on disk: {waiting}"
+    );
+    assert_eq!(
+        stats.published.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    // The broker is there for the next run: a subscriber, then the publisher again, which
+    // sends what waited, in order.
+    let broker_dir = tempfile::tempdir().unwrap();
+    let _broker = Mosquitto::start(broker_dir.path(), broker_port);
+    let mut options = rumqttc::MqttOptions::new("burst-checker", "127.0.0.1", broker_port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 16);
+    client
+        .subscribe("secsgate/+/Tool1/S6F11", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let rumqttc::Event::Incoming(rumqttc::Incoming::SubAck(_)) = events.poll().await.unwrap()
+        {
+            break;
+        }
+    }
+    let project = Project::load(&dir).unwrap();
+    let resent = Instant::now();
+    let gateway = Gateway::start(&project, false).await;
+    let north =
+        secsgate::north::start(&project.mqtt, gateway.clone(), gateway.take_feed().unwrap())
+            .await
+            .unwrap();
+    let mut expected = 1u32;
+    while expected <= BURST {
+        let event = tokio::time::timeout(STALL, events.poll())
+            .await
+            .expect("the publishes stalled")
+            .unwrap();
+        if let rumqttc::Event::Incoming(rumqttc::Incoming::Publish(p)) = event {
+            let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+            assert_eq!(
+                v["message"]["body"][0]["value"], expected,
+                "each S6F11 once, in the order received"
+            );
+            expected += 1;
+        }
+    }
+    report("MQTT, the forward queue sent by the next run", resent);
+    north.shutdown().await;
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
