@@ -2660,6 +2660,59 @@ port = 0
     }
 
     #[test]
+    fn mqtt_settings_and_their_errors() {
+        let p = parse("[[equipment]]\nname = \"A\"\nport = 1\n").unwrap();
+        assert!(!p.mqtt.enabled, "off without [mqtt]");
+        let p = parse(
+            "[mqtt]\nurl = \"mqtts://broker.fab:8884\"\nqos = 0\nmessages = [\"S6F11\", \"S2F41\"]\nca_file = \"ca.pem\"\ncommands = true\nreconnect_max = 5\n\n[mqtt.sparkplug]\ngroup_id = \"fab1\"\n",
+        )
+        .unwrap();
+        let m = &p.mqtt;
+        assert!(m.enabled && m.commands && m.sparkplug.enabled);
+        assert_eq!(
+            m.url,
+            MqttUrl {
+                tls: true,
+                host: "broker.fab".into(),
+                port: 8884
+            }
+        );
+        assert!(!m.url.is_loopback());
+        assert_eq!((m.qos, m.reconnect_max), (0, Duration::from_secs(5)));
+        assert_eq!(m.messages.len(), 2);
+        assert_eq!(m.sparkplug.group_id, "fab1");
+        assert!(m.ca_file.as_ref().unwrap().ends_with("ca.pem"));
+        assert_eq!(MqttUrl::parse("mqtt://localhost").unwrap().port, 1883);
+        assert!(MqttUrl::parse("mqtt://[::1]:1884").unwrap().is_loopback());
+        let errors = parse(
+            "[mqtt]\nurl = \"http://broker\"\nqos = 2\nmessages = [\"S6F99x\"]\nca_file = \"ca.pem\"\ncolour = \"red\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|t| t.contains("project.toml:6") && t.contains("colour")),
+            "an unknown key is named with its line: {text:#?}"
+        );
+        let errors = parse(
+            "[mqtt]\nurl = \"http://broker\"\nqos = 2\nmessages = [\"S6F99x\"]\nca_file = \"ca.pem\"\n\n[mqtt.sparkplug]\ngroup_id = \"a/b\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        for e in [
+            "project.toml:2: mqtt.url: 'http://broker' is not a broker url",
+            "project.toml:3: mqtt.qos: 2 is out of range 0..=1",
+            "project.toml:4: mqtt.messages[0]",
+            "project.toml:5: mqtt.ca_file: TLS settings need an mqtts:// url",
+            "project.toml:8: mqtt.sparkplug.group_id",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(e)),
+                "missing {e:?} in {text:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn gateway_name_and_postgres_urls() {
         // The default: the project folder's name.
         let p = Project::parse(
