@@ -21,10 +21,13 @@
 #                            with and without a handler, in turns, best of 5
 #   scripts/bench.sh web     the web console with 1,000 connections: /api/overview latency and
 #                            the live overview's cadence idle (baseline) and at 10,000 S6F11/s
+#   scripts/bench.sh fleet   S6F11/s through one gateway to an MQTT broker (QoS 0 and 1) and into
+#                            a PostgreSQL store beside both off (same run, in turns, best of 3);
+#                            the forward queue's disk and memory per 100,000 messages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store|secs1|web|matching" >&2; exit 2; }
+usage() { echo "usage: scripts/bench.sh codec|hsms|sim|python|burst|store|secs1|web|matching|fleet" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 
 bench_codec() {
@@ -338,6 +341,36 @@ print(f"target: pages responsive (overview < 1 s, live updates every ~1 s) under
 PY
 }
 
+bench_fleet() {
+  scripts/setup.sh
+  fleet_dir=$(mktemp -d /tmp/secsgate-fleet-bench.XXXXXX)
+  # The PostgreSQL server runs as its own user when this runs as root: let it through.
+  chmod 755 "$fleet_dir"
+  # The servers, on loopback ports, stopped by their PIDs however this ends.
+  trap 'scripts/mosquitto.sh stop "$fleet_dir/mqtt" >/dev/null 2>&1 || true; scripts/pg.sh stop "$fleet_dir/pg" >/dev/null 2>&1 || true; rm -rf "$fleet_dir"' EXIT
+  FLEET_MQTT_PORT=$(scripts/mosquitto.sh start "$fleet_dir/mqtt")
+  FLEET_PG_URL=$(scripts/pg.sh start "$fleet_dir/pg")
+  export FLEET_MQTT_PORT FLEET_PG_URL
+  echo "== fleet: S6F11 through one gateway, 64 in flight, best of 3 rounds of 50,000 per case, in turns"
+  cargo bench --quiet --bench fleet > target/secsgate-fleet.jsonl 2>/tmp/secsgate-bench-fleet.log \
+    || { cat /tmp/secsgate-bench-fleet.log; exit 1; }
+  .venv/bin/python - <<'PY'
+import json, pathlib
+rows = {r["case"]: r for r in map(json.loads, pathlib.Path("target/secsgate-fleet.jsonl").read_text().splitlines())}
+base = rows["both_off"]["events_per_s"]
+print(f"{'case':<44}{'S6F11/s':>10}{'of baseline':>13}   rounds")
+for case, label in (("both_off", "MQTT and PostgreSQL off (baseline)"), ("mqtt_qos0", "MQTT QoS 0 (until the subscriber has it)"),
+                    ("mqtt_qos1", "MQTT QoS 1 (until the subscriber has it)"), ("postgres", "PostgreSQL store (until written)")):
+    r = rows[case]
+    print(f"{label:<44}{r['events_per_s']:>10,.0f}{r['events_per_s'] / base:>12.0%}   {r['rounds']}")
+away, b = rows["broker_away"], rows["broker_away_baseline"]
+n = away["events"]
+print(f"broker away, {n:,} S6F11: {away['events_per_s']:,.0f}/s (MQTT off: {b['events_per_s']:,.0f}/s); "
+      f"forward queue {away['queued']:,} publishes, {away['disk_bytes'] / n * 100000 / 2**20:.1f} MiB on disk per 100,000; "
+      f"resident memory +{(away['rss_after_kib'] - away['rss_before_kib']) / 1024:.1f} MiB (MQTT off: +{(b['rss_after_kib'] - b['rss_before_kib']) / 1024:.1f} MiB)")
+PY
+}
+
 case "$1" in
   codec) bench_codec ;;
   hsms) bench_hsms ;;
@@ -348,5 +381,6 @@ case "$1" in
   secs1) bench_secs1 ;;
   matching) bench_matching ;;
   web) bench_web ;;
+  fleet) bench_fleet ;;
   *) usage ;;
 esac

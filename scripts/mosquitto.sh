@@ -21,7 +21,8 @@ user $(id -un)
 max_queued_messages 0
 log_dest file $dir/mosquitto.log
 CONF
-    /usr/sbin/mosquitto -c "$dir/mosquitto.conf" &
+    # Its output goes to its log file, not to the caller, which may wait for our stdout to close.
+    /usr/sbin/mosquitto -c "$dir/mosquitto.conf" </dev/null >>"$dir/mosquitto.log" 2>&1 &
     echo $! > "$dir/pid"
     # Ready when the port accepts a connection (the broker's own log says so first).
     for _ in $(seq 100); do

@@ -2690,7 +2690,8 @@ port = 0
         .unwrap_err();
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert!(
-            text.iter().any(|t| t.contains("project.toml:6") && t.contains("colour")),
+            text.iter()
+                .any(|t| t.contains("project.toml:6") && t.contains("colour")),
             "an unknown key is named with its line: {text:#?}"
         );
         let errors = parse(

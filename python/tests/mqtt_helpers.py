@@ -26,7 +26,9 @@ class Broker:
     """A mosquitto on 127.0.0.1 with its persistence in `folder`; `stop()` and `start()` again
     keep the port and the persisted sessions, as a broker restart does."""
 
-    def __init__(self, folder, port=None):
+    def __init__(self, folder, port=None, listener_conf="", anonymous=True):
+        self.listener_conf = listener_conf
+        self.anonymous = anonymous
         self.folder = pathlib.Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -37,7 +39,8 @@ class Broker:
         conf = self.folder / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{self.listener_conf}"
+            f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
             "persistence true\n"
             f"persistence_location {self.folder}/\n"
             f"user {os.environ.get('USER') or subprocess.run(['id', '-un'], capture_output=True, text=True).stdout.strip()}\n"
@@ -67,15 +70,20 @@ class Subscriber:
     `session` makes it a persistent session (clean_session False) under that client ID, so the
     broker keeps its QoS 1 messages while it is away."""
 
-    def __init__(self, port, topics, session=None, qos=1):
+    def __init__(self, port, topics, session=None, qos=1, tls_ca=None, credentials=None):
         self.cond = threading.Condition()
         self.messages = []  # (topic, payload bytes, retain)
         self.dups = []  # (topic, payload) of the messages the broker marked as sent again
+        self.dup = []  # the DUP flag of each message, beside self.messages
         self.qos = qos
         self.connects = 0
         kwargs = {"client_id": session, "clean_session": False} if session else {}
         self.client = mqtt.Client(**kwargs)
         self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        if tls_ca:
+            self.client.tls_set(ca_certs=str(tls_ca))
+        if credentials:
+            self.client.username_pw_set(*credentials)
         self.topics = topics
         self.client.on_connect = self._connected
         self.client.on_message = self._message
@@ -93,6 +101,7 @@ class Subscriber:
     def _message(self, client, userdata, msg):
         with self.cond:
             self.messages.append((msg.topic, bytes(msg.payload), msg.retain))
+            self.dup.append(bool(msg.dup))
             if msg.dup:
                 self.dups.append((msg.topic, bytes(msg.payload)))
             self.cond.notify_all()
@@ -110,6 +119,11 @@ class Subscriber:
         """The messages so far whose topic matches `topic_filter` (MQTT wildcards)."""
         with self.cond:
             return [(t, p, r) for t, p, r in self.messages if mqtt.topic_matches_sub(topic_filter, t)]
+
+    def dup_flags(self, topic_filter):
+        """The DUP flags of the messages `on(topic_filter)` returns, in the same order."""
+        with self.cond:
+            return [d for (t, _, _), d in zip(self.messages, self.dup) if mqtt.topic_matches_sub(topic_filter, t)]
 
     def wait_on(self, topic_filter, count=1, timeout=TIMEOUT):
         self.wait(lambda: len(self.on(topic_filter)) >= count, f"{count} message(s) on {topic_filter}", timeout)

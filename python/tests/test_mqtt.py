@@ -1,7 +1,8 @@
 """The gateway's MQTT publisher against a real broker (Debian's mosquitto, on a loopback port),
 checked by an independent client (paho-mqtt): messages and statuses as JSON on the documented
 topics, a request and its reply through MQTT, the credentials rule for requests, and the
-broker stopped for 30 s during an event run (every message arrives once, in order)."""
+broker stopped for 30 s during an event run (every message arrives, in order, and the gateway
+publishes none twice; `seq` lets the consumer drop the broker's own redeliveries)."""
 
 import json
 import os
@@ -73,11 +74,12 @@ def test_messages_and_statuses_are_published_as_json(secsgate_bin, tmp_path, bro
         assert mqtt["connected"] is True and mqtt["published"] >= 6 and mqtt["dropped"] == 0, mqtt
         metrics = gw.get("/metrics")
         assert "\nsecsgate_mqtt_connected 1\n" in metrics and "\nsecsgate_mqtt_queued 0\n" in metrics, metrics
+        # A clean stop says the gateway is offline (retained), as its last will would.
+        gw.stop()
+        sub.wait(lambda: sub.json_on("secsgate/mq1/status")[-1]["online"] is False, "the offline status")
     finally:
         gw.stop()
         sub.close()
-    # The gateway's last will was not needed: it said goodbye by itself. Its offline status
-    # comes from the broker when it vanishes, which the outage test does not cover either.
 
 
 def test_a_request_and_its_reply_through_mqtt(secsgate_bin, tmp_path, broker):
@@ -138,14 +140,16 @@ def test_requests_from_a_remote_broker_need_a_password(secsgate_bin, tmp_path):
     done = subprocess.run([secsgate_bin, "run", str(folder), "--no-web"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done.stderr
     assert f"project.toml:{line}: mqtt.commands" in done.stderr and "command_password" in done.stderr, done.stderr
+    # `secsgate check` says the same.
+    checked = subprocess.run([secsgate_bin, "check", str(folder)], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 1 and f"project.toml:{line}: mqtt.commands" in checked.stderr, checked.stderr
 
 
 def test_a_broker_outage_loses_nothing_and_keeps_the_order(secsgate_bin, tmp_path):
     broker = Broker(tmp_path / "own-broker").start()
     events = 400
-    # A persistent session: the broker keeps what arrives for it while it is away too; QoS 2,
-    # so that the broker's own redelivery to it after the restart is not a second copy.
-    sub = Subscriber(broker.port, ["secsgate/mq5/Tool1/+"], session="outage-checker", qos=2)
+    # A persistent session: the broker keeps what arrives for it while it is away too.
+    sub = Subscriber(broker.port, ["secsgate/mq5/Tool1/+"], session="outage-checker")
     folder = project(tmp_path, "mq5", broker.port, "reconnect_max = 1\n", sim_config=burst_config(events), startup=False)
     gw = Gateway(secsgate_bin, folder)
     try:
@@ -162,13 +166,33 @@ def test_a_broker_outage_loses_nothing_and_keeps_the_order(secsgate_bin, tmp_pat
         assert during < events, "the run must go on past the outage"
         broker.start()
         gw.lines.wait_for(r"MQTT broker reachable again")
-        reports = sub.wait_on("secsgate/mq5/Tool1/S6F11", events, timeout=120)
-        payloads = [json.loads(p) for _, p, _ in reports]
-        dataids = [p["message"]["body"][0]["value"] for p in payloads]
-        assert len(dataids) == events and dataids == list(range(dataids[0], dataids[0] + events)), (dataids, sub.dups)
+        # The broker restarted with messages it had sent to the subscriber but not seen
+        # acknowledged: it sends those again, marked DUP (MQTT's QoS 1 between it and the
+        # subscriber). `seq` is what lets a consumer drop them, and what the test checks: in
+        # order, none missing, and no publish sent twice by the gateway (a repeat the broker
+        # did not mark as its own redelivery).
+        def distinct(topic_filter):
+            seen, out = set(), []
+            for _, p, retained in sub.on(topic_filter):
+                m = json.loads(p)
+                if not retained and m["seq"] not in seen:
+                    seen.add(m["seq"])
+                    out.append(m)
+            return out
+
+        sub.wait(lambda: len(distinct("secsgate/mq5/Tool1/S6F11")) >= events, f"{events} distinct reports", timeout=120)
+        dataids = [m["message"]["body"][0]["value"] for m in distinct("secsgate/mq5/Tool1/S6F11")]
+        assert dataids == list(range(dataids[0], dataids[0] + events)), dataids
         # (A retained status comes again with each subscription: the broker's copy, not ours.)
-        everything = [json.loads(p)["seq"] for _, p, retained in sub.on("secsgate/mq5/Tool1/+") if not retained]
-        assert everything == list(range(everything[0], everything[0] + len(everything))), "each once, in order, no gap"
+        everything = [m["seq"] for m in distinct("secsgate/mq5/Tool1/+")]
+        assert everything == list(range(everything[0], everything[0] + len(everything))), "in order, no gap"
+        arrivals = [(p, dup) for (_, p, retained), dup in zip(sub.on("secsgate/mq5/Tool1/+"), sub.dup_flags("secsgate/mq5/Tool1/+")) if not retained]
+        first = {}
+        for p, dup in arrivals:
+            seq = json.loads(p)["seq"]
+            if seq in first:
+                assert dup, f"seq {seq} published twice by the gateway"
+            first.setdefault(seq, p)
         unreachable = [l for l in gw.lines.lines if "MQTT broker unreachable" in l]
         assert len(unreachable) == 1, unreachable
     finally:
@@ -225,3 +249,48 @@ def test_tags_as_sparkplug_b_read_by_an_independent_decoder(secsgate_bin, tmp_pa
         assert metrics_by_name(decode(ndeath))["bdSeq"]["value"] == bd_seq
     finally:
         sub.close()
+
+
+def make_certificates(folder):
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run = lambda *args: subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=secsgate test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    return folder / "ca.pem"
+
+
+def test_tls_and_broker_credentials_from_the_environment(secsgate_bin, tmp_path):
+    certs = tmp_path / "certs"
+    ca = make_certificates(certs)
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "bay3", "s3cret-gw"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwords), "checker", "s3cret-sub"], check=True)
+    broker = Broker(
+        tmp_path / "tls-broker",
+        listener_conf=f"cafile {ca}\ncertfile {certs / 'server.pem'}\nkeyfile {certs / 'server.key'}\npassword_file {passwords}\n",
+        anonymous=False,
+    ).start()
+    sub = Subscriber(broker.port, ["secsgate/bay3/#"], tls_ca=ca, credentials=("checker", "s3cret-sub"))
+    extra = f'username = "bay3"\nca_file = "{ca}"\n'
+    folder = project(tmp_path, "bay3", broker.port, extra)
+    toml = folder / "project.toml"
+    toml.write_text(toml.read_text().replace(f'url = "mqtt://127.0.0.1:{broker.port}"', f'url = "mqtts://127.0.0.1:{broker.port}"'))
+    gw = Gateway(secsgate_bin, folder, env={"SECSGATE_MQTT_PASSWORD": "s3cret-gw"})
+    try:
+        reports = sub.wait_on("secsgate/bay3/Tool1/S6F11", 6)
+        assert json.loads(reports[0][1])["gateway"] == "bay3"
+    finally:
+        gw.stop()
+    # A wrong password: refused by the broker, said once in the log, and the tool is still served.
+    wrong = Gateway(secsgate_bin, folder, env={"SECSGATE_MQTT_PASSWORD": "guess"})
+    try:
+        line = wrong.lines.wait_for(r"MQTT broker unreachable")
+        assert "NotAuthorized" in line or "not authorized" in line.lower() or "BadUserNamePassword" in line, line
+        wrong.lines.wait_for(r"equipment status.*to=Communicating")
+    finally:
+        wrong.stop()
+        sub.close()
+        broker.stop()

@@ -30,6 +30,11 @@ pub(super) fn check(dir: &Path) -> i32 {
                 eprintln!("secsgate: warning: {w}");
             }
             let mut problems = Vec::new();
+            if project.mqtt.enabled
+                && let Err(e) = crate::north::check(&project.mqtt)
+            {
+                problems.push(e.to_string());
+            }
             for s in &project.simulators {
                 match crate::gateway::load_simulator_config(s) {
                     Ok(config) => {

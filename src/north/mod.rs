@@ -103,9 +103,16 @@ impl North {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        if let Some(events) = self.events.take() {
-            events.abort();
-            let _ = events.await;
+        if let Some(mut events) = self.events.take() {
+            // The event loop sends the goodbye and the DISCONNECT, then ends; a broker that
+            // does not answer is not waited for long.
+            if tokio::time::timeout(Duration::from_secs(2), &mut events)
+                .await
+                .is_err()
+            {
+                events.abort();
+                let _ = events.await;
+            }
         }
     }
 }
@@ -334,8 +341,18 @@ async fn run_events(
     let first = Duration::from_secs(1).min(backoff_max);
     let mut backoff = first;
     let mut down_since_logged = false;
+    // Once the publisher has stopped, the loop only carries out what it left: its goodbye and
+    // the DISCONNECT.
+    let mut publisher_gone = false;
     loop {
-        match eventloop.poll().await {
+        let polled = eventloop.poll().await;
+        if publisher_gone {
+            match polled {
+                Ok(Event::Outgoing(MqttOutgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+        match polled {
             Ok(event) => {
                 let out = match event {
                     Event::Incoming(Incoming::ConnAck(ack)) => {
@@ -363,7 +380,7 @@ async fn run_events(
                 if let Some(out) = out
                     && link.send(out).await.is_err()
                 {
-                    return;
+                    publisher_gone = true;
                 }
             }
             Err(e) => {
@@ -914,12 +931,27 @@ impl Publisher {
         self.write_to_disk(&from_memory);
         self.spill();
         if let Some(client) = &self.client {
-            if self.connected
-                && let Some(node) = &self.node
-            {
-                let death = node.ndeath(now_ms());
-                let _ =
-                    client.try_publish(death.topic, qos(death.kind.qos()), false, death.payload);
+            // A clean DISCONNECT discards the last will, so what it would have said is
+            // published first: the NDEATH, or the gateway's offline status (retained).
+            if self.connected {
+                if let Some(node) = &self.node {
+                    let death = node.ndeath(now_ms());
+                    let _ = client.try_publish(
+                        death.topic,
+                        qos(death.kind.qos()),
+                        false,
+                        death.payload,
+                    );
+                } else {
+                    let payload =
+                        json!({"online": false, "gateway": self.gateway_name}).to_string();
+                    let _ = client.try_publish(
+                        self.topics.gateway_status(),
+                        QoS::AtLeastOnce,
+                        true,
+                        payload.into_bytes(),
+                    );
+                }
             }
             let _ = client.try_disconnect();
         }
