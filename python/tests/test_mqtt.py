@@ -1,8 +1,8 @@
 """The gateway's MQTT publisher against a real broker (Debian's mosquitto, on a loopback port),
 checked by an independent client (paho-mqtt): messages and statuses as JSON on the documented
 topics, a request and its reply through MQTT, the credentials rule for requests, and the
-broker stopped for 30 s during an event run (every message arrives, in order, and the gateway
-publishes none twice; `seq` lets the consumer drop the broker's own redeliveries)."""
+broker stopped for 30 s during an event run (every message arrives, in order; `seq` lets the
+consumer drop the repeats QoS 1 allows)."""
 
 import json
 import os
@@ -169,8 +169,7 @@ def test_a_broker_outage_loses_nothing_and_keeps_the_order(secsgate_bin, tmp_pat
         # The broker restarted with messages it had sent to the subscriber but not seen
         # acknowledged: it sends those again, marked DUP (MQTT's QoS 1 between it and the
         # subscriber). `seq` is what lets a consumer drop them, and what the test checks: in
-        # order, none missing, and no publish sent twice by the gateway (a repeat the broker
-        # did not mark as its own redelivery).
+        # order and none missing, once repeats are dropped.
         def distinct(topic_filter):
             seen, out = set(), []
             for _, p, retained in sub.on(topic_filter):
@@ -186,13 +185,16 @@ def test_a_broker_outage_loses_nothing_and_keeps_the_order(secsgate_bin, tmp_pat
         # (A retained status comes again with each subscription: the broker's copy, not ours.)
         everything = [m["seq"] for m in distinct("secsgate/mq5/Tool1/+")]
         assert everything == list(range(everything[0], everything[0] + len(everything))), "in order, no gap"
+        # Repeats the broker did not mark as its own are the gateway's: QoS 1 allows those
+        # only for what was in flight when the connection broke (256 at most).
         arrivals = [(p, dup) for (_, p, retained), dup in zip(sub.on("secsgate/mq5/Tool1/+"), sub.dup_flags("secsgate/mq5/Tool1/+")) if not retained]
-        first = {}
+        seen, resent = set(), 0
         for p, dup in arrivals:
             seq = json.loads(p)["seq"]
-            if seq in first:
-                assert dup, f"seq {seq} published twice by the gateway"
-            first.setdefault(seq, p)
+            if seq in seen and not dup:
+                resent += 1
+            seen.add(seq)
+        assert resent <= 256, resent
         unreachable = [l for l in gw.lines.lines if "MQTT broker unreachable" in l]
         assert len(unreachable) == 1, unreachable
     finally:
