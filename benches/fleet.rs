@@ -12,6 +12,8 @@
 //! The broker and the server come from `FLEET_MQTT_PORT` and `FLEET_PG_URL` (bench.sh starts
 //! them). Prints JSON lines.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +21,9 @@ use std::time::{Duration, Instant};
 
 use secsgate::config::Project;
 use secsgate::gateway::{Gateway, Status};
-use secsgate::hsms::driver::{self, Mode, Settings};
-use secsgate::link::{Link, Received};
+use secsgate::link::Link;
 use secsgate::north::North;
-use secsgate::secs2::{Message, sml};
+use secsgate::secs2::Message;
 
 const IN_FLIGHT: u64 = 64;
 
@@ -52,34 +53,9 @@ impl Case {
     }
 }
 
-async fn equipment() -> (Link, u16) {
-    let mut s = Settings::new(Mode::Passive("127.0.0.1:0".into()));
-    s.protocol.linktest = None;
-    let e = driver::start(s).await.unwrap();
-    let link = e.link.clone();
-    let mut incoming = e.incoming;
-    tokio::spawn(async move {
-        while let Some(Received::Message(m)) = incoming.recv().await {
-            if (m.stream, m.function) == (1, 13) {
-                let body = sml::parse_item("<L [2] <B 0> <L [2] <A \"EQ\"> <A \"1\">>>").ok();
-                let _ = link.reply(&m, body).await;
-            }
-        }
-    });
-    (e.link, e.local_addr.unwrap().port())
-}
-
-/// An event report of a typical size: DATAID, CEID and one report of three values.
-fn event(n: u64) -> Message {
-    sml::parse_message(&format!(
-        "S6F11 W <L [3] <U4 {n}> <U4 4001> <L [1] <L [2] <U4 1> <L [3] <U4 {n}> <F4 23.5> <A \"LOT-0001\">>>>> ."
-    ))
-    .unwrap()
-}
-
 /// Sends `count` events with IN_FLIGHT outstanding; returns when every reply is back.
 async fn blast(link: &Link, count: u64) {
-    let events: Arc<Vec<Message>> = Arc::new((0..100).map(event).collect());
+    let events: Arc<Vec<Message>> = Arc::new((0..100).map(|n| common::event(n, 4001)).collect());
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..IN_FLIGHT {
@@ -124,6 +100,13 @@ async fn start(dir: &Path, port: u16, case: Case, name: &str) -> (Gateway, Optio
             toml.push_str(&format!("\n[store]\nurl = \"{url}\"\n"));
         }
     }
+    let (g, north, _) = gateway(dir, &toml).await;
+    (g, north)
+}
+
+/// A gateway of the project `toml` in `dir`, communicating with its equipment, and its
+/// publisher if `[mqtt]` is on.
+async fn gateway(dir: &Path, toml: &str) -> (Gateway, Option<North>, Project) {
     std::fs::write(dir.join("project.toml"), toml).unwrap();
     let p = Project::load(dir).unwrap_or_else(|e| panic!("{e:?}"));
     let g = Gateway::start(&p, false).await;
@@ -135,15 +118,8 @@ async fn start(dir: &Path, port: u16, case: Case, name: &str) -> (Gateway, Optio
     .await
     .unwrap()
     .unwrap();
-    let north = match g.take_feed() {
-        Some(feed) => Some(
-            secsgate::north::start(&p.mqtt, g.clone(), feed)
-                .await
-                .unwrap(),
-        ),
-        None => None,
-    };
-    (g, north)
+    let north = secsgate::north::start_if_on(&p.mqtt, &g).await.unwrap();
+    (g, north, p)
 }
 
 /// A subscriber counting the publishes on `secsgate/<name>/Tool1/S6F11`.
@@ -245,7 +221,7 @@ async fn forward_queue(root: &Path, count: u64) {
         l.local_addr().unwrap().port()
     };
     for away in [false, true] {
-        let (eq, port) = equipment().await;
+        let (eq, port) = common::equipment().await;
         let dir = root.join(if away { "away" } else { "away-baseline" });
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("handlers")).unwrap();
@@ -257,19 +233,7 @@ async fn forward_queue(root: &Path, count: u64) {
                 "\n[mqtt]\nurl = \"mqtt://127.0.0.1:{closed}\"\nmessages = [\"S6F11\"]\nforward_limit = 10000000\n"
             ));
         }
-        std::fs::write(dir.join("project.toml"), toml).unwrap();
-        let p = Project::load(&dir).unwrap();
-        let g = Gateway::start(&p, false).await;
-        let mut w = g.connection("Tool1").unwrap().watch_status();
-        w.wait_for(|s| *s == Status::Communicating).await.unwrap();
-        let north = match g.take_feed() {
-            Some(feed) => Some(
-                secsgate::north::start(&p.mqtt, g.clone(), feed)
-                    .await
-                    .unwrap(),
-            ),
-            None => None,
-        };
+        let (g, north, p) = gateway(&dir, &toml).await;
         blast(&eq, 1000).await;
         let rss0 = rss_kib();
         let t = Instant::now();
@@ -319,7 +283,7 @@ fn main() {
         let cases = [Case::Off, Case::MqttQos0, Case::MqttQos1, Case::Postgres];
         let mut setups = Vec::new();
         for case in cases {
-            let (eq, port) = equipment().await;
+            let (eq, port) = common::equipment().await;
             let name = format!("bench{}{}", std::process::id(), case.name().replace('_', ""));
             let received = match case {
                 Case::MqttQos0 | Case::MqttQos1 => Some(subscriber(&name).await),

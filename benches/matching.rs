@@ -15,6 +15,8 @@
 //!
 //! The equipment is a secsgate HSMS endpoint in the same process. Prints JSON lines.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,10 +25,9 @@ use std::time::{Duration, Instant};
 
 use secsgate::config::Project;
 use secsgate::gateway::{Gateway, Status};
-use secsgate::hsms::driver::{self, Mode, Settings};
-use secsgate::link::{Link, Received};
+use secsgate::link::Link;
 use secsgate::sdl::Sdl;
-use secsgate::secs2::{Message, sml};
+use secsgate::secs2::Message;
 
 const EVENTS: u64 = 50_000;
 const IN_FLIGHT: u64 = 64;
@@ -129,30 +130,9 @@ fn project(dir: &Path, port: u16, case: &Case) {
     std::fs::write(dir.join("tool.sdl"), sdl).unwrap();
 }
 
-async fn equipment() -> (Link, u16) {
-    let mut s = Settings::new(Mode::Passive("127.0.0.1:0".into()));
-    s.protocol.linktest = None;
-    let e = driver::start(s).await.unwrap();
-    let link = e.link.clone();
-    let mut incoming = e.incoming;
-    tokio::spawn(async move {
-        while let Some(Received::Message(m)) = incoming.recv().await {
-            if (m.stream, m.function) == (1, 13) {
-                let body = sml::parse_item("<L [2] <B 0> <L [2] <A \"EQ\"> <A \"1\">>>").ok();
-                let _ = link.reply(&m, body).await;
-            }
-        }
-    });
-    (e.link, e.local_addr.unwrap().port())
-}
-
 /// Event `n`: its CEID cycles through the 100 keys.
 fn event(n: u64) -> Message {
-    let ceid = FIRST_CEID + n % KEYED;
-    sml::parse_message(&format!(
-        "S6F11 W <L [3] <U4 {n}> <U4 {ceid}> <L [1] <L [2] <U4 1> <L [3] <U4 {n}> <F4 23.5> <A \"LOT-0001\">>>>> ."
-    ))
-    .unwrap()
+    common::event(n, FIRST_CEID + n % KEYED)
 }
 
 /// Sends `count` events with IN_FLIGHT outstanding; returns when every reply is back. The
@@ -264,7 +244,7 @@ fn main() {
             .collect();
         let mut running = Vec::new();
         for case in &cases {
-            let (eq, port) = equipment().await;
+            let (eq, port) = common::equipment().await;
             let dir = base.join(case.name);
             project(&dir, port, case);
             let g = start(&dir).await;

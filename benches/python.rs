@@ -8,6 +8,8 @@
 //! The equipment is a secsgate HSMS endpoint in the same process sending S6F11 W with 64 in
 //! flight; the gateway answers S6F12 and runs the handler. Prints JSON lines.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use secsgate::config::Project;
 use secsgate::gateway::{Gateway, Status};
-use secsgate::hsms::driver::{self, Mode, Settings};
-use secsgate::link::{Link, Received};
-use secsgate::secs2::{Message, sml};
+use secsgate::link::Link;
+use secsgate::secs2::Message;
 
 const EVENTS: u64 = 50_000;
 const IN_FLIGHT: u64 = 64;
@@ -36,30 +37,6 @@ fn project(dir: &Path, port: u16, handler: Option<&str>) {
     }
 }
 
-async fn equipment() -> (Link, u16) {
-    let mut s = Settings::new(Mode::Passive("127.0.0.1:0".into()));
-    s.protocol.linktest = None;
-    let e = driver::start(s).await.unwrap();
-    let link = e.link.clone();
-    let mut incoming = e.incoming;
-    tokio::spawn(async move {
-        while let Some(Received::Message(m)) = incoming.recv().await {
-            if (m.stream, m.function) == (1, 13) {
-                let body = sml::parse_item("<L [2] <B 0> <L [2] <A \"EQ\"> <A \"1\">>>").ok();
-                let _ = link.reply(&m, body).await;
-            }
-        }
-    });
-    (e.link, e.local_addr.unwrap().port())
-}
-
-fn event(n: u64) -> Message {
-    sml::parse_message(&format!(
-        "S6F11 W <L [3] <U4 {n}> <U4 4001> <L [1] <L [2] <U4 1> <L [3] <U4 {n}> <F4 23.5> <A \"LOT-0001\">>>>> ."
-    ))
-    .unwrap()
-}
-
 /// Sends `count` events with IN_FLIGHT outstanding; returns when every reply is back.
 async fn blast(link: &Link, count: u64) {
     let next = Arc::new(AtomicU64::new(0));
@@ -72,7 +49,7 @@ async fn blast(link: &Link, count: u64) {
                 if n >= count {
                     return;
                 }
-                link.request(event(n)).await.expect("S6F12");
+                link.request(common::event(n, 4001)).await.expect("S6F12");
             }
         }));
     }
@@ -136,7 +113,7 @@ fn main() {
             std::env::temp_dir().join(format!("secsgate-bench-python-{}", std::process::id()));
         let mut running = Vec::new();
         for (case, handler) in CASES {
-            let (eq, port) = equipment().await;
+            let (eq, port) = common::equipment().await;
             let dir = base.join(case);
             project(&dir, port, handler);
             let g = start(&dir).await;
@@ -187,7 +164,7 @@ async fn reload_latency(dir: &Path, eq: &Link) {
             let _ = eq
                 .send(Message {
                     w_bit: false,
-                    ..event(n)
+                    ..common::event(n, 4001)
                 })
                 .await;
             n += 1;

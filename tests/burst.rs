@@ -529,10 +529,10 @@ async fn gateway_answers_a_burst_of_100k_s6f11_while_the_mqtt_broker_is_away() {
     let dir = project("mqtt", port, &mqtt, &[]);
     let (gateway, mut rd, wr) = equipment_side(listener, &dir).await;
     let project = Project::load(&dir).unwrap();
-    let north =
-        secsgate::north::start(&project.mqtt, gateway.clone(), gateway.take_feed().unwrap())
-            .await
-            .unwrap();
+    let north = secsgate::north::start_if_on(&project.mqtt, &gateway)
+        .await
+        .unwrap()
+        .expect("[mqtt] is on");
     let stats = gateway.feed_stats().unwrap();
     let started = Instant::now();
     let writer = pipeline(wr, s6f11);
@@ -580,10 +580,10 @@ async fn gateway_answers_a_burst_of_100k_s6f11_while_the_mqtt_broker_is_away() {
     let project = Project::load(&dir).unwrap();
     let resent = Instant::now();
     let gateway = Gateway::start(&project, false).await;
-    let north =
-        secsgate::north::start(&project.mqtt, gateway.clone(), gateway.take_feed().unwrap())
-            .await
-            .unwrap();
+    let north = secsgate::north::start_if_on(&project.mqtt, &gateway)
+        .await
+        .unwrap()
+        .expect("[mqtt] is on");
     // As a consumer does, repeats are told by `seq` (QoS 1 is at least once: a publish whose
     // acknowledgement was lost to a reconnect comes again); what is new must be the next
     // S6F11, none missing.

@@ -33,3 +33,20 @@ def secsgate(secsgate_bin):
         )
 
     return run
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """The port of an MQTT broker: the test script's (`SECSGATE_TEST_MQTT_PORT`), else one of
+    this test's own (Debian's mosquitto), stopped by its PID after."""
+    port = os.environ.get("SECSGATE_TEST_MQTT_PORT")
+    if port:
+        yield int(port)
+        return
+    from mqtt_helpers import Broker
+
+    b = Broker(tmp_path / "broker").start()
+    try:
+        yield b.port
+    finally:
+        b.stop()

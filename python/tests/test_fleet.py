@@ -8,24 +8,12 @@ import os
 
 import pytest
 
-from mqtt_helpers import Broker, Gateway, Subscriber, project
+from mqtt_helpers import Gateway, Subscriber, project
 from test_postgres import pg_url
 
 
-@pytest.fixture
-def broker_port(tmp_path):
-    port = os.environ.get("SECSGATE_TEST_MQTT_PORT")
-    if port:
-        yield int(port)
-        return
-    b = Broker(tmp_path / "broker").start()
-    try:
-        yield b.port
-    finally:
-        b.stop()
-
-
-def test_two_gateways_share_the_broker_and_the_database(secsgate_bin, tmp_path, broker_port):
+def test_two_gateways_share_the_broker_and_the_database(secsgate_bin, tmp_path, broker):
+    broker_port = broker
     url = pg_url()
     psycopg = pytest.importorskip("psycopg")
     names = [f"fleet{os.getpid()}a", f"fleet{os.getpid()}b"]

@@ -16,20 +16,6 @@ from mqtt_helpers import REPO, Broker, Gateway, Subscriber, project
 OUTAGE_SECONDS = float(os.environ.get("SECSGATE_TEST_OUTAGE_SECONDS", "30"))
 
 
-@pytest.fixture
-def broker(tmp_path):
-    """The test script's shared broker if it started one, else one of this test's own."""
-    port = os.environ.get("SECSGATE_TEST_MQTT_PORT")
-    if port:
-        yield int(port)
-        return
-    b = Broker(tmp_path / "broker").start()
-    try:
-        yield b.port
-    finally:
-        b.stop()
-
-
 def burst_config(events):
     """The default simulator config with a run of `events` event reports, 100 ms apart."""
     text = (REPO / "sdl" / "simulator.toml").read_text()

@@ -131,19 +131,16 @@ pub(super) fn run(dir: &Path, hot_reload: bool, web: WebChoice) -> i32 {
         } else {
             None
         };
-        let north = match gateway.take_feed() {
-            Some(feed) => match crate::north::start(&project.mqtt, gateway.clone(), feed).await {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    eprintln!("secsgate: MQTT: {e}");
-                    if let Some(web) = web {
-                        web.shutdown().await;
-                    }
-                    gateway.shutdown().await;
-                    return EXIT_BAD_INPUT;
+        let north = match crate::north::start_if_on(&project.mqtt, &gateway).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("secsgate: MQTT: {e}");
+                if let Some(web) = web {
+                    web.shutdown().await;
                 }
-            },
-            None => None,
+                gateway.shutdown().await;
+                return EXIT_BAD_INPUT;
+            }
         };
         info!(project = %project.dir.display(), equipment = project.equipment.len(), "gateway running; Ctrl-C stops it");
         super::wait_for_stop().await;

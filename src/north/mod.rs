@@ -330,6 +330,18 @@ pub async fn start(
     })
 }
 
+/// Starts the publisher of a gateway whose project has `[mqtt]` on (`Ok(None)` when it is
+/// off).
+pub async fn start_if_on(
+    settings: &MqttSettings,
+    gateway: &Gateway,
+) -> Result<Option<North>, NorthError> {
+    match gateway.take_feed() {
+        Some(feed) => start(settings, gateway.clone(), feed).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 /// The MQTT client's event loop: connects, reconnects with back-off, and hands the events
 /// the publisher needs to it.
 async fn run_events(
@@ -743,6 +755,19 @@ impl Publisher {
         }
     }
 
+    /// Everything not acknowledged onto disk: what was in flight from memory, then what waits
+    /// in memory (what was in flight from disk is still there).
+    fn all_to_disk(&mut self) {
+        let from_memory: Vec<Outgoing> = self
+            .inflight
+            .drain(..)
+            .filter(|f| !f.on_disk && !f.acked)
+            .map(|f| f.item)
+            .collect();
+        self.write_to_disk(&from_memory);
+        self.spill();
+    }
+
     /// Moves what waits in memory onto disk (the broker is away, or lags too far).
     fn spill(&mut self) {
         let items: Vec<Outgoing> = self.memory.drain(..).collect();
@@ -905,14 +930,7 @@ impl Publisher {
         }
         self.connected = false;
         self.stats.connected.store(false, Ordering::Relaxed);
-        let from_memory: Vec<Outgoing> = self
-            .inflight
-            .drain(..)
-            .filter(|f| !f.on_disk && !f.acked)
-            .map(|f| f.item)
-            .collect();
-        self.write_to_disk(&from_memory);
-        self.spill();
+        self.all_to_disk();
         self.disk_cursor = None;
         self.handed.clear();
         self.pkids.clear();
@@ -922,14 +940,7 @@ impl Publisher {
     /// On stopping: everything not acknowledged goes to disk for the next run; a Sparkplug
     /// node says goodbye with its NDEATH.
     fn stop(&mut self) {
-        let from_memory: Vec<Outgoing> = self
-            .inflight
-            .drain(..)
-            .filter(|f| !f.on_disk && !f.acked)
-            .map(|f| f.item)
-            .collect();
-        self.write_to_disk(&from_memory);
-        self.spill();
+        self.all_to_disk();
         if let Some(client) = &self.client {
             // A clean DISCONNECT discards the last will, so what it would have said is
             // published first: the NDEATH, or the gateway's offline status (retained).
