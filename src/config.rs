@@ -713,14 +713,8 @@ pub struct DatabaseConfig {
     pub location: DatabaseLocation,
 }
 
-/// Where a database is: an SQLite file or a PostgreSQL server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseLocation {
-    /// The SQLite file (relative paths are resolved against the project).
-    Sqlite(PathBuf),
-    /// A `postgres://` URL.
-    Postgres(String),
-}
+/// Where a database is (defined by the store, which opens it).
+pub use crate::store::DatabaseLocation;
 
 /// Why a `postgres://` URL cannot be used, or `None` if it can.
 pub fn postgres_url_problem(url: &str) -> Option<String> {

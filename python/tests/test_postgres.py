@@ -52,9 +52,15 @@ req("S2F37", [{"format": "Bool", "value": True}, []])
 # The store writes behind the gateway: wait (bounded) until the last reply is in.
 sql = ('SELECT "ID", "StreamFunction", "Direction", "Gateway", "Reply", "Raw", "MessageName" '
        'FROM "SECSGEM_Messages" WHERE "Gateway" = ? ORDER BY "ID"')
+# On a new database the table itself comes with the store's first batch.
 for _ in range(400):
-    ds = db.runPrepQuery(sql, [name])
-    if "S2F38" in [ds.getValueAt(r, "StreamFunction") for r in range(ds.getRowCount())]:
+    try:
+        ds = db.runPrepQuery(sql, [name])
+    except system.db.DatabaseError as e:
+        if "does not exist" not in str(e):
+            raise
+        ds = None
+    if ds is not None and "S2F38" in [ds.getValueAt(r, "StreamFunction") for r in range(ds.getRowCount())]:
         break
     import time
     time.sleep(0.05)

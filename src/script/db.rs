@@ -29,7 +29,7 @@ use rusqlite::types::Value as SqlValue;
 
 use super::host;
 use super::system::Dataset;
-use crate::config::DatabaseLocation;
+use crate::store::DatabaseLocation;
 use crate::store::postgres::{self as pg, Value};
 
 pyo3::create_exception!(

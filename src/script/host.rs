@@ -125,7 +125,7 @@ pub trait Host: Send + Sync + 'static {
     /// The gateway's realtime tags.
     fn tags(&self) -> Result<Arc<crate::tags::Tags>, HostError>;
     /// Where a database for `system.db` is (`""`: the project's own, the message store's).
-    fn database(&self, name: &str) -> Result<crate::config::DatabaseLocation, HostError>;
+    fn database(&self, name: &str) -> Result<crate::store::DatabaseLocation, HostError>;
 }
 
 /// A process program as `getToolProgram` returns it.

@@ -1543,7 +1543,7 @@ mod tests {
         fn tags(&self) -> Result<Arc<crate::tags::Tags>, HostError> {
             Err(HostError::Stopped)
         }
-        fn database(&self, _: &str) -> Result<crate::config::DatabaseLocation, HostError> {
+        fn database(&self, _: &str) -> Result<crate::store::DatabaseLocation, HostError> {
             Err(HostError::Stopped)
         }
     }

@@ -1140,12 +1140,12 @@ pub enum StoreReader {
 impl StoreReader {
     /// Opens the store at `location` for reading (SQLite read-only; PostgreSQL from the
     /// pool). On PostgreSQL, call it on a plain thread (or tokio's blocking pool).
-    pub fn open(location: &crate::config::DatabaseLocation) -> Result<StoreReader, StoreError> {
+    pub fn open(location: &crate::store::DatabaseLocation) -> Result<StoreReader, StoreError> {
         Ok(match location {
-            crate::config::DatabaseLocation::Sqlite(path) => {
+            crate::store::DatabaseLocation::Sqlite(path) => {
                 StoreReader::Sqlite(open_read_only(path)?)
             }
-            crate::config::DatabaseLocation::Postgres(url) => StoreReader::Postgres {
+            crate::store::DatabaseLocation::Postgres(url) => StoreReader::Postgres {
                 client: Box::new(super::postgres::pooled(url)?),
                 url: super::postgres::redact(url),
             },

@@ -14,3 +14,12 @@ pub use messages::{MessageStore, Recorder, SqliteStore};
 pub use programs::FolderPrograms;
 pub use spool::SqliteSpool;
 pub use tool_programs::{Saved, ToolPrograms};
+
+/// Where a database is: an SQLite file or a PostgreSQL server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    /// The SQLite file (relative paths are resolved against the project).
+    Sqlite(std::path::PathBuf),
+    /// A `postgres://` URL.
+    Postgres(String),
+}
