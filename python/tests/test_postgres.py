@@ -49,7 +49,8 @@ req("S2F33", [{"format": "U4", "value": 1}, [[{"format": "U4", "value": 9000}, [
 req("S2F35", [{"format": "U4", "value": 2}, [[{"format": "U4", "value": 102}, [{"format": "U4", "value": 9000}]]]])
 req("S2F37", [{"format": "Bool", "value": True}, []])
 
-# The store writes behind the gateway: wait (bounded) until the last reply is in.
+# The store writes behind the gateway: wait (bounded) until the last reply is in. A script
+# has no event for "rows written", so this reads again every 50 ms.
 sql = ('SELECT "ID", "StreamFunction", "Direction", "Gateway", "Reply", "Raw", "MessageName" '
        'FROM "SECSGEM_Messages" WHERE "Gateway" = ? ORDER BY "ID"')
 # On a new database the table itself comes with the store's first batch.

@@ -310,7 +310,16 @@ pub async fn start(
     } else {
         None
     };
-    let mut publisher = Publisher::new(settings, gateway, gateway_name, topics, disk, node)?;
+    let (responses_tx, responses_rx) = mpsc::channel(MAX_REQUESTS);
+    let mut publisher = Publisher::new(
+        settings,
+        gateway,
+        Arc::from(gateway_name.as_str()),
+        topics,
+        disk,
+        node,
+        responses_tx,
+    )?;
     let will = publisher.next_will();
     let mut opts = options(settings, &publisher.gateway_name)?;
     opts.set_last_will(will);
@@ -321,7 +330,8 @@ pub async fn start(
     let url = settings.url.to_string();
     let events = tokio::spawn(run_events(eventloop, link_tx, url, settings.reconnect_max));
     publisher.client = Some(client);
-    let task = tokio::spawn(async move { publisher.run(feed, link_rx, stop_rx).await });
+    let task =
+        tokio::spawn(async move { publisher.run(feed, link_rx, stop_rx, responses_rx).await });
     Ok(North {
         stats,
         stop: Some(stop_tx),
@@ -455,7 +465,7 @@ struct Publisher {
     settings: MqttSettings,
     qos: QoS,
     gateway: Gateway,
-    gateway_name: String,
+    gateway_name: Arc<str>,
     topics: Topics,
     client: Option<AsyncClient>,
     stats: Arc<PublisherStats>,
@@ -480,7 +490,6 @@ struct Publisher {
     command_password: Option<String>,
     requests_running: Arc<AtomicU64>,
     responses_tx: mpsc::Sender<Response>,
-    responses_rx: Option<mpsc::Receiver<Response>>,
     /// Drops since the last log line.
     dropped_unlogged: u64,
     /// Sequence numbers below this are reserved on disk.
@@ -493,10 +502,11 @@ impl Publisher {
     fn new(
         settings: &MqttSettings,
         gateway: Gateway,
-        gateway_name: String,
+        gateway_name: Arc<str>,
         topics: Topics,
         disk: ForwardQueue,
         node: Option<sparkplug::Node>,
+        responses_tx: mpsc::Sender<Response>,
     ) -> Result<Publisher, NorthError> {
         // Sequence numbers go on from where the last run reserved them.
         let next_seq = disk.next_seq()?.max(disk.seq_reserved()?);
@@ -513,7 +523,6 @@ impl Publisher {
             );
         }
         let disk_tail = next_seq.checked_sub(1).filter(|_| !disk.is_empty());
-        let (responses_tx, responses_rx) = mpsc::channel(MAX_REQUESTS);
         Ok(Publisher {
             qos: if settings.qos == 0 {
                 QoS::AtMostOnce
@@ -541,7 +550,6 @@ impl Publisher {
             tags_version: u64::MAX,
             requests_running: Arc::new(AtomicU64::new(0)),
             responses_tx,
-            responses_rx: Some(responses_rx),
             dropped_unlogged: 0,
             seq_reserved: reserved,
             subscribing: VecDeque::new(),
@@ -560,7 +568,7 @@ impl Publisher {
         }
         LastWill::new(
             self.topics.gateway_status(),
-            json!({"online": false, "gateway": self.gateway_name}).to_string(),
+            json!({"online": false, "gateway": &*self.gateway_name}).to_string(),
             QoS::AtLeastOnce,
             true,
         )
@@ -571,8 +579,8 @@ impl Publisher {
         mut feed: mpsc::Receiver<FeedEvent>,
         mut link: mpsc::Receiver<LinkEvent>,
         mut stop: oneshot::Receiver<()>,
+        mut responses: mpsc::Receiver<Response>,
     ) {
-        let mut responses = self.responses_rx.take().expect("taken once");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(FEED_BATCH);
@@ -626,8 +634,10 @@ impl Publisher {
         seq
     }
 
-    fn enqueue(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+    /// Queues a publish whose payload is made from its sequence number.
+    fn enqueue(&mut self, topic: String, retain: bool, payload: impl FnOnce(u64) -> Vec<u8>) {
         let seq = self.next_seq();
+        let payload = payload(seq);
         self.memory.push_back(Outgoing {
             seq,
             topic,
@@ -642,14 +652,8 @@ impl Publisher {
                 let topic = self
                     .topics
                     .equipment(&m.equipment, &m.message.stream_function().to_string());
-                let seq = self.next_seq();
-                let payload = message_payload(seq, &self.gateway_name, &m);
-                self.memory.push_back(Outgoing {
-                    seq,
-                    topic,
-                    payload,
-                    retain: false,
-                });
+                let gateway = self.gateway_name.clone();
+                self.enqueue(topic, false, |seq| message_payload(seq, &gateway, &m));
             }
             FeedEvent::Status {
                 time_ms,
@@ -657,17 +661,18 @@ impl Publisher {
                 status,
             } => {
                 let topic = self.topics.equipment(&equipment, "status");
-                let seq = self.next_seq;
-                let payload = json!({
-                    "seq": seq,
-                    "gateway": self.gateway_name,
-                    "equipment": equipment,
-                    "timestamp": timestamp_text(time_ms),
-                    "status": status,
-                })
-                .to_string()
-                .into_bytes();
-                self.enqueue(topic, payload, true);
+                let gateway = self.gateway_name.clone();
+                self.enqueue(topic, true, |seq| {
+                    json!({
+                        "seq": seq,
+                        "gateway": &*gateway,
+                        "equipment": equipment,
+                        "timestamp": timestamp_text(time_ms),
+                        "status": status,
+                    })
+                    .to_string()
+                    .into_bytes()
+                });
             }
         }
     }
@@ -911,7 +916,7 @@ impl Publisher {
             self.sparkplug_publish(births);
         } else {
             let topic = self.topics.gateway_status();
-            let payload = json!({"online": true, "gateway": self.gateway_name})
+            let payload = json!({"online": true, "gateway": &*self.gateway_name})
                 .to_string()
                 .into_bytes();
             self.untracked
@@ -955,7 +960,7 @@ impl Publisher {
                     );
                 } else {
                     let payload =
-                        json!({"online": false, "gateway": self.gateway_name}).to_string();
+                        json!({"online": false, "gateway": &*self.gateway_name}).to_string();
                     let _ = client.try_publish(
                         self.topics.gateway_status(),
                         QoS::AtLeastOnce,
@@ -1103,16 +1108,20 @@ impl Publisher {
             equipment,
             mut body,
         } = response;
-        let seq = self.next_seq;
-        body.insert("seq".into(), Value::from(seq));
-        body.insert("gateway".into(), Value::String(self.gateway_name.clone()));
+        body.insert(
+            "gateway".into(),
+            Value::String(self.gateway_name.to_string()),
+        );
         body.insert("equipment".into(), Value::String(equipment.clone()));
         body.insert(
             "timestamp".into(),
             Value::String(timestamp_text(crate::store::messages::now_ms())),
         );
         let topic = self.topics.equipment(&equipment, "response");
-        self.enqueue(topic, Value::Object(body).to_string().into_bytes(), false);
+        self.enqueue(topic, false, |seq| {
+            body.insert("seq".into(), Value::from(seq));
+            Value::Object(body).to_string().into_bytes()
+        });
     }
 
     /// Every second: Sparkplug DDATA for tags that changed (and DBIRTH/DDEATH as equipment
